@@ -1,0 +1,226 @@
+"""Dataset registry and :func:`prepare`, the one entry point that writes a dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import digits, vision
+from .store import MANIFEST_NAME, SPLITS, save_npz, write_manifest
+
+__all__ = ["DATASETS", "DatasetInfo", "prepare"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset known to :func:`prepare`."""
+
+    name: str
+    description: str
+    channels: int
+    native_size: int
+    default_image_size: int
+    label_names: tuple[str, ...]
+    split: str  # "official" or "stratified-seeded"
+    base_url: str | None  # None: embedded, no download
+    files: Mapping[str, str] = field(default_factory=dict)  # file name -> "algo:hex"
+    builder: Callable[..., dict] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def needs_download(self) -> bool:
+        return bool(self.files)
+
+
+_DIGIT_NAMES = tuple(str(i) for i in range(10))
+
+
+def _build_digits(*, seed, test_fraction, image_size, **_: Any) -> dict:
+    return digits.build_digits(seed=seed, test_fraction=test_fraction, image_size=image_size)
+
+
+def _build_mnist(*, download_dir, image_size, base_url, checksums, progress, **_: Any) -> dict:
+    return vision.build_mnist(download_dir=download_dir, image_size=image_size,
+                              base_url=base_url, checksums=checksums, progress=progress)
+
+
+def _build_cifar10(*, download_dir, image_size, base_url, checksums, progress, **_: Any) -> dict:
+    return vision.build_cifar10(download_dir=download_dir, image_size=image_size,
+                                base_url=base_url, checksums=checksums, progress=progress)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        name="digits",
+        description="scikit-learn 8x8 handwritten digits (1,797 images), upsampled; embedded",
+        channels=1, native_size=8, default_image_size=digits.DEFAULT_SIZE,
+        label_names=_DIGIT_NAMES, split="stratified-seeded", base_url=None,
+        builder=_build_digits,
+    ),
+    "mnist": DatasetInfo(
+        name="mnist",
+        description="MNIST 28x28 handwritten digits, zero-padded to 32x32 by default",
+        channels=1, native_size=28, default_image_size=32,
+        label_names=_DIGIT_NAMES, split="official", base_url=vision.MNIST_URL,
+        files=dict(vision.MNIST_FILES), builder=_build_mnist,
+    ),
+    "cifar10": DatasetInfo(
+        name="cifar10",
+        description="CIFAR-10 32x32 colour images, 10 classes",
+        channels=3, native_size=32, default_image_size=32,
+        label_names=vision.CIFAR10_LABELS, split="official", base_url=vision.CIFAR10_URL,
+        files=dict(vision.CIFAR10_FILES), builder=_build_cifar10,
+    ),
+}
+
+
+def _check_optional_positive(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                              or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int, stream: int):
+    if n is None or n >= len(labels):
+        return images, labels
+    # Own stream per split so max_train does not change which test images are kept.
+    rng = np.random.default_rng([seed, stream])
+    idx = np.sort(rng.permutation(len(labels))[:n])
+    return images[idx], labels[idx]
+
+
+def prepare(
+    name: str,
+    out_dir: str | os.PathLike,
+    *,
+    download_dir: str | os.PathLike = "resources/downloads",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    base_url: str | None = None,
+    checksums: dict | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build a dataset and write ``train.npz``, ``test.npz`` and ``manifest.json``.
+
+    Parameters
+    ----------
+    name : {"digits", "mnist", "cifar10"}
+    out_dir : path
+        Destination directory (created if needed).
+    download_dir : path
+        Where source archives are cached, under ``<download_dir>/<name>/``.
+    seed : int
+        Seeds the digits split and the ``max_*`` subsets.
+    test_fraction : float
+        Test share for datasets without an official split (digits); recorded
+        as ``None`` for official splits, where it is ignored.
+    image_size : int, optional
+        Output height = width; dataset default when None (digits 16,
+        mnist 32 by zero padding, cifar10 32).
+    base_url : str, optional
+        URL prefix replacing the default mirror (file names are appended).
+    checksums : dict, optional
+        File name -> expected checksum (``"md5:..."``, ``"sha256:..."`` or bare hex),
+        overriding the pinned ones.
+    max_train, max_test : int, optional
+        Keep the first N of a seeded permutation (order then restored), for smoke runs.
+    progress : bool
+        Show download progress bars.
+
+    Returns
+    -------
+    dict
+        The manifest, as written to ``out_dir/manifest.json``.
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset name or invalid argument.
+    DownloadError
+        A source file could not be downloaded, verified or parsed.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    info = DATASETS[name]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_optional_positive("image_size", image_size)
+    _check_optional_positive("max_train", max_train)
+    _check_optional_positive("max_test", max_test)
+    seed = int(seed)
+
+    built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
+                         download_dir=Path(download_dir), base_url=base_url,
+                         checksums=checksums, progress=progress)
+
+    arrays = {
+        "train": _subset(*built["train"], max_train, seed, stream=1),
+        "test": _subset(*built["test"], max_test, seed, stream=2),
+    }
+    shape = arrays["train"][0].shape[1:]
+    for split, (images, labels) in arrays.items():
+        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == shape, split
+        assert labels.dtype == np.int64 and labels.shape == (len(images),), split
+        assert images.shape[-1] == info.channels, split
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Drop the old commit marker first: until the new one lands, the directory reads as
+    # "not prepared" rather than as an old manifest pointing at new arrays.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+    splits = {}
+    for split in SPLITS:
+        images, labels = arrays[split]
+        fname = f"{split}.npz"
+        digest = save_npz(out / fname, images=images, labels=labels)
+        splits[split] = {
+            "file": fname,
+            "sha256": digest,
+            "count": len(labels),
+            "class_counts": np.bincount(labels, minlength=info.num_classes).tolist(),
+        }
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "dataset": name,
+        "description": info.description,
+        "source": built["source"],
+        "source_checksums": {
+            fname: {k: v for k, v in rec.items() if k in ("url", "algorithm", "checksum", "note")}
+            for fname, rec in built["verified"].items()
+        },
+        "preprocessing": built["preprocessing"],
+        "image_shape": [int(d) for d in shape],
+        "layout": "NHWC",
+        "dtype": "uint8",
+        "label_dtype": "int64",
+        "num_classes": info.num_classes,
+        "label_names": list(info.label_names),
+        "split": built["split"],
+        "seed": seed,
+        "test_fraction": built["test_fraction"],
+        "max_train": max_train,
+        "max_test": max_test,
+        "counts": {split: splits[split]["count"] for split in SPLITS},
+        "splits": splits,
+    }
+    write_manifest(out, manifest)
+    log.info("prepared %s in %s: %s", name, out, manifest["counts"])
+    return manifest

@@ -1,0 +1,85 @@
+"""Noise schedules of the variance-preserving process x_t = alpha_t x_0 + sigma_t eps.
+
+Every schedule is a plain function ``alpha(t) -> alpha_t`` over continuous t in [0, 1]
+(torch tensors in, tensors out); sigma_t = sqrt(1 - alpha_t^2) follows from VP.
+
+References (two-phase DAE paper, `dae_two_phase_training`, §3 "Noise schedules" and supp. §9):
+- linear-beta (Ho et al.): beta_k linear from 1e-4 to 0.02 over K = 1000 steps,
+  alpha_{t_k} = sqrt(prod_{j<=k} (1 - beta_j)) at t_k = k / K.
+- cosine (Nichol & Dhariwal): alpha_t = cos(pi t / 2).
+- shifted cosine SC-S (Hoogeboom et al.): alpha_t = sqrt(sigmoid(-2 ln tan(pi t / 2) + 2 ln S)).
+- inverted (Hudson et al., as reconstructed in supp. §9): alpha_t = sqrt((2 / pi) arccos(sqrt t)).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+Schedule = Callable[[torch.Tensor], torch.Tensor]
+
+SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted")
+
+
+def sigma_from_alpha(alpha: torch.Tensor) -> torch.Tensor:
+    return (1.0 - alpha.square()).clamp_min(0.0).sqrt()
+
+
+def linear_beta_alpha_bar(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Discrete alpha_bar_k = prod_{j=1..k}(1 - beta_j) for k = 0..K (alpha_bar_0 = 1), float64."""
+    betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1.0 - betas, 0)])
+
+
+def linear_beta(t: torch.Tensor, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    # Continuous-time extension: log alpha_bar is interpolated linearly between the grid
+    # points t_k = k/K, so the schedule equals the product formula exactly on the grid.
+    log_ab = linear_beta_alpha_bar(num_steps, beta_start, beta_end).log().to(t.device)
+    pos = t.double().clamp(0.0, 1.0) * num_steps
+    lo = pos.floor().long().clamp(max=num_steps - 1)
+    frac = pos - lo
+    log_ab_t = log_ab[lo] * (1 - frac) + log_ab[lo + 1] * frac
+    return (0.5 * log_ab_t).exp().to(t.dtype)
+
+
+def shifted_cosine(t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    # Computed through the log-SNR so that t = 0 and t = 1 give exactly 1 and 0.
+    t64 = t.double().clamp(0.0, 1.0)
+    log_snr = -2.0 * torch.log(torch.tan(math.pi * t64 / 2)) + 2.0 * math.log(scale)
+    alpha = torch.sigmoid(log_snr).sqrt()
+    alpha = torch.where(t64 >= 1.0, torch.zeros_like(alpha), alpha)
+    return alpha.to(t.dtype)
+
+
+def cosine(t: torch.Tensor) -> torch.Tensor:
+    return torch.cos(math.pi * t.double().clamp(0.0, 1.0) / 2).clamp_min(0.0).to(t.dtype)
+
+
+def inverted(t: torch.Tensor) -> torch.Tensor:
+    t64 = t.double().clamp(0.0, 1.0)
+    return ((2.0 / math.pi) * torch.arccos(t64.sqrt())).sqrt().to(t.dtype)
+
+
+def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -> Schedule:
+    """Explicit factory: ``name`` in SCHEDULES; ``scale`` is S for the shifted cosine family."""
+    if name == "linear_beta":
+        return partial(linear_beta, num_steps=num_steps)
+    if name == "cosine":
+        return cosine
+    if name == "shifted_cosine":
+        if scale is None or scale <= 0:
+            raise ValueError(f"schedule 'shifted_cosine' needs a positive scale S, got {scale!r}")
+        return partial(shifted_cosine, scale=float(scale))
+    if name == "inverted":
+        return inverted
+    raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
+
+
+def schedule_label(name: str, scale: float | None = None) -> str:
+    """Short label used in tables, e.g. 'sc4' for SC-4 (matches the reference CSVs)."""
+    if name == "shifted_cosine":
+        s = float(scale)
+        return f"sc{int(s)}" if s.is_integer() else f"sc{s:g}"
+    return name

@@ -1,0 +1,1 @@
+"""Evaluation: per-image metrics, pretrained-weight registry, feature metrics."""

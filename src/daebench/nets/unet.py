@@ -1,0 +1,109 @@
+"""ADM U-Net decoder D(x_t, t, z) of a diffusion autoencoder (two-phase DAE paper supp. §8,
+after Preechakul et al. 2022): time and latent code modulate every ResBlock through AdaGN."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Attention, Downsample, ResBlock, Upsample, group_norm, timestep_embedding
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, image_size: int, model_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (8,), dropout: float = 0.1, z_dim: int | None = None):
+        super().__init__()
+        ch = model_channels
+        emb_dim = 4 * ch
+        self.model_channels = ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.z_mlp = nn.Sequential(nn.Linear(z_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if z_dim else None
+        cond_dim = emb_dim if z_dim else None
+
+        def res(cin, cout):
+            return ResBlock(cin, cout, emb_dim, cond_dim, dropout)
+
+        self.inp = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, res_now, cur = [ch], image_size, ch
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                blocks = [res(cur, mult * ch)]
+                cur = mult * ch
+                if res_now in attention_resolutions:
+                    blocks.append(Attention(cur))
+                self.down.append(nn.ModuleList(blocks))
+                skips.append(cur)
+            if level != len(channel_mult) - 1:
+                self.down.append(nn.ModuleList([Downsample(cur)]))
+                skips.append(cur)
+                res_now //= 2
+        self.mid = nn.ModuleList([res(cur, cur), Attention(cur), res(cur, cur)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                blocks = [res(cur + skips.pop(), mult * ch)]
+                cur = mult * ch
+                if res_now in attention_resolutions:
+                    blocks.append(Attention(cur))
+                if level != 0 and i == num_res_blocks:
+                    blocks.append(Upsample(cur))
+                    res_now *= 2
+                self.up.append(nn.ModuleList(blocks))
+        self.out = nn.Sequential(group_norm(cur), nn.SiLU(), nn.Conv2d(cur, in_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    @staticmethod
+    def _run(blocks, h, emb, cond):
+        for blk in blocks:
+            h = blk(h, emb, cond) if isinstance(blk, ResBlock) else blk(h)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.model_channels))
+        cond = self.z_mlp(z) if self.z_mlp is not None else None
+        h = self.inp(x)
+        hs = [h]
+        for blocks in self.down:
+            h = self._run(blocks, h, emb, cond)
+            hs.append(h)
+        h = self._run(self.mid, h, emb, cond)
+        for blocks in self.up:
+            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, cond)
+        return self.out(h)
+
+
+class Encoder(nn.Module):
+    """Semantic encoder E(x) -> z: the downsampling half of the U-Net (no time input), pooled
+    to a 1-D code, as in DiffAE."""
+
+    def __init__(self, in_channels: int, image_size: int, z_dim: int, model_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
+                 attention_resolutions: Sequence[int] = ()):
+        super().__init__()
+        ch = model_channels
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 3, padding=1)]
+        res_now, cur = image_size, ch
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(cur, mult * ch))
+                cur = mult * ch
+                if res_now in attention_resolutions:
+                    layers.append(Attention(cur))
+            if level != len(channel_mult) - 1:
+                layers.append(Downsample(cur))
+                res_now //= 2
+        self.body = nn.ModuleList(layers)
+        self.norm = group_norm(cur)
+        self.head = nn.Linear(cur, z_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer in self.body:
+            h = layer(h)
+        h = F.silu(self.norm(h)).mean(dim=(2, 3))
+        return self.head(h)

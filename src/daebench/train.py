@@ -1,0 +1,172 @@
+"""One training loop for every method and phase: Adam with linear warm-up, EMA weights,
+atomic resumable checkpoints, per-term loss logging.
+
+Resumption is exact on CPU: the data order and every random draw of step k are functions of
+(seed, phase, k) alone (a fresh generator per step), so a run resumed from a checkpoint at step
+k replays steps k+1... exactly as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
+    return torch.device(name)
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """torch.save to a temp file then rename, so a crash mid-write never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _step_seed(seed: int, phase_index: int, step: int) -> int:
+    return (seed * 1_000_003 + phase_index * 10_007 + step) % (2**63 - 1)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Examples of global step ``step``: consecutive slices of seeded per-epoch permutations."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, pos = divmod(start + len(out), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        out.extend(perm[pos:pos + batch_size - len(out)].tolist())
+    return torch.tensor(out)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    # Warm-up of the decay (as in many DDPM codebases) so short runs are not dominated by init.
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, steps: int, phase_index: int,
+                train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
+                logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
+                progress: bool = True, extra: dict | None = None) -> dict:
+    """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
+
+    ``init``: the previous phase's final checkpoint (model, EMA and optimizer state carry over).
+    ``ckpt_path``: resumable checkpoint; if it exists with the same config hash, training resumes.
+    ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
+    ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
+    Returns the final checkpoint dict.
+    """
+    device = resolve_device(train_cfg["device"])
+    model.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], betas=(0.9, 0.999))
+    cfg_hash = json.dumps(config, sort_keys=True)
+    start = 0
+    if init is not None:
+        model.load_state_dict(init["model"])
+        ema.load_state_dict(init["ema"])
+        opt.load_state_dict(init["optimizer"])
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("config") == cfg_hash:
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["optimizer"])
+            start = int(ck["step"])
+            log.info("resumed from %s at step %d/%d", ckpt_path, start, steps)
+        else:
+            log.warning("ignoring %s: it was written with a different configuration", ckpt_path)
+    bs, seed = train_cfg["batch_size"], train_cfg["seed"]
+    warmup_steps = train_cfg["warmup_examples"] / bs
+    n = images.shape[0]
+    model.train()
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.time()
+
+    def snapshot(step: int) -> dict:
+        return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "step": step, "config": cfg_hash, **(extra or {})}
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}", disable=not progress,
+               mininterval=2.0)
+    for step in bar:
+        gstep = step_offset + step
+        lr = train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        s = _step_seed(seed, phase_index, step)
+        torch.manual_seed(s)  # dropout
+        gen = torch.Generator().manual_seed(s + 1)
+        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)
+        x0 = images[idx].to(device, non_blocking=True)
+        terms = loss_fn(model, x0, gen)
+        loss = sum(v.mean() for v in terms.values())
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+            raise FloatingPointError(f"non-finite loss at step {step} (terms: {', '.join(bad)}); "
+                                     f"last good checkpoint: {ckpt_path}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, model, train_cfg["ema_decay"], gstep)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach().mean())
+        count += 1
+        done = step + 1
+        if done % train_cfg["log_every"] == 0 or done == steps:
+            means = {f"loss/{k}": v / count for k, v in sums.items()}
+            means["lr"] = lr
+            means["examples_per_s"] = count * bs / max(time.time() - t0, 1e-9)
+            bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
+            if logger:
+                logger(means, step_offset + done)
+            sums, count, t0 = {}, 0, time.time()
+        if done % train_cfg["checkpoint_every"] == 0 and done < steps:
+            atomic_save(snapshot(done), ckpt_path)
+    final = snapshot(steps)
+    final["config_json"] = json.dumps(config, sort_keys=True)
+    atomic_save(final, out_path)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    return final
+
+
+def phase_steps(train_cfg: dict, phases: list[dict], index: int) -> tuple[int, int]:
+    """(steps of phase ``index``, global step at its start) from the method's training length."""
+    total = train_cfg["examples"] / train_cfg["batch_size"]
+    bounds = np.round(np.cumsum([0.0] + [p["fraction"] for p in phases]) * total).astype(int)
+    return int(bounds[index + 1] - bounds[index]), int(bounds[index])
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["atomic_save", "batch_indices", "load_checkpoint", "num_params", "phase_steps", "resolve_device",
+           "train_phase"]

@@ -1,0 +1,469 @@
+"""Tests for daebench.data: the embedded digits set and the checksum-verified downloaders.
+
+Downloads run against a local HTTP server on 127.0.0.1 that serves tiny
+archives built here in the real formats (idx .gz files, the CIFAR-10 python
+tarball of pickled batches).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import pickle
+import shutil
+import socket
+import struct
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daebench.data import (
+    DATASETS,
+    DownloadError,
+    IntegrityError,
+    from_tensor,
+    load_split,
+    prepare,
+    to_tensor,
+)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file below ``path`` (hidden temporaries included); [] if it does not exist."""
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+# --------------------------------------------------------------------------- digits
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    prepare("digits", out, seed=0, progress=False)
+    return out
+
+
+def test_registry_lists_the_three_datasets():
+    assert {"digits", "mnist", "cifar10"} <= set(DATASETS)
+    assert DATASETS["cifar10"].num_classes == 10 and DATASETS["cifar10"].channels == 3
+    assert DATASETS["cifar10"].files == {"cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a"}
+    assert set(DATASETS["mnist"].files) == {
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+
+
+def test_digits_shapes_dtypes_and_range(digits_dir):
+    manifest = json.loads((digits_dir / "manifest.json").read_text())
+    assert manifest["dataset"] == "digits"
+    assert manifest["source"] == "sklearn embedded"
+    assert manifest["image_shape"] == [16, 16, 1]
+    assert manifest["counts"] == {"train": 1437, "test": 360}
+    assert manifest["num_classes"] == 10 and manifest["label_names"] == [str(i) for i in range(10)]
+    assert manifest["seed"] == 0 and manifest["test_fraction"] == 0.2
+    for split, n in (("train", 1437), ("test", 360)):
+        x, y = load_split(digits_dir, split)
+        assert x.shape == (n, 16, 16, 1) and x.dtype == np.uint8
+        assert y.shape == (n,) and y.dtype == np.int64
+        assert x.min() == 0 and x.max() >= 250  # full 0..255 range is used
+        assert set(np.unique(y)) <= set(range(10))
+        # Upsampling must be smooth, not nearest-neighbour: 2x2 blocks are not all constant.
+        blocks = x[:, ::2, ::2] != x[:, 1::2, 1::2]
+        assert blocks.mean() > 0.1
+
+
+def test_digits_split_is_stratified_and_disjoint(digits_dir):
+    xtr, ytr = load_split(digits_dir, "train")
+    xte, yte = load_split(digits_dir, "test")
+    counts_test = np.bincount(yte, minlength=10)
+    counts_all = counts_test + np.bincount(ytr, minlength=10)
+    assert (counts_test > 0).all()
+    # Each class keeps its share to within one example.
+    assert np.all(np.abs(counts_test - 0.2 * counts_all) <= 1)
+    # Together the splits are exactly the 1,797 sklearn digits, no image in both.
+    from sklearn.datasets import load_digits
+    assert len(ytr) + len(yte) == len(load_digits().target) == 1797
+    train_rows = {row.tobytes() for row in xtr.reshape(len(xtr), -1)}
+    overlap = sum(row.tobytes() in train_rows for row in xte.reshape(len(xte), -1))
+    assert overlap <= 2  # sklearn digits contain a couple of exact duplicate images
+
+
+def test_digits_is_deterministic_and_seed_dependent(digits_dir, tmp_path):
+    again = prepare("digits", tmp_path / "a", seed=0, progress=False)
+    ref = json.loads((digits_dir / "manifest.json").read_text())
+    assert again == ref  # manifest included: nothing time-dependent in it
+    for split in ("train", "test"):
+        assert (tmp_path / "a" / f"{split}.npz").read_bytes() == (digits_dir / f"{split}.npz").read_bytes()
+    other = prepare("digits", tmp_path / "b", seed=1, progress=False)
+    assert other["splits"]["test"]["sha256"] != ref["splits"]["test"]["sha256"]
+    assert other["counts"] == ref["counts"]
+
+
+def test_load_split_round_trip_matches_returned_manifest(tmp_path):
+    manifest = prepare("digits", tmp_path, seed=3, test_fraction=0.25, image_size=12,
+                       max_train=100, max_test=40, progress=False)
+    assert manifest["counts"] == {"train": 100, "test": 40}
+    assert manifest["image_shape"] == [12, 12, 1]
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == manifest
+    x, y = load_split(tmp_path, "test")
+    assert x.shape == (40, 12, 12, 1)
+    assert np.bincount(y, minlength=10).tolist() == manifest["splits"]["test"]["class_counts"]
+    with np.load(tmp_path / "test.npz") as npz:
+        np.testing.assert_array_equal(npz["images"], x)
+        np.testing.assert_array_equal(npz["labels"], y)
+    with pytest.raises(ValueError, match="available"):
+        load_split(tmp_path, "validation")
+    # No temporaries left next to the outputs.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "test.npz", "train.npz"]
+
+
+def test_to_tensor_from_tensor_round_trip(digits_dir):
+    x, _ = load_split(digits_dir, "test")
+    t = to_tensor(x)
+    assert t.dtype == torch.float32 and tuple(t.shape) == (360, 1, 16, 16)
+    assert t.min().item() == -1.0 and t.max().item() <= 1.0
+    np.testing.assert_array_equal(from_tensor(t), x)
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    t = to_tensor(rgb)
+    assert tuple(t.shape) == (2, 3, 5, 7)
+    assert abs(t[1, 2, 4, 6].item() - (rgb[1, 4, 6, 2] / 127.5 - 1.0)) < 1e-6
+    np.testing.assert_array_equal(from_tensor(t), rgb)
+    # Out-of-range values clamp; values between levels round.
+    out = from_tensor(torch.tensor([-3.0, -1.0, 0.0, 1.0, 4.0, 2 * 100.4 / 255 - 1]).view(1, 1, 1, 6))
+    assert out.ravel().tolist() == [0, 0, 128, 255, 255, 100]
+    with pytest.raises(TypeError):
+        to_tensor(rgb.astype(np.float32))
+
+
+def test_unknown_dataset_name_lists_known_ones(tmp_path):
+    with pytest.raises(ValueError) as err:
+        prepare("imagenet1k", tmp_path, progress=False)
+    msg = str(err.value)
+    assert "imagenet1k" in msg
+    for name in DATASETS:
+        assert name in msg
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_tampered_npz_is_detected(digits_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(digits_dir, copy)
+    path = copy / "train.npz"
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0xFF  # inside the image payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="train.npz"):
+        load_split(copy, "train")
+    load_split(copy, "test")  # the untouched split still loads
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        load_split(tmp_path, "train")
+
+
+def test_crash_while_writing_leaves_no_complete_looking_file(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = np.lib.format.write_array
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the images array of test.npz
+            raise KeyboardInterrupt("simulated crash")
+        return real(*args, **kwargs)
+
+    prepare("digits", tmp_path, progress=False)  # an older, complete preparation
+    monkeypatch.setattr(np.lib.format, "write_array", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("digits", tmp_path, seed=5, progress=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # The old manifest is gone (so the directory reads as unprepared), no temp files remain.
+    assert names == ["test.npz", "train.npz"]
+    with pytest.raises(FileNotFoundError):
+        load_split(tmp_path, "train")
+
+
+# --------------------------------------------------------------------------- tiny real-format archives
+
+def _idx_gz(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist() -> dict:
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train": (rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), np.array([3, 1, 4, 1, 5], np.uint8)),
+        "test": (rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), np.array([9, 2, 6], np.uint8)),
+    }
+    files = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        files[f"{prefix}-images-idx3-ubyte.gz"] = _idx_gz(arrays[split][0])
+        files[f"{prefix}-labels-idx1-ubyte.gz"] = _idx_gz(arrays[split][1])
+    return {"arrays": arrays, "files": files}
+
+
+def _cifar_batch(data: np.ndarray, labels: list[int], title: bytes) -> bytes:
+    # Keys as the Python 2 pickles in the real archive decode (bytes), protocol 2.
+    batch = {b"batch_label": title, b"labels": labels, b"data": data,
+             b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+    return pickle.dumps(batch, protocol=2)
+
+
+def _targz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tf:
+        folder = tarfile.TarInfo("cifar-10-batches-py")
+        folder.type = tarfile.DIRTYPE
+        tf.addfile(folder)
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar() -> dict:
+    rng = np.random.default_rng(2)
+    members, train_x, train_y = {}, [], []
+    for i in range(1, 6):
+        data = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, 2)]
+        members[f"data_batch_{i}"] = _cifar_batch(data, labels, f"training batch {i} of 5".encode())
+        train_x.append(data)
+        train_y += labels
+    test_x = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    test_y = [7, 0, 9]
+    members["test_batch"] = _cifar_batch(test_x, test_y, b"testing batch 1 of 1")
+    members["batches.meta"] = pickle.dumps({b"label_names": [b"airplane"] * 10}, protocol=2)
+    to_nhwc = lambda d: d.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return {
+        "archive": _targz(members),
+        "members": members,
+        "train": (to_nhwc(np.concatenate(train_x)), np.array(train_y)),
+        "test": (to_nhwc(test_x), np.array(test_y)),
+    }
+
+
+class _Server:
+    """Serves ``files`` (URL path -> bytes) and records every request path."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.lying_length: set[str] = set()  # paths whose body is cut off after the headers
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in server.lying_length else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    srv = _Server()
+    yield srv
+    srv.close()
+
+
+# --------------------------------------------------------------------------- downloads
+
+def test_cifar10_download_parse_and_manifest(server, tiny_cifar, tmp_path):
+    archive = tiny_cifar["archive"]
+    server.files["/mirror/cifar-10-python.tar.gz"] = archive
+    out, dl = tmp_path / "out", tmp_path / "dl"
+    manifest = prepare("cifar10", out, download_dir=dl, base_url=server.url + "/mirror",
+                       checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    assert server.requests == ["/mirror/cifar-10-python.tar.gz"]
+    for split in ("train", "test"):
+        x, y = load_split(out, split)
+        np.testing.assert_array_equal(x, tiny_cifar[split][0])
+        np.testing.assert_array_equal(y, tiny_cifar[split][1])
+        assert x.dtype == np.uint8 and y.dtype == np.int64
+    assert manifest["image_shape"] == [32, 32, 3]
+    assert manifest["counts"] == {"train": 10, "test": 3}
+    assert manifest["label_names"][:2] == ["airplane", "automobile"]
+    assert manifest["split"] == "official" and manifest["test_fraction"] is None
+    assert manifest["source"] == server.url + "/mirror/cifar-10-python.tar.gz"
+    assert manifest["source_checksums"]["cifar-10-python.tar.gz"] == {
+        "url": server.url + "/mirror/cifar-10-python.tar.gz", "algorithm": "md5",
+        "checksum": md5(archive)}
+    assert files_under(dl) == [dl / "cifar10" / "cifar-10-python.tar.gz"]
+
+
+def test_mnist_download_parse_pad_and_sha256_override(server, tiny_mnist, tmp_path):
+    checksums = {}
+    for name, payload in tiny_mnist["files"].items():
+        server.files[f"/{name}"] = payload
+        checksums[name] = "sha256:" + hashlib.sha256(payload).hexdigest()
+    out = tmp_path / "out"
+    manifest = prepare("mnist", out, download_dir=tmp_path / "dl", base_url=server.url,
+                       checksums=checksums, progress=False)
+    assert len(server.requests) == 4
+    assert manifest["image_shape"] == [32, 32, 1]
+    for split in ("train", "test"):
+        x, y = load_split(out, split)
+        images, labels = tiny_mnist["arrays"][split]
+        assert x.shape == (len(labels), 32, 32, 1)
+        np.testing.assert_array_equal(x[:, 2:30, 2:30, 0], images)  # 28 -> 32 by zero padding
+        assert not x[:, :2].any() and not x[:, 30:].any()
+        assert not x[:, :, :2].any() and not x[:, :, 30:].any()
+        np.testing.assert_array_equal(y, labels.astype(np.int64))
+    assert manifest["source_checksums"]["t10k-labels-idx1-ubyte.gz"]["algorithm"] == "sha256"
+    # Native size on request, reusing the verified downloads.
+    server.requests.clear()
+    native = prepare("mnist", tmp_path / "out28", download_dir=tmp_path / "dl", image_size=28,
+                     base_url=server.url, checksums=checksums, progress=False)
+    assert native["image_shape"] == [28, 28, 1] and server.requests == []
+
+
+def test_present_file_with_correct_checksum_is_not_downloaded(server, tiny_cifar, tmp_path):
+    archive = tiny_cifar["archive"]
+    dl = tmp_path / "dl"
+    (dl / "cifar10").mkdir(parents=True)
+    (dl / "cifar10" / "cifar-10-python.tar.gz").write_bytes(archive)  # a manually placed copy
+    server.files["/cifar-10-python.tar.gz"] = b"must not be fetched"
+    prepare("cifar10", tmp_path / "out", download_dir=dl, base_url=server.url,
+            checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    assert server.requests == []
+    np.testing.assert_array_equal(load_split(tmp_path / "out", "test")[1], tiny_cifar["test"][1])
+
+
+def test_present_file_with_wrong_checksum_is_replaced(server, tiny_cifar, tmp_path):
+    archive = tiny_cifar["archive"]
+    dest = tmp_path / "dl" / "cifar10" / "cifar-10-python.tar.gz"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(archive[:100])
+    server.files["/cifar-10-python.tar.gz"] = archive
+    prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+            checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    assert server.requests == ["/cifar-10-python.tar.gz"]
+    assert dest.read_bytes() == archive
+
+
+def _assert_failed_cleanly(err: pytest.ExceptionInfo, tmp_path: Path, url: str, *needles: str):
+    msg = str(err.value)
+    assert "cifar-10-python.tar.gz" in msg and url in msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    assert files_under(tmp_path / "dl") == []
+    assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "truncated"])
+def test_corrupted_download_raises_and_leaves_nothing(server, tiny_cifar, tmp_path, damage):
+    archive = tiny_cifar["archive"]
+    if damage == "flipped_byte":
+        bad = bytearray(archive)
+        bad[len(bad) // 2] ^= 0x01
+        served = bytes(bad)
+    else:
+        served = archive[: len(archive) // 3]
+    server.files["/cifar-10-python.tar.gz"] = served
+    url = server.url + "/cifar-10-python.tar.gz"
+    with pytest.raises(DownloadError) as err:
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    _assert_failed_cleanly(err, tmp_path, url, md5(archive), md5(served), "mismatch",
+                           str(tmp_path / "dl" / "cifar10" / "cifar-10-python.tar.gz"))
+
+
+def test_truncated_archive_that_passes_its_checksum_is_rejected(server, tiny_cifar, tmp_path):
+    # E.g. a wrong checksum in a config: the archive itself must still be checked.
+    served = tiny_cifar["archive"][:-300]
+    server.files["/cifar-10-python.tar.gz"] = served
+    with pytest.raises(DownloadError) as err:
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                checksums={"cifar-10-python.tar.gz": md5(served)}, progress=False)
+    _assert_failed_cleanly(err, tmp_path, server.url + "/cifar-10-python.tar.gz",
+                           "truncated or corrupted")
+
+
+def test_transfer_cut_short_raises_and_leaves_nothing(server, tiny_cifar, tmp_path):
+    archive = tiny_cifar["archive"]
+    server.files["/cifar-10-python.tar.gz"] = archive
+    server.lying_length.add("/cifar-10-python.tar.gz")
+    with pytest.raises(DownloadError) as err:
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    msg = str(err.value)
+    assert "truncated" in msg or "cut off" in msg
+    _assert_failed_cleanly(err, tmp_path, server.url + "/cifar-10-python.tar.gz")
+
+
+def test_network_error_names_where_to_put_a_manual_copy(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError) as err:
+        prepare("mnist", tmp_path / "out", download_dir=tmp_path / "dl",
+                base_url=f"http://127.0.0.1:{port}/", progress=False)
+    msg = str(err.value)
+    assert "Network" in msg
+    assert str(tmp_path / "dl" / "mnist" / "train-images-idx3-ubyte.gz") in msg
+    assert "f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg  # the pinned torchvision md5
+    assert files_under(tmp_path / "dl") == [] and files_under(tmp_path / "out") == []
+
+
+def test_http_404_is_a_download_error(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                progress=False)
+
+
+def test_malicious_pickle_in_archive_is_not_executed(server, tiny_cifar, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    members = dict(tiny_cifar["members"])
+    members["data_batch_1"] = pickle.dumps({b"data": Evil(), b"labels": [0]}, protocol=2)
+    archive = _targz(members)
+    server.files["/cifar-10-python.tar.gz"] = archive
+    with pytest.raises(DownloadError, match="refusing to unpickle"):
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                checksums={"cifar-10-python.tar.gz": md5(archive)}, progress=False)
+    assert not marker.exists()
+
+
+def test_checksum_override_for_unknown_file_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="cifar-10-python.tar.gz"):
+        prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl",
+                checksums={"cifar10.tgz": "0" * 32}, progress=False)

@@ -1,0 +1,472 @@
+"""Metric protocol tests: per-image metrics against scikit-image, the weights
+registry/fetcher, the domain-feature metrics, and the LPIPS/FID plumbing with
+stand-in weights (the real ones cannot be downloaded in CI)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import socket
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+from daebench.evaluate import features, metrics, weights
+from daebench.evaluate.features import WeightsMissing
+from daebench.evaluate.weights import WeightFile
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _images(kind: str, b: int, c: int, hw: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        x = torch.rand(b, c, hw, hw, generator=g) * 2 - 1
+        y = (x + 0.4 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    else:  # smooth gradients and a low-frequency pattern, plus mild noise
+        r = torch.linspace(-1, 1, hw)
+        yy, xx = torch.meshgrid(r, r, indexing="ij")
+        base = []
+        for i in range(b):
+            chans = [0.6 * xx * (1 - 0.2 * k) + 0.3 * torch.sin(3.0 * (yy + 0.3 * i + 0.2 * k)) for k in range(c)]
+            base.append(torch.stack(chans))
+        x = torch.stack(base).clamp(-1, 1)
+        y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    return x, y
+
+
+def _hwc01(t: torch.Tensor) -> np.ndarray:
+    return ((t.double() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # These tensors are tiny: intra-op threads only add synchronisation, and on a shared
+    # (oversubscribed) runner OpenMP spinning made this module >10x slower.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32)[:, None]
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    u8 = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    perm = np.random.RandomState(0).permutation(len(u8))
+    tr, te = perm[:1437], perm[1437:]
+    return u8[tr], d.target[tr], u8[te], d.target[te]
+
+
+@pytest.fixture(scope="module")
+def classifier(digits):
+    xtr, ytr, xte, yte = digits
+    return features.train_classifier(
+        xtr, ytr, steps=200, batch_size=128, lr=3e-3, seed=0, progress=False, test_images=xte, test_labels=yte
+    )
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail loudly if metric code tries to reach anything but localhost."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise AssertionError(f"network access attempted: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def _register(monkeypatch, name: str, path, url: str = "http://127.0.0.1/unused") -> None:
+    """Point the registry entry `name` at a stand-in file (its real sha256)."""
+    sha = weights.sha256_file(path)
+    entry = WeightFile(url=url, sha256=sha, filename=os.path.basename(path), used_by="test")
+    monkeypatch.setitem(weights.WEIGHTS, name, entry)
+
+
+# --------------------------------------------------------------------------- per-image metrics
+
+
+@pytest.mark.parametrize("kind", ["random", "structured"])
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("hw", [16, 32])
+def test_pixel_metrics_match_skimage(kind, c, hw):
+    x, y = _images(kind, 3, c, hw, seed=hw + c)
+    s, p, m = metrics.ssim(x, y), metrics.psnr(x, y), metrics.mse(x, y)
+    assert s.shape == p.shape == m.shape == (3,)
+    for i in range(3):
+        a, b = _hwc01(x[i]), _hwc01(y[i])
+        ref_s = structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+        )
+        assert abs(float(s[i]) - ref_s) < 1e-4
+        assert abs(float(p[i]) - peak_signal_noise_ratio(a, b, data_range=1.0)) < 1e-4
+        assert abs(float(m[i]) - mean_squared_error(a, b)) < 1e-6
+
+
+def test_ssim_is_per_channel_mean_not_nhwc_confused():
+    # Distort one channel only: a correct NCHW implementation sees 2 perfect channels
+    # out of 3; treating W as the channel axis (the DBAE release bug) would not.
+    x, _ = _images("structured", 2, 3, 16, seed=1)
+    y = x.clone()
+    y[:, 2] = (y[:, 2] + 0.5 * torch.randn_like(y[:, 2])).clamp(-1, 1)
+    s = metrics.ssim(x, y)
+    one = metrics.ssim(x[:, 2:3], y[:, 2:3])
+    assert torch.allclose(s, (2 + one) / 3)
+
+
+def test_identical_images_are_finite_and_perfect():
+    x, _ = _images("random", 4, 3, 16, seed=3)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(4, dtype=torch.float64))
+    assert torch.all(metrics.mse(x, x) == 0)
+    p = metrics.psnr(x, x)
+    assert torch.all(p == metrics.PSNR_MAX_DB)
+    mixed = torch.cat([x[:2], x[2:] * 0.9])
+    assert torch.isfinite(metrics.psnr(x, mixed).mean())
+
+
+def test_pixel_metrics_reject_bad_shapes():
+    x = torch.zeros(2, 1, 10, 10)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim(x, x)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.mse(torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 16, 15))
+    with pytest.raises(ValueError, match="NCHW"):
+        metrics.psnr(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3))
+
+
+def test_image_format_round_trip(digits):
+    u8 = digits[0][:10]
+    f = features.to_float_nchw(u8)
+    assert f.shape == (10, 1, 16, 16) and f.min() >= -1 and f.max() <= 1
+    assert np.array_equal(features.to_uint8_nhwc(f), u8)
+    with pytest.raises(TypeError):
+        features.to_uint8_nhwc(u8.astype(np.float32))
+
+
+# --------------------------------------------------------------------------- domain features
+
+
+def test_classifier_accuracy(classifier):
+    _, info = classifier
+    assert info["test_accuracy"] > 0.9, info
+    assert info["config"]["feature_dim"] == 128 and info["config"]["num_classes"] == 10
+
+
+def test_classifier_training_is_seeded(digits):
+    xtr, ytr = digits[0][:256], digits[1][:256]
+    a, _ = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    b, _ = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def _noisy(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (x + std * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = torch.arange(-4, 5, dtype=torch.float32)
+    k = torch.exp(-0.5 * (r / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (4, 4, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, 4, 4), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def test_frechet_distance_domain_zero_and_monotone(digits, classifier):
+    model, _ = classifier
+    real = features.to_float_nchw(digits[0][:300])
+    assert features.frechet_distance_domain(real, real, model) < 1e-6
+    # uint8 NHWC and float NCHW inputs are the same images
+    assert features.frechet_distance_domain(digits[0][:300], real, model) < 1e-6
+    fd_noise = [features.frechet_distance_domain(real, _noisy(real, s), model) for s in (0.1, 0.3, 0.6)]
+    fd_blur = [features.frechet_distance_domain(real, _blur(real, s), model) for s in (0.6, 1.2, 2.0)]
+    assert 0 < fd_noise[0] < fd_noise[1] < fd_noise[2], fd_noise
+    assert 0 < fd_blur[0] < fd_blur[1] < fd_blur[2], fd_blur
+
+
+def test_frechet_distance_domain_uses_cleanfid_custom_extractor(digits, classifier, monkeypatch):
+    from cleanfid import fid as cfid
+
+    seen = {}
+    real_compute = cfid.compute_fid
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_compute(*args, **kwargs)
+
+    monkeypatch.setattr(cfid, "compute_fid", spy)
+    model, _ = classifier
+    features.frechet_distance_domain(digits[0][:64], digits[2][:64], model)
+    assert callable(seen["custom_feat_extractor"]) and seen["custom_fn_resize"] is not None
+
+
+def test_feature_distance_domain(digits, classifier):
+    model, _ = classifier
+    x = features.to_float_nchw(digits[2][:50])
+    d0 = features.feature_distance_domain(x, x, model)
+    assert d0.shape == (50,) and float(d0.abs().max()) < 1e-5
+    d1 = features.feature_distance_domain(x, _noisy(x, 0.5), model)
+    assert float(d1.min()) > 0 and float(d1.max()) <= 2.0
+    assert features.domain_features(model, x).shape == (50, 128)
+    # 3-channel input to a 1-channel classifier: grey RGB gives the same features
+    grey_rgb = features.domain_features(model, x.repeat(1, 3, 1, 1))
+    assert torch.allclose(grey_rgb, features.domain_features(model, x), atol=1e-5)
+
+
+def test_classifier_save_load_round_trip(tmp_path, digits, classifier):
+    model, info = classifier
+    path = tmp_path / "clf" / "classifier.pt"
+    features.save_classifier(path, model, info)
+    payload = torch.load(path, weights_only=True)  # no pickled code
+    assert set(payload) >= {"state_dict", "config"}
+    loaded = features.load_classifier(path)
+    assert loaded.info["test_accuracy"] == info["test_accuracy"]
+    x = features.to_float_nchw(digits[2][:32])
+    assert torch.equal(features.domain_features(model, x), features.domain_features(loaded, x))
+
+
+def test_column_descriptions_cover_table_columns():
+    cols = {"psnr", "ssim", "mse", "lpips", "fid_tf", "fid_cf", "fd_domain", "featdist_domain"}
+    assert set(features.COLUMN_DESCRIPTIONS) == cols
+    assert "NOT an FID" in features.COLUMN_DESCRIPTIONS["fd_domain"]
+    assert "NOT LPIPS" in features.COLUMN_DESCRIPTIONS["featdist_domain"]
+
+
+# --------------------------------------------------------------------------- weights registry
+
+
+def test_registry_entries_are_complete():
+    assert set(weights.WEIGHTS) == {"alexnet", "inception_tf", "inception_cf"}
+    for name, wf in weights.WEIGHTS.items():
+        assert wf.url.startswith("https://") and wf.url.endswith(wf.filename), name
+        assert len(wf.sha256) == 64 and int(wf.sha256, 16) >= 0, name
+    # torch-hub naming convention: the hash suffix in the name is the sha256 prefix
+    assert weights.WEIGHTS["alexnet"].sha256.startswith("7be5be79")
+    assert weights.WEIGHTS["inception_tf"].sha256.startswith("6726825d")
+
+
+def test_packaged_lpips_linear_layers_match_registry():
+    import lpips
+
+    path = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth")
+    assert weights.sha256_file(path) == weights.LPIPS_LINEAR.sha256
+
+
+@pytest.mark.usefixtures("no_network")
+def test_metrics_raise_weights_missing_naming_the_file(tmp_path):
+    x = torch.zeros(2, 3, 32, 32)
+    cases = [
+        (lambda: features.lpips_distance(x, x, tmp_path), "alexnet-owt-7be5be79.pth"),
+        (lambda: features.fid_tf(x, x, tmp_path), "weights-inception-2015-12-05-6726825d.pth"),
+        (lambda: features.fid_cf(x, x, tmp_path), "inception-2015-12-05.pt"),
+    ]
+    for call, filename in cases:
+        with pytest.raises(WeightsMissing) as err:
+            call()
+        msg = str(err.value)
+        assert filename in msg and str(tmp_path) in msg and "python -m daebench" in msg
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
+
+
+def test_available_detects_corruption_and_caches(tmp_path, monkeypatch):
+    blob = tmp_path / "tiny.bin"
+    blob.write_bytes(b"pretend weights" * 100)
+    _register(monkeypatch, "tiny", blob)
+    assert weights.available(tmp_path, ["tiny"]) == {"tiny": True}
+    assert weights.available(tmp_path)["alexnet"] is False
+
+    # Verified hashes are reused while size and mtime are unchanged (in-process and via sidecar).
+    def boom(path, chunk=0):
+        raise AssertionError("re-hashed an unchanged file")
+
+    monkeypatch.setattr(weights, "sha256_file", boom)
+    assert weights.available(tmp_path, ["tiny"])["tiny"] is True
+    monkeypatch.setattr(weights, "_VERIFIED", {})
+    assert weights.available(tmp_path, ["tiny"])["tiny"] is True
+    monkeypatch.undo()
+
+    # Same size, different bytes, new mtime -> rehashed and rejected.
+    _register(monkeypatch, "tiny", blob)
+    st = blob.stat()
+    blob.write_bytes(b"corrupt weights" * 100)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert weights.available(tmp_path, ["tiny"]) == {"tiny": False}
+    msg = weights.missing_message(tmp_path, ["tiny"])
+    assert "tiny.bin" in msg and "corrupt" in msg
+    with pytest.raises(WeightsMissing):
+        weights.require(tmp_path, ["tiny"])
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):
+        type(self).hits += 1
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = type("H", (_CountingHandler,), {"hits": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.usefixtures("no_network")
+def test_fetch_weights_from_local_server(tmp_path, http_dir, monkeypatch):
+    served, base, handler = http_dir
+    payload = os.urandom(3 * (1 << 20) + 123)  # several read blocks
+    (served / "tiny.bin").write_bytes(payload)
+    good = WeightFile(f"{base}/tiny.bin", hashlib.sha256(payload).hexdigest(), "tiny.bin", "test")
+    monkeypatch.setattr(weights, "WEIGHTS", {"tiny": good})
+    dest = tmp_path / "weights"
+
+    paths = weights.fetch_weights(dest, progress=False)
+    assert paths["tiny"].read_bytes() == payload
+    assert weights.available(dest) == {"tiny": True}
+    assert handler.hits == 1
+    weights.fetch_weights(dest, ["tiny"], progress=False)  # already verified: no second download
+    assert handler.hits == 1
+
+    # Wrong checksum: clear error, and no partial or final file left behind.
+    bad = WeightFile(f"{base}/tiny.bin", "0" * 64, "other.bin", "test")
+    monkeypatch.setattr(weights, "WEIGHTS", {"other": bad})
+    with pytest.raises(weights.WeightsChecksumError, match="sha256 mismatch"):
+        weights.fetch_weights(dest, progress=False)
+    assert not any("other" in p.name for p in dest.iterdir()), list(dest.iterdir())
+
+    # Missing upstream file: the HTTP error propagates, again without leftovers.
+    gone = WeightFile(f"{base}/gone.bin", "0" * 64, "gone.bin", "test")
+    monkeypatch.setattr(weights, "WEIGHTS", {"gone": gone})
+    with pytest.raises(OSError):
+        weights.fetch_weights(dest, progress=False)
+    assert not any("gone" in p.name for p in dest.iterdir())
+
+
+# --------------------------------------------------------------------------- LPIPS / FID plumbing
+
+
+@pytest.mark.usefixtures("no_network")
+def test_lpips_loads_backbone_from_weights_dir(tmp_path, monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    # Only the conv trunk is read, so a features-only state dict stands in for the 233 MB file.
+    trunk = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if "features" in k}
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(trunk, path)
+    _register(monkeypatch, "alexnet", path)
+    monkeypatch.setattr(features, "_LPIPS_CACHE", {})
+
+    x, y = _images("structured", 3, 1, 16, seed=5)  # 1-channel 16x16: repeated to RGB, upsampled to 32
+    d = features.lpips_distance(x, y, tmp_path, device="cpu")
+    assert d.shape == (3,) and torch.all(d > 0)
+    assert torch.allclose(features.lpips_distance(x, x, tmp_path, device="cpu"), torch.zeros(3), atol=1e-6)
+    (model,) = features._LPIPS_CACHE.values()
+    got = model.net.state_dict()
+    for k, v in got.items():
+        assert torch.equal(v, trunk["features." + k.split(".", 1)[1]]), k
+
+
+class _FakeLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("proj", torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj
+        return torch.cat([f, torch.zeros(x.shape[0], 2048 - 16)], dim=1)
+
+
+class _FakeInception(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = _FakeLayers()
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.layers((x - 128) / 128)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.usefixtures("no_network")
+def test_fid_cf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
+    from cleanfid import downloads_helper
+    from cleanfid import fid as cfid
+
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(_FakeInception()).save(str(path))
+    _register(monkeypatch, "inception_cf", path)
+    monkeypatch.setattr(features, "_CF_CACHE", {})
+
+    def no_download(*a, **k):
+        raise AssertionError("clean-fid tried to download")
+
+    monkeypatch.setattr(downloads_helper, "check_download_inception", no_download)
+    # The stand-in's features live in 16 dims; skip the 2048x2048 sqrtm (~30 s on 2 cores).
+    real_fd = cfid.frechet_distance
+    monkeypatch.setattr(
+        cfid, "frechet_distance", lambda m1, s1, m2, s2: real_fd(m1[:16], s1[:16, :16], m2[:16], s2[:16, :16])
+    )
+
+    x, _ = _images("structured", 6, 1, 16, seed=7)
+    v0, mode = features.fid_cf(x, x, tmp_path, device="cpu")
+    assert mode == "clean" and abs(v0) < 1e-6
+    v1, _ = features.fid_cf(x, _noisy(x, 0.5), tmp_path, device="cpu")
+    assert np.isfinite(v1) and v1 > 0
+
+
+@pytest.mark.usefixtures("no_network")
+def test_fid_tf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    import torch_fidelity.metric_fid as mf
+
+    # Randomly initialised weights of torch-fidelity's exact architecture.
+    with monkeypatch.context() as mp:
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        state = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+    del state
+    _register(monkeypatch, "inception_tf", path)
+
+    real_metric = mf.fid_statistics_to_metric
+
+    def small(s1, s2, verbose):  # 16 of the 2048 dims: eigvals of 2048x2048 takes ~20 s on 2 cores
+        cut = lambda s: {"mu": s["mu"][:16], "sigma": s["sigma"][:16, :16]}
+        return real_metric(cut(s1), cut(s2), verbose)
+
+    monkeypatch.setattr(mf, "fid_statistics_to_metric", small)
+    x, _ = _images("structured", 3, 1, 16, seed=9)
+    v0, mode = features.fid_tf(x, x, tmp_path, device="cpu")
+    assert mode == "inception-v3-compat" and abs(v0) < 1e-3
+    v1, _ = features.fid_tf(features.to_uint8_nhwc(x), _noisy(x, 0.5), tmp_path, device="cpu")
+    assert np.isfinite(v1) and v1 > 0

@@ -1,0 +1,109 @@
+"""Crash and resume: a training job killed with SIGKILL resumes from its last checkpoint and, on
+CPU, ends with exactly the weights of an uninterrupted run; no partial output is left behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+METHOD = {"family": "dae", "prediction": "v",
+          "phases": [{"name": "phase1", "t": "one", "fraction": 0.25},
+                     {"name": "phase2", "t": "uniform", "fraction": 0.75,
+                      "schedule": {"name": "shifted_cosine", "scale": 4}}]}
+NETS = {"z_dim": 8,
+        "decoder": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [],
+                    "dropout": 0.1},
+        "encoder": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": []}}
+TRAIN = {"examples": 4 * 32 * 40, "batch_size": 32, "lr": 5e-4, "warmup_examples": 320, "ema_decay": 0.99,
+         "checkpoint_every": 10, "log_every": 10, "seed": 3, "device": "cpu"}
+
+
+def cli(*args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "daebench", *args], env=env, cwd=kw.pop("cwd"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resume")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PYTHONUNBUFFERED="1")
+    data_cfg = {"dataset": "digits", "data": {"seed": 0, "test_fraction": 0.2, "max_train": 128, "max_test": 16,
+                                              "download_dir": str(tmp / "dl"), "base_url": None}}
+    for args in (["prepare-data", "--cfg", json.dumps(data_cfg), "--out", str(tmp / "data")],
+                 ["mlflow-setup", "--out", str(tmp / "experiment.json")]):
+        p = cli(*args, env=env, cwd=tmp)
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+    return tmp, env
+
+
+def train_args(tmp, out, ckpt_dir, index=1, init=None):
+    cfg = {"dataset": "digits", "method": {**METHOD, "phases": METHOD["phases"][: index + 1]}, "nets": NETS,
+           "train": TRAIN}
+    args = ["train", "--cfg", json.dumps(cfg), "--method", "m", "--phase-index", str(index), "--data",
+            str(tmp / "data"), "--experiment", str(tmp / "experiment.json"), "--checkpoint-dir", str(ckpt_dir),
+            "--out", str(out), "--threads", "1", "--no-progress"]
+    return args + (["--init", str(init)] if init else [])
+
+
+def run_ok(args, env, cwd):
+    p = cli(*args, env=env, cwd=cwd)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(workspace):
+    tmp, env = workspace
+    phase1 = tmp / "phase1.pt"
+    run_ok(train_args(tmp, phase1, tmp / "ck0", index=0), env, tmp)
+    # Reference: phase 2 uninterrupted.
+    ref = tmp / "ref.pt"
+    run_ok(train_args(tmp, ref, tmp / "ck_ref", init=phase1), env, tmp)
+    # Interrupted: SIGKILL once a mid-run checkpoint exists, then rerun the same command.
+    out, ck = tmp / "resumed.pt", tmp / "ck_kill"
+    resume_file = ck / "resumed.resume.pt"
+    p = cli(*train_args(tmp, out, ck, init=phase1), env=env, cwd=tmp)
+    deadline = time.time() + 300
+    while not resume_file.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert p.poll() is None, "training finished before it could be killed; make it longer"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not out.exists(), "a killed job must not leave its final output"
+    killed_at = torch.load(resume_file, weights_only=True)["step"]
+    assert 0 < killed_at < 120
+    log = run_ok(train_args(tmp, out, ck, init=phase1), env, tmp)
+    assert f"resumed from {resume_file} at step" in log
+    resumed_step = int(log.split(" at step ")[1].split("/")[0])
+    assert resumed_step >= killed_at > 0
+    assert not resume_file.exists()  # cleaned up once the final output is written
+    a, b = torch.load(ref, weights_only=True), torch.load(out, weights_only=True)
+    assert a["step"] == b["step"] == 120
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
+
+
+def test_checkpoint_with_other_config_is_not_resumed(workspace, tmp_path):
+    from daebench.methods import dae
+    from daebench.train import atomic_save, train_phase
+
+    model = dae.build({"nets": NETS}, 1, 16)
+    x = torch.rand(64, 1, 16, 16) * 2 - 1
+    ck = tmp_path / "r.pt"
+    cfg = dict(TRAIN, examples=32 * 4)
+    atomic_save({"model": {}, "ema": {}, "optimizer": {}, "step": 3, "config": "something else"}, ck)
+    loss = dae.phase_loss(METHOD, METHOD["phases"][0])
+    final = train_phase(model, loss, x, steps=4, phase_index=0, train_cfg=cfg, ckpt_path=ck,
+                        out_path=tmp_path / "o.pt", config={"a": 1}, progress=False)
+    assert final["step"] == 4 and (tmp_path / "o.pt").exists() and not ck.exists()

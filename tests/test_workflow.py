@@ -1,0 +1,116 @@
+"""The workflow itself: lint, the DAG's shape, and the smoke preset end to end, with a training
+job killed by SIGKILL halfway and the rerun resuming it."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run(args, cwd, timeout=600, env=None):
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+@pytest.fixture()
+def project(tmp_path):
+    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
+        src = ROOT / item
+        dst = tmp_path / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    return tmp_path
+
+
+def test_lint_is_clean():
+    proc = run(["--lint"], ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def job_counts(text):
+    table = text.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def test_dry_run_shows_the_spine(project):
+    proc = run(["-n", "results/table4.csv"], project, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    counts = job_counts(out)
+    assert counts == {"mlflow_setup": 1, "prepare_data": 1, "train_classifier": 1, "train_phase": 4,
+                      "reconstruct": 6, "metrics": 6, "table4": 1, "total": 20}
+    # phase 2 takes phase 1's checkpoint as its input
+    block = out.split("output: resources/models/digits/dae_2phase_sc4/phase2.pt")[0].rsplit("rule ", 1)[1]
+    assert "resources/models/digits/dae_2phase_sc4/phase1.pt" in block
+
+
+@pytest.mark.slow
+def test_smoke_run_survives_a_killed_training_job(project):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Longer training for the job we kill, so there is a "mid-way" to kill it at.
+    (project / "kill.yaml").write_text("train: {examples: 3200}\n")
+    cmd = SNAKEMAKE + ["--cores", "2", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"]
+    t0 = time.time()
+    first = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
+    killed = False
+    while first.poll() is None and time.time() - t0 < 300:
+        if resume.exists():
+            pids = subprocess.run(["pgrep", "-f", "daebench train .*--method dae_1phase_sc4"], capture_output=True,
+                                  text=True, check=False).stdout.split()
+            for pid in pids:
+                os.kill(int(pid), signal.SIGKILL)
+            killed = bool(pids)
+            break
+        time.sleep(0.02)
+    out1, _ = first.communicate(timeout=300)
+    assert killed, "could not catch the training job mid-way:\n" + out1[-3000:]
+    assert first.returncode != 0
+    assert not (project / "resources/models/digits/dae_1phase_sc4/main.pt").exists()
+
+    second = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=600, env=env, check=False)
+    elapsed = time.time() - t0
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    log = (project / "logs/train/digits/dae_1phase_sc4/main.log").read_text()
+    assert "resumed from resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt at step" in log
+    assert int(log.split(" at step ")[1].split("/")[0]) > 0
+    assert elapsed < 180, f"smoke run took {elapsed:.0f}s"
+
+    table = pd.read_csv(project / "results/table4.csv")
+    assert len(table) == 6
+    assert set(table["mode"]) == {"stochastic", "inversion"}
+    assert list(table.columns[:6]) == ["dataset", "method", "label", "prediction", "schedule", "mode"]
+    for col in ("psnr", "ssim", "mse", "fd_domain", "featdist_domain", "n_images", "ddim_steps", "mlflow_run_id"):
+        assert col in table.columns and table[col].notna().all(), col
+    assert "lpips" not in table.columns and "fid_tf" not in table.columns  # no weights here: absent, not faked
+    assert (table["n_images"] == 32).all() and (table["ddim_steps"] == 8).all()
+    assert set(table["label"]) == {"Preechakul et al.", "1-phase SC-4", "2-phase SC-4"}
+    for mode in ("stochastic", "inversion"):
+        grid = project / f"results/recon/digits/dae_2phase_sc4/{mode}.png"
+        assert grid.stat().st_size > 0
+
+    # every table row links to a finished MLflow run that holds its metrics
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    for _, row in table.iterrows():
+        r = client.get_run(row["mlflow_run_id"])
+        assert r.info.status == "FINISHED"
+        assert r.data.metrics["psnr"] == pytest.approx(row["psnr"], rel=1e-4)
+        assert r.data.tags["rule"] == "metrics" and r.data.tags["dataset"] == "digits"
+    train_runs = client.search_runs([client.get_experiment_by_name("daebench").experiment_id],
+                                    "tags.rule = 'train'")
+    assert len(train_runs) == 4 and all(r.info.status == "FINISHED" for r in train_runs)
+    assert all("loss/mse" in r.data.metrics for r in train_runs)
+
+    again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project, timeout=120)
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,18 @@
+# Result tables.
+
+
+rule table4:
+    input:
+        table4_inputs,
+    output:
+        "results/table4.csv",
+    params:
+        cfg=table4_cfg,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/tables/table4.log",
+    benchmark:
+        "logs/benchmarks/tables/table4.tsv"
+    shell:
+        "python -m daebench table4 --cfg {params.cfg:q} --inputs {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# One job per training phase; a phase starts from the previous phase's checkpoint.
+# An interrupted job resumes from resources/checkpoints/ (not an output, so Snakemake keeps it).
+
+
+rule train_phase:
+    input:
+        data="resources/data/{dataset}/manifest.json",
+        init=previous_phase,
+        experiment=ancient(EXPERIMENT),
+    output:
+        "resources/models/{dataset}/{method}/{phase}.pt",
+    params:
+        cfg=train_cfg,
+        index=lambda w: phase_index(w.method, w.phase),
+        init=lambda w, input: f"--init {input.init}" if input.init else "",
+        data=lambda w: data_dir(w.dataset),
+        ckpt=lambda w: f"resources/checkpoints/{w.dataset}/{w.method}",
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/train/{dataset}/{method}/{phase}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{method}/{phase}.tsv"
+    shell:
+        "python -m daebench train --cfg {params.cfg:q} --method {wildcards.method} --phase-index {params.index}"
+        " {params.init} --data {params.data} --experiment {input.experiment} --checkpoint-dir {params.ckpt}"
+        " --out {output} --threads {threads} > {log} 2>&1"
