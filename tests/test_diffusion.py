@@ -1,4 +1,5 @@
 """Closed-form checks of schedules, parameterisations and DDIM (two-phase DAE paper §3, supp. §9)."""
+import itertools
 import math
 
 import pytest
@@ -36,7 +37,7 @@ def test_sc1_is_cosine():
 
 def test_larger_S_spends_less_time_at_high_noise():
     a = [shifted_cosine(T[1:-1], S) for S in (1.0, 2.0, 4.0, 8.0)]
-    for lo, hi in zip(a, a[1:]):
+    for lo, hi in itertools.pairwise(a):
         assert (hi > lo).all()
 
 

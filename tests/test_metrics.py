@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
+from daebench.data import DownloadError
 from daebench.evaluate import features, metrics, weights
 from daebench.evaluate.features import WeightsMissing
 from daebench.evaluate.weights import WeightFile
@@ -357,14 +358,14 @@ def test_fetch_weights_from_local_server(tmp_path, http_dir, monkeypatch):
     # Wrong checksum: clear error, and no partial or final file left behind.
     bad = WeightFile(f"{base}/tiny.bin", "0" * 64, "other.bin", "test")
     monkeypatch.setattr(weights, "WEIGHTS", {"other": bad})
-    with pytest.raises(weights.WeightsChecksumError, match="sha256 mismatch"):
+    with pytest.raises(DownloadError, match="Checksum mismatch for other.bin"):
         weights.fetch_weights(dest, progress=False)
     assert not any("other" in p.name for p in dest.iterdir()), list(dest.iterdir())
 
-    # Missing upstream file: the HTTP error propagates, again without leftovers.
+    # Missing upstream file: a clear HTTP error, again without leftovers.
     gone = WeightFile(f"{base}/gone.bin", "0" * 64, "gone.bin", "test")
     monkeypatch.setattr(weights, "WEIGHTS", {"gone": gone})
-    with pytest.raises(OSError):
+    with pytest.raises(DownloadError, match="HTTP 404"):
         weights.fetch_weights(dest, progress=False)
     assert not any("gone" in p.name for p in dest.iterdir())
 

@@ -63,8 +63,11 @@ def run_ok(args, env, cwd):
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted(workspace):
     tmp, env = workspace
-    phase1 = tmp / "phase1.pt"
+    phase1, again = tmp / "phase1.pt", tmp / "phase1_again.pt"
     run_ok(train_args(tmp, phase1, tmp / "ck0", index=0), env, tmp)
+    run_ok(train_args(tmp, again, tmp / "ck1", index=0), env, tmp)
+    a, b = torch.load(phase1, weights_only=True), torch.load(again, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "same seed, different weights"
     # Reference: phase 2 uninterrupted.
     ref = tmp / "ref.pt"
     run_ok(train_args(tmp, ref, tmp / "ck_ref", init=phase1), env, tmp)
@@ -102,7 +105,7 @@ def test_checkpoint_with_other_config_is_not_resumed(workspace, tmp_path):
     x = torch.rand(64, 1, 16, 16) * 2 - 1
     ck = tmp_path / "r.pt"
     cfg = dict(TRAIN, examples=32 * 4)
-    atomic_save({"model": {}, "ema": {}, "optimizer": {}, "step": 3, "config": "something else"}, ck)
+    atomic_save({"model": {}, "ema": {}, "optimizer": {}, "step": 3, "config_json": "something else"}, ck)
     loss = dae.phase_loss(METHOD, METHOD["phases"][0])
     final = train_phase(model, loss, x, steps=4, phase_index=0, train_cfg=cfg, ckpt_path=ck,
                         out_path=tmp_path / "o.pt", config={"a": 1}, progress=False)

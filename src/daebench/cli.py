@@ -41,6 +41,8 @@ def cmd_mlflow_setup(a) -> None:
 
 
 def cmd_train(a) -> None:
+    import torch
+
     from .data import load_split, read_manifest, to_tensor
     from .methods import get_family
     from .tracking import start_run
@@ -57,6 +59,7 @@ def cmd_train(a) -> None:
     x = to_tensor(images)
     fam = get_family(method["family"])
     h, _, c = cfg["data_shape"]
+    torch.manual_seed(cfg["train"]["seed"])  # initial weights are part of what the seed fixes
     model = fam.build(cfg, c, h)
     steps, offset = phase_steps(cfg["train"], phases, i)
     init = load_checkpoint(Path(a.init)) if a.init else None

@@ -86,7 +86,8 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], betas=(0.9, 0.999))
-    cfg_hash = json.dumps(config, sort_keys=True)
+    # The resolved config travels in every checkpoint; a resume file from another config is ignored.
+    cfg_json = json.dumps(config, sort_keys=True)
     start = 0
     if init is not None:
         model.load_state_dict(init["model"])
@@ -94,7 +95,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
         opt.load_state_dict(init["optimizer"])
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
-        if ck.get("config") == cfg_hash:
+        if ck.get("config_json") == cfg_json:
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
             opt.load_state_dict(ck["optimizer"])
@@ -111,7 +112,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
 
     def snapshot(step: int) -> dict:
         return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "config": cfg_hash, **(extra or {})}
+                "step": step, "config_json": cfg_json, **(extra or {})}
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}", disable=not progress,
                mininterval=2.0)
@@ -150,7 +151,6 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
         if done % train_cfg["checkpoint_every"] == 0 and done < steps:
             atomic_save(snapshot(done), ckpt_path)
     final = snapshot(steps)
-    final["config_json"] = json.dumps(config, sort_keys=True)
     atomic_save(final, out_path)
     if ckpt_path.exists():
         ckpt_path.unlink()

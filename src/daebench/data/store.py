@@ -10,7 +10,6 @@ after the arrays: it is the commit marker, and it carries the sha256 that
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._fs import open_temp_sibling
+from .download import file_digest
 
 __all__ = [
     "MANIFEST_NAME",
@@ -47,13 +47,9 @@ class IntegrityError(RuntimeError):
     """A prepared data file does not match its manifest."""
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 @contextlib.contextmanager

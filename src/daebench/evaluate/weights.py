@@ -28,22 +28,22 @@ files):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..data.download import fetch
+from ..data.store import sha256_file
 
 __all__ = [
     "DEFAULT_WEIGHTS_DIR",
     "LPIPS_LINEAR",
     "WEIGHTS",
     "WeightFile",
-    "WeightsChecksumError",
     "WeightsMissing",
     "available",
     "fetch_weights",
@@ -103,18 +103,6 @@ _VERIFIED: dict[str, tuple[int, int, str]] = {}
 
 class WeightsMissing(FileNotFoundError):
     """Pretrained metric weights are absent (or fail their checksum)."""
-
-
-class WeightsChecksumError(ValueError):
-    """A downloaded or present file does not have the registered sha256."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weight_path(dest_dir: str | os.PathLike, name: str) -> Path:
@@ -230,7 +218,6 @@ def missing_message(dest_dir: str | os.PathLike, names: Iterable[str] | str | No
         lines.append(f"      sha256: {wf.sha256}")
     lines.append("Metric code never downloads. Where a network exists, fetch them with")
     lines.append(f"    {fetch_command(dest, bad)}")
-    lines.append(f"    (equivalently: python -m daebench.evaluate.weights {dest} {' '.join(bad)})")
     lines.append("or the workflow rule `fetch_weights`; or copy the files above (exact names) into")
     lines.append(f"    {dest.resolve()}/")
     lines.append("Without them only the domain-feature columns (fd_domain, featdist_domain) stand in for LPIPS/FID.")
@@ -244,30 +231,6 @@ def require(dest_dir: str | os.PathLike, names: Iterable[str] | str) -> dict[str
     if not all(state.values()):
         raise WeightsMissing(missing_message(dest_dir, names))
     return {n: weight_path(dest_dir, n) for n in names}
-
-
-def _download(url: str, fileobj, progress: bool, label: str, timeout: float) -> str:
-    h = hashlib.sha256()
-    req = urllib.request.Request(url, headers={"User-Agent": "daebench-fetch-weights"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        total = resp.headers.get("Content-Length")
-        total = int(total) if total and total.isdigit() else None
-        done = 0
-        next_report = 0
-        while True:
-            block = resp.read(1 << 20)
-            if not block:
-                break
-            fileobj.write(block)
-            h.update(block)
-            done += len(block)
-            if progress and done >= next_report:
-                pct = f" ({100 * done / total:.0f}%)" if total else ""
-                print(f"  {label}: {done / 2**20:.1f} MiB{pct}", file=sys.stderr, flush=True)
-                next_report = done + (16 << 20)
-        if total is not None and done != total:
-            raise OSError(f"truncated download of {url}: {done} of {total} bytes")
-    return h.hexdigest()
 
 
 def fetch_weights(
@@ -296,28 +259,10 @@ def fetch_weights(
                 print(f"{wf.filename}: present, sha256 verified", file=sys.stderr)
             out[name] = final
             continue
-        if progress:
-            print(f"{wf.filename}: downloading {wf.url}", file=sys.stderr)
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{wf.filename}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                digest = _download(wf.url, f, progress, wf.filename, timeout)
-                f.flush()
-                os.fsync(f.fileno())
-            if digest != wf.sha256:
-                raise WeightsChecksumError(
-                    f"sha256 mismatch for {wf.filename} from {wf.url}:\n"
-                    f"  expected {wf.sha256}\n  got      {digest}\n"
-                    "The download was discarded; nothing was written to "
-                    f"{final}. Retry, or check whether the upstream file changed."
-                )
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # The data layer's fetch streams to a temp file, verifies the sha256 and renames; on any
+        # failure it raises DownloadError naming the file and leaves nothing behind.
+        fetch(wf.url, final, f"sha256:{wf.sha256}", progress=progress, timeout=timeout)
+        digest = wf.sha256
         # Seed the verification cache so the next available() is free.
         st = final.stat()
         _VERIFIED[str(final.resolve())] = (st.st_size, st.st_mtime_ns, digest)
@@ -328,29 +273,3 @@ def fetch_weights(
             print(f"{wf.filename}: ok ({st.st_size} bytes, sha256 verified)", file=sys.stderr)
         out[name] = final
     return out
-
-
-def _main(argv: list[str]) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(
-        prog="python -m daebench.evaluate.weights",
-        description="Download the pretrained metric weights (URL + sha256 verified).",
-    )
-    ap.add_argument("dest", nargs="?", default=DEFAULT_WEIGHTS_DIR)
-    ap.add_argument("names", nargs="*", help=f"subset of {sorted(WEIGHTS)} (default: all)")
-    ap.add_argument("--check", action="store_true", help="only verify what is present")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    names = a.names or None
-    if a.check:
-        state = available(a.dest, names)
-        for n, ok in state.items():
-            print(f"{n:14s} {'ok' if ok else 'MISSING/CORRUPT'}  {WEIGHTS[n].filename}")
-        return 0 if all(state.values()) else 1
-    fetch_weights(a.dest, names, progress=not a.quiet)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_main(sys.argv[1:]))
