@@ -36,11 +36,9 @@ def workspace(tmp_path_factory):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PYTHONUNBUFFERED="1")
     data_cfg = {"dataset": "digits", "data": {"seed": 0, "test_fraction": 0.2, "max_train": 128, "max_test": 16,
                                               "download_dir": str(tmp / "dl"), "base_url": None}}
-    for args in (["prepare-data", "--cfg", json.dumps(data_cfg), "--out", str(tmp / "data")],
-                 ["mlflow-setup", "--out", str(tmp / "experiment.json")]):
-        p = cli(*args, env=env, cwd=tmp)
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0, out
+    p = cli("prepare-data", "--cfg", json.dumps(data_cfg), "--out", str(tmp / "data"), env=env, cwd=tmp)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
     return tmp, env
 
 
@@ -48,7 +46,7 @@ def train_args(tmp, out, ckpt_dir, index=1, init=None):
     cfg = {"dataset": "digits", "method": {**METHOD, "phases": METHOD["phases"][: index + 1]}, "nets": NETS,
            "train": TRAIN}
     args = ["train", "--cfg", json.dumps(cfg), "--method", "m", "--phase-index", str(index), "--data",
-            str(tmp / "data"), "--experiment", str(tmp / "experiment.json"), "--checkpoint-dir", str(ckpt_dir),
+            str(tmp / "data"), "--checkpoint-dir", str(ckpt_dir),
             "--out", str(out), "--threads", "1", "--no-progress"]
     return args + (["--init", str(init)] if init else [])
 

@@ -33,13 +33,6 @@ def cmd_prepare_data(a) -> None:
     log.info("prepared %s: %s", cfg["dataset"], manifest["counts"])
 
 
-def cmd_mlflow_setup(a) -> None:
-    from .tracking import setup_experiment, tracking_uri
-
-    exp_id = setup_experiment(tracking_uri(a.uri), a.experiment, Path(a.out))
-    log.info("MLflow experiment %r has id %s (%s)", a.experiment, exp_id, tracking_uri(a.uri))
-
-
 def cmd_train(a) -> None:
     import torch
 
@@ -69,7 +62,7 @@ def cmd_train(a) -> None:
     if ckpt_path.exists():  # continue the MLflow run of the interrupted attempt
         run_id = load_checkpoint(ckpt_path).get("mlflow_run_id") or None
     name = f"{a.method}/{phase['name']}"
-    with start_run(Path(a.experiment), name=name, rule="train", dataset=cfg["dataset"], params=cfg,
+    with start_run(name=name, rule="train", dataset=cfg["dataset"], params=cfg,
                    run_id=run_id) as run:
         run.log_metrics({"params/decoder": num_params(model.decoder), "params/encoder": num_params(model.encoder),
                          "phase/steps": steps})
@@ -96,7 +89,7 @@ def cmd_reconstruct(a) -> None:
     cfg = json.loads(a.cfg)
     ev = cfg["eval"]
     ckpt = load_checkpoint(Path(a.model))
-    with start_run(Path(a.experiment), name=f"{a.method}/reconstruct-{a.mode}", rule="reconstruct",
+    with start_run(name=f"{a.method}/reconstruct-{a.mode}", rule="reconstruct",
                    dataset=cfg["dataset"], params=cfg) as run:
         res = reconstruct_split(ckpt, Path(a.data), cfg["method"], a.mode, steps=ev["ddim_steps"],
                                 n_images=ev["n_images"], batch_size=ev["batch_size"], seed=ev["seed"],
@@ -140,7 +133,7 @@ def cmd_metrics(a) -> None:
 
     _threads(a.threads)
     cfg = json.loads(a.cfg)
-    with start_run(Path(a.experiment), name=f"{a.method}/metrics-{a.mode}", rule="metrics",
+    with start_run(name=f"{a.method}/metrics-{a.mode}", rule="metrics",
                    dataset=cfg["dataset"], params=cfg) as run:
         result = score_reconstructions(Path(a.recon), Path(a.classifier), Path(cfg["weights_dir"]))
         run.log_metrics({k: v for k, v in result["metrics"].items() if v is not None})
@@ -171,6 +164,33 @@ def cmd_validate(a) -> None:
     print(f"{a.params}: valid")
 
 
+def cmd_claims(a) -> None:
+    from .claims import write_claims
+
+    df = write_claims(Path(a.table4), Path(a.out))
+    known = df["holds"].dropna()
+    log.info("wrote %s: %d of %d testable claims hold, %d not testable", a.out, int(known.sum()), len(known),
+             int(df["holds"].isna().sum()))
+
+
+def cmd_report(a) -> None:
+    from papermill.exceptions import PapermillExecutionError
+
+    from .report import render_report
+    from .tracking import experiment_name, tracking_uri
+
+    params = json.loads(a.params_json)
+    # The MLflow store and experiment reach jobs through the environment (not Snakemake params).
+    params.setdefault("mlflow_uri", tracking_uri())
+    params.setdefault("experiment", experiment_name())
+    try:
+        render_report(a.notebook, a.executed, a.out_html, params, cwd=a.cwd)
+    except PapermillExecutionError as err:
+        raise SystemExit(f"report notebook {a.notebook} failed in cell {err.exec_count}: {err.ename}: "
+                         f"{err.evalue}\nthe executed notebook with the traceback is at {a.executed}") from None
+    log.info("wrote %s (executed notebook: %s)", a.out_html, a.executed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="daebench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -186,27 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
         return s
 
     cfg = (["--cfg"], {"required": True, "help": "JSON config slice of this job"})
-    exp = (["--experiment"], {"required": True, "help": "experiment file written by mlflow-setup"})
     data = (["--data"], {"required": True, "help": "prepared dataset directory"})
     out = (["--out"], {"required": True})
     method = (["--method"], {"required": True})
     mode = (["--mode"], {"required": True, "choices": ["stochastic", "inversion"]})
     add("prepare-data", cmd_prepare_data, "download/preprocess a dataset", cfg, out)
-    add("mlflow-setup", cmd_mlflow_setup, "create the MLflow experiment once", out,
-        (["--uri"], {"default": None}), (["--experiment"], {"default": "daebench"}))
-    add("train", cmd_train, "train one phase of a method", cfg, exp, data, out, method,
+    add("train", cmd_train, "train one phase of a method", cfg, data, out, method,
         (["--phase-index"], {"type": int, "required": True}), (["--init"], {"default": None}),
         (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
-    add("reconstruct", cmd_reconstruct, "reconstruct the test split", cfg, exp, data, out, method, mode,
+    add("reconstruct", cmd_reconstruct, "reconstruct the test split", cfg, data, out, method, mode,
         (["--model"], {"required": True}))
     add("train-classifier", cmd_train_classifier, "train the domain feature classifier", cfg, data, out)
-    add("metrics", cmd_metrics, "score reconstructions", cfg, exp, out, method, mode,
+    add("metrics", cmd_metrics, "score reconstructions", cfg, out, method, mode,
         (["--recon"], {"required": True}), (["--classifier"], {"required": True}))
     add("table4", cmd_table4, "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
     add("fetch-weights", cmd_fetch_weights, "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
+    add("claims", cmd_claims, "test the paper's Table 4 claims on results/table4.csv",
+        (["--table4"], {"required": True}), out)
+    add("report", cmd_report, "execute notebooks/report.ipynb (papermill) and render it to HTML",
+        (["--notebook"], {"default": "notebooks/report.ipynb"}), (["--out-html"], {"required": True}),
+        (["--executed"], {"required": True, "help": "where the executed notebook goes (kept when a cell fails)"}),
+        (["--params-json"], {"default": "{}", "help": "JSON object of notebook parameters"}),
+        (["--cwd"], {"default": ".", "help": "the notebook's working directory (the repo root)"}))
     return p
 
 

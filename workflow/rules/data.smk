@@ -1,4 +1,4 @@
-# Datasets -> uint8 arrays + manifest; MLflow experiment; pretrained metric weights.
+# Datasets -> uint8 arrays + manifest; pretrained metric weights.
 
 
 rule prepare_data:
@@ -19,21 +19,6 @@ rule prepare_data:
         "python -m daebench prepare-data --cfg {params.cfg:q} --out {params.out} > {log} 2>&1"
 
 
-rule mlflow_setup:
-    output:
-        EXPERIMENT,
-    params:
-        experiment=config["mlflow"]["experiment"],
-    conda:
-        "../../envs/daebench.yaml"
-    log:
-        "logs/mlflow_setup.log",
-    benchmark:
-        "logs/benchmarks/mlflow_setup.tsv"
-    shell:
-        "python -m daebench mlflow-setup --experiment {params.experiment:q} --out {output} > {log} 2>&1"
-
-
 rule fetch_weights:
     # Only where a network exists: `snakemake fetch_weights`. Metric jobs never download.
     output:
@@ -47,3 +32,10 @@ rule fetch_weights:
         "logs/benchmarks/fetch_weights.tsv"
     shell:
         "python -m daebench fetch-weights --dest {output} > {log} 2>&1"
+
+
+rule data:
+    # Target of the DVC `data` stage: the configured dataset, prepared.
+    input:
+        expand("resources/data/{dataset}/manifest.json", dataset=config["dataset"]),
+    localrule: True

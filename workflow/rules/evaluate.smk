@@ -4,8 +4,7 @@
 rule reconstruct:
     input:
         model=final_model,
-        data="resources/data/{dataset}/manifest.json",
-        experiment=ancient(EXPERIMENT),
+        data=manifest,
     output:
         recon="results/recon/{dataset}/{method}/{mode}.npz",
         grid="results/recon/{dataset}/{method}/{mode}.png",
@@ -23,18 +22,18 @@ rule reconstruct:
         "logs/benchmarks/reconstruct/{dataset}/{method}/{mode}.tsv"
     shell:
         "python -m daebench reconstruct --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --model {input.model} --data {params.data} --experiment {input.experiment} --out {output.recon}"
+        " --model {input.model} --data {params.data} --out {output.recon}"
         " --threads {threads} > {log} 2>&1"
 
 
 rule train_classifier:
     # Domain feature extractor: its features stand in for Inception/AlexNet where those are absent.
     input:
-        "resources/data/{dataset}/manifest.json",
+        manifest,
     output:
         "resources/models/{dataset}/feature_classifier.pt",
     params:
-        cfg=lambda w: as_json({"classifier": config["metrics"]["classifier"]}),
+        cfg=lambda w: as_json(classifier_slice(w.dataset)),
         data=lambda w: data_dir(w.dataset),
     threads: TORCH_THREADS
     conda:
@@ -52,12 +51,12 @@ rule metrics:
     input:
         recon="results/recon/{dataset}/{method}/{mode}.npz",
         classifier="resources/models/{dataset}/feature_classifier.pt",
-        experiment=ancient(EXPERIMENT),
     output:
         "results/metrics/{dataset}/{method}/{mode}.json",
     params:
         cfg=lambda w: as_json({"dataset": w.dataset, "weights_dir": config["metrics"]["weights_dir"],
                                "weights": weights_state()}),
+        upstream=lambda w: as_json(metrics_upstream(w.dataset, w.method, w.mode)),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -69,5 +68,5 @@ rule metrics:
         "logs/benchmarks/metrics/{dataset}/{method}/{mode}.tsv"
     shell:
         "python -m daebench metrics --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --recon {input.recon} --classifier {input.classifier} --experiment {input.experiment}"
+        " --recon {input.recon} --classifier {input.classifier}"
         " --out {output} --threads {threads} > {log} 2>&1"

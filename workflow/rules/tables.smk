@@ -8,6 +8,7 @@ rule table4:
         "results/table4.csv",
     params:
         cfg=table4_cfg,
+        upstream=table4_upstream,
     conda:
         "../../envs/daebench.yaml"
     log:

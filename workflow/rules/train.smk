@@ -4,9 +4,8 @@
 
 rule train_phase:
     input:
-        data="resources/data/{dataset}/manifest.json",
+        data=manifest,
         init=previous_phase,
-        experiment=ancient(EXPERIMENT),
     output:
         "resources/models/{dataset}/{method}/{phase}.pt",
     params:
@@ -26,5 +25,5 @@ rule train_phase:
         "logs/benchmarks/train/{dataset}/{method}/{phase}.tsv"
     shell:
         "python -m daebench train --cfg {params.cfg:q} --method {wildcards.method} --phase-index {params.index}"
-        " {params.init} --data {params.data} --experiment {input.experiment} --checkpoint-dir {params.ckpt}"
+        " {params.init} --data {params.data} --checkpoint-dir {params.ckpt}"
         " --out {output} --threads {threads} > {log} 2>&1"

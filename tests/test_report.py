@@ -1,0 +1,287 @@
+"""Claims of the two-phase paper's Table 4 tested on hand-made tables, and the `report` command
+(papermill + nbconvert) on a tiny set of inputs built here: table4.csv, claims.csv, reconstructions
+of random images, an MLflow sqlite store with two training runs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daebench.claims import BASELINE, ONE_PHASE, TWO_PHASE, evaluate_claims, read_claims, write_claims
+from daebench.report import load_reference_table4, orderings, reference_dir, side_by_side, training_curves
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "report.ipynb"
+METHODS = {"dae_baseline": BASELINE, "dae_1phase_sc4": ONE_PHASE, "dae_2phase_sc4": TWO_PHASE}
+
+# CIFAR-10 rows of the paper's Table 4 (psnr, ssim, fid_tf), with fid_tf copied to fd_domain.
+CIFAR = {
+    (BASELINE, "stochastic"): (26.887, 0.9048, 5.2448), (ONE_PHASE, "stochastic"): (25.955, 0.8863, 1.2566),
+    (TWO_PHASE, "stochastic"): (30.351, 0.9552, 2.1149), (BASELINE, "inversion"): (35.667, 0.9834, 11.4542),
+    (ONE_PHASE, "inversion"): (49.510, 0.9995, 0.5434), (TWO_PHASE, "inversion"): (50.113, 0.9996, 0.7560),
+}
+BRIEF_CLAIMS = ["inv_gt_stoch_psnr_base", "inv_gt_stoch_psnr_1phase", "inv_gt_stoch_psnr_2phase",
+                "2phase_gt_1phase_stoch_psnr", "2phase_gt_1phase_stoch_ssim", "2phase_gt_base_stoch_psnr",
+                "2phase_gt_base_stoch_ssim", "2phase_best_inv_psnr", "1phase_lt_base_stoch_psnr"]
+
+
+def make_table(values=CIFAR, dataset="digits") -> pd.DataFrame:
+    label_to_method = {v: k for k, v in METHODS.items()}
+    return pd.DataFrame([{"dataset": dataset, "method": label_to_method[label], "label": label, "mode": mode,
+                          "psnr": p, "ssim": s, "mse": 10 ** (-p / 10), "fd_domain": f, "featdist_domain": f / 10,
+                          "n_images": 12, "ddim_steps": 4, "mlflow_run_id": f"run{i}"}
+                         for i, ((label, mode), (p, s, f)) in enumerate(values.items())])
+
+
+def holds(claims: pd.DataFrame, claim_id: str, dataset: str = "digits"):
+    row = claims[(claims["claim_id"] == claim_id) & (claims["dataset"] == dataset)]
+    assert len(row) == 1, claim_id
+    v = row["holds"].iloc[0]
+    return pd.NA if pd.isna(v) else bool(v)
+
+
+# --------------------------------------------------------------------------
+# claims
+
+
+def test_claims_columns_and_paper_like_table_holds():
+    c = evaluate_claims(make_table())
+    assert list(c.columns) == ["paper", "table", "dataset", "claim_id", "statement", "measured", "holds"]
+    assert str(c["holds"].dtype) == "boolean"
+    assert set(c["table"]) == {"Table 4"}
+    for claim_id in BRIEF_CLAIMS:
+        assert holds(c, claim_id) is True, claim_id
+    m = c.set_index("claim_id")["measured"]
+    assert m["2phase_gt_1phase_stoch_psnr"] == "PSNR stochastic: 2-phase SC-4 30.351 vs 1-phase SC-4 25.955"
+    assert "inversion 50.113 vs stochastic 30.351" in m["inv_gt_stoch_psnr_2phase"]
+
+
+def test_claims_false_when_order_reversed_or_tied():
+    v = dict(CIFAR)
+    v[(ONE_PHASE, "stochastic")] = (31.0, 0.96, 1.0)        # 1-phase now beats 2-phase and the baseline
+    v[(BASELINE, "inversion")] = (50.113, 0.9834, 11.4542)  # baseline ties 2-phase in inversion PSNR
+    c = evaluate_claims(make_table(v))
+    assert holds(c, "2phase_gt_1phase_stoch_psnr") is False
+    assert holds(c, "2phase_gt_1phase_stoch_ssim") is False
+    assert holds(c, "1phase_lt_base_stoch_psnr") is False
+    assert holds(c, "2phase_best_inv_psnr") is False  # a tie is not "best"
+    assert holds(c, "2phase_gt_base_stoch_psnr") is True
+
+
+def test_claims_na_when_rows_or_metrics_absent():
+    t = make_table()
+    t = t[~((t["label"] == ONE_PHASE) & (t["mode"] == "stochastic"))]
+    t.loc[(t["label"] == BASELINE) & (t["mode"] == "inversion"), "psnr"] = np.nan
+    c = evaluate_claims(t)
+    for claim_id in ("2phase_gt_1phase_stoch_psnr", "2phase_gt_1phase_stoch_ssim", "1phase_lt_base_stoch_psnr",
+                     "inv_gt_stoch_psnr_1phase", "inv_gt_stoch_psnr_base", "2phase_best_inv_psnr",
+                     "2phase_best_stoch_lpips", "2phase_best_inv_lpips"):  # no lpips column at all
+        assert holds(c, claim_id) is pd.NA, claim_id
+    assert "no value for 1-phase SC-4 / stochastic" in c.set_index("claim_id").loc["2phase_gt_1phase_stoch_psnr",
+                                                                                    "measured"]
+    assert holds(c, "2phase_gt_base_stoch_psnr") is True
+    assert holds(c, "inv_gt_stoch_psnr_2phase") is True
+    # no rows for a label at all, and an empty table
+    assert evaluate_claims(make_table()[lambda d: d["label"] != TWO_PHASE])["holds"].notna().sum() > 0
+    assert evaluate_claims(make_table().iloc[:0]).empty
+
+
+def test_claims_evaluated_per_dataset():
+    v = dict(CIFAR)
+    v[(TWO_PHASE, "stochastic")] = (20.0, 0.5, 9.0)
+    c = evaluate_claims(pd.concat([make_table(dataset="a"), make_table(v, dataset="b")]))
+    assert set(c["dataset"]) == {"a", "b"}
+    assert holds(c, "2phase_gt_base_stoch_psnr", "a") is True
+    assert holds(c, "2phase_gt_base_stoch_psnr", "b") is False
+
+
+def test_fid_claims_use_fd_domain_as_stand_in_or_fid_when_present():
+    claims = evaluate_claims(make_table())
+    c = claims.set_index("claim_id")
+    assert "stand-in" in c.loc["2phase_lt_base_stoch_fid", "statement"]
+    assert "fd_domain" in c.loc["2phase_lt_base_stoch_fid", "measured"]
+    assert holds(claims, "2phase_lt_base_stoch_fid") is True  # 2.1149 < 5.2448
+    assert holds(claims, "1phase_best_stoch_fid") is True  # 1.2566 is the lowest
+    t = make_table()
+    t["fid_tf"] = t["fd_domain"] * 100
+    c = evaluate_claims(t).set_index("claim_id")
+    assert "stand-in" not in c.loc["2phase_lt_base_stoch_fid", "statement"]
+    assert "FID (tf)" in c.loc["2phase_lt_base_stoch_fid", "statement"]
+
+
+def test_claims_on_the_published_table():
+    c = evaluate_claims(load_reference_table4())
+    assert set(c["dataset"]) == {"cifar10_32", "celeba_64", "bedroom_128", "imagenet_32"}
+    for claim_id in BRIEF_CLAIMS:
+        assert holds(c, claim_id, "cifar10_32") is True, claim_id
+    # §5.1 says 1-phase's image-similarity metrics are worse than the baseline's; not so on Bedroom.
+    assert holds(c, "1phase_lt_base_stoch_psnr", "bedroom_128") is False
+
+
+def test_duplicate_rows_are_an_error():
+    t = make_table()
+    with pytest.raises(ValueError, match="expected at most one"):
+        evaluate_claims(pd.concat([t, t.iloc[:1]]))
+
+
+def test_write_claims_atomic_roundtrip(tmp_path):
+    t = make_table()
+    t = t[~((t["label"] == ONE_PHASE) & (t["mode"] == "stochastic"))]
+    t.to_csv(tmp_path / "table4.csv", index=False)
+    from daebench.cli import main
+
+    assert main(["claims", "--table4", str(tmp_path / "table4.csv"), "--out", str(tmp_path / "out" / "claims.csv")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["claims.csv"]  # no temp file left
+    back = read_claims(tmp_path / "out" / "claims.csv")
+    pd.testing.assert_frame_equal(back, evaluate_claims(t), check_dtype=False)
+    assert str(back["holds"].dtype) == "boolean" and back["holds"].isna().any() and back["holds"].any()
+
+
+# --------------------------------------------------------------------------
+# report helpers
+
+
+def test_reference_tables_are_packaged():
+    d = reference_dir()
+    assert (d / "README.md").is_file() and (d / "dae_two_phase_table4.csv").is_file()
+    assert len(list(d.glob("*.csv"))) >= 11  # every published table of the four papers
+
+
+def test_side_by_side_and_orderings():
+    ours, ref = make_table(), load_reference_table4()
+    sbs = side_by_side(ours, ref)
+    assert sbs.shape[1] == 6 and ("ours · digits", "PSNR") in sbs.index
+    assert sbs.loc[("ours · digits", "PSNR"), ("stochastic", "2-phase")] == pytest.approx(30.351)
+    o = orderings(ours, ref)
+    assert o.loc[("stochastic", "PSNR"), "ours · digits"] == "2-phase > Preechakul > 1-phase"
+    assert o.loc[("stochastic", "PSNR"), "same ordering as the paper"] == "3/4"  # not on Bedroom
+
+
+def test_training_curves_missing_store_is_not_created(tmp_path):
+    uri = f"sqlite:///{tmp_path}/absent.db"
+    df = training_curves(uri, "daebench")
+    assert df.empty and "no MLflow store" in df.attrs["note"]
+    assert not (tmp_path / "absent.db").exists()
+
+
+# --------------------------------------------------------------------------
+# the report command
+
+
+def _build_inputs(root: Path) -> dict[str, str]:
+    """A tiny workspace: results/table4.csv, results/claims.csv, results/recon npz files, mlflow.db."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    (root / "results").mkdir(parents=True)
+    make_table().to_csv(root / "results" / "table4.csv", index=False)
+    write_claims(root / "results" / "table4.csv", root / "results" / "claims.csv")
+    rng = np.random.default_rng(0)
+    for method in METHODS:
+        original = rng.uniform(-1, 1, (12, 1, 16, 16)).astype(np.float32)
+        for mode in ("stochastic", "inversion"):
+            d = root / "results" / "recon" / "digits" / method
+            d.mkdir(parents=True, exist_ok=True)
+            recon = np.clip(original + rng.normal(0, 0.3, original.shape), -1, 1).astype(np.float32)
+            np.savez(d / f"{mode}.npz", original=original, recon=recon, labels=np.arange(12),
+                     meta=json.dumps({"mode": mode, "ddim_steps": 4}))
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("report-test")
+    for i, name in enumerate(["dae_baseline/main", "dae_2phase_sc4/phase1"]):
+        run = client.create_run(exp, run_name=name, tags={"rule": "train", "dataset": "digits"})
+        client.log_batch(run.info.run_id, metrics=[Metric("loss/mse", 0.5 / (1 + s) + 0.01 * i, 0, s)
+                                                   for s in range(1, 40)])
+        client.set_terminated(run.info.run_id)
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "report-test"}
+
+
+def _report(root: Path, env_extra: dict[str, str], params: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra}
+    cmd = [sys.executable, "-m", "daebench", "report", "--notebook", str(NOTEBOOK), "--out-html",
+           "results/report.html", "--executed", "logs/report.executed.ipynb", "--params-json", json.dumps(params)]
+    return subprocess.run(cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+PARAMS = {"table4_csv": "results/table4.csv", "claims_csv": "results/claims.csv", "recon_dir": "results/recon"}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    env = _build_inputs(root)
+    proc = _report(root, env, PARAMS)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return root
+
+
+def test_notebook_is_clean_and_parameterised():
+    import nbformat
+
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    for name in ("table4_csv", "claims_csv", "recon_dir", "reference_dir", "mlflow_uri", "experiment"):
+        assert f"{name} = " in params[0].source
+
+
+def test_report_command_renders_self_contained_html(rendered):
+    html = (rendered / "results" / "report.html").read_text(encoding="utf-8")
+    assert (rendered / "logs" / "report.executed.ipynb").is_file()
+    assert not list((rendered / "results").glob(".*.tmp"))
+    for text in ("Findings", "testable claims hold", "2-phase SC-4 has higher stochastic PSNR than 1-phase SC-4",
+                 "paper · cifar10_32", "ours · digits", "The datasets differ", "Reconstructions",
+                 "Training curves", "Protocol", "dae_2phase_sc4"):
+        assert text in html, text
+    assert html.count("<table") >= 5
+    assert html.count('src="data:image/png;base64,') >= 2  # reconstruction grid + training curves
+    assert "No training curves" not in html  # the env's store and experiment were read
+    assert 'src="http' not in html and "<script src=" not in html  # nothing fetched from the network
+    assert "def " not in html and "import " not in html  # code cells hidden
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium not installed (apt-get install -y chromium) — needed for the screenshot")
+def test_report_screenshot_in_headless_chromium(rendered, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "report.png"
+    html = rendered / "results" / "report.html"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,3000", f"--screenshot={png}",
+           html.as_uri()]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stdout + proc.stderr
+    shutil.copy(png, rendered / "report.png")  # left beside the report for a look
+    with Image.open(png) as im:
+        assert im.size == (1280, 3000)
+        rgb = im.convert("RGB")
+        assert len(rgb.getcolors(maxcolors=1 << 20) or []) > 50  # text, tables, colours: not a flat page
+        lo, hi = zip(*rgb.getextrema())
+        assert min(lo) < 64 and max(hi) > 192
+
+
+def test_report_command_failing_cell_keeps_executed_notebook(rendered, tmp_path):
+    root = tmp_path
+    (root / "results").mkdir()
+    proc = _report(root, {"MLFLOW_TRACKING_URI": f"sqlite:///{rendered}/mlflow.db"},
+                   {**PARAMS, "table4_csv": "results/missing_table4.csv"})
+    assert proc.returncode != 0
+    executed = root / "logs" / "report.executed.ipynb"
+    assert executed.is_file()
+    assert "logs/report.executed.ipynb" in proc.stderr
+    assert "FileNotFoundError" in executed.read_text() and "missing_table4.csv" in executed.read_text()
+    assert not (root / "results" / "report.html").exists()

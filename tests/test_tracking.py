@@ -1,0 +1,325 @@
+"""MLflow tracking: retry() matching, 8 jobs racing on one new SQLite store (schema + experiment
+creation, no prior setup) with system metrics, and a real training job logging to a real `mlflow server`."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from daebench import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+N_JOBS, N_STEPS = 8, 20
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+# --------------------------------------------------------------------------------------------------- retry()
+
+class _Fails:
+    def __init__(self, exc, times):
+        self.exc, self.times, self.calls = exc, times, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.exc
+        return "ok"
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+
+
+def test_retry_transient_then_success(no_sleep):
+    fn = _Fails(RuntimeError("(sqlite3.OperationalError) database is locked"), 3)
+    assert tracking.retry(fn) == "ok" and fn.calls == 4
+
+
+def test_retry_matches_wrapped_cause(no_sleep):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            raise RuntimeError("sqlite3.OperationalError: database is locked")
+        except RuntimeError as inner:
+            raise MlflowException("SQLAlchemy database error") from inner
+    except MlflowException as exc:
+        wrapped = exc
+    fn = _Fails(wrapped, 1)
+    assert tracking.retry(fn) == "ok" and fn.calls == 2
+
+
+def test_retry_raises_other_errors_at_once(no_sleep):
+    fn = _Fails(ValueError("Changing param values is not allowed"), 5)
+    with pytest.raises(ValueError):
+        tracking.retry(fn)
+    assert fn.calls == 1
+    # schema-race errors are only transient where asked for (first connection, experiment creation)
+    race = _Fails(RuntimeError("(sqlite3.OperationalError) table _alembic_tmp_experiments already exists"), 2)
+    with pytest.raises(RuntimeError):
+        tracking.retry(race)
+    assert race.calls == 1
+    race.calls = 0
+    assert tracking.retry(race, transient=tracking.INIT_ERRORS) == "ok" and race.calls == 3
+
+
+def test_retry_gives_up_after_attempts(no_sleep):
+    fn = _Fails(RuntimeError("database is locked"), 100)
+    with pytest.raises(RuntimeError, match="locked"):
+        tracking.retry(fn, attempts=3)
+    assert fn.calls == 3
+
+
+def test_retry_does_not_swallow_keyboard_interrupt(no_sleep):
+    fn = _Fails(KeyboardInterrupt(), 1)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.retry(fn)
+    assert fn.calls == 1
+
+
+# ------------------------------------------------------------------------------------- in-process start_run
+
+@pytest.fixture
+def default_store(tmp_path, monkeypatch):
+    """No MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db, relative to the working directory."""
+    from mlflow.tracking._tracking_service import utils
+
+    for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)  # restored after start_run sets it
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_failed_body_default_uri_system_metrics(default_store):
+    from mlflow.tracking import MlflowClient
+
+    with pytest.raises(ZeroDivisionError), tracking.start_run(
+            name="boom", rule="unit", dataset="d", params={"a": 1}, system_metrics_interval=0.1,
+            system_metrics_samples=1) as run:
+        run.log_metrics({"x": 1.0}, step=1)
+        time.sleep(0.5)
+        raise ZeroDivisionError
+    assert not any(t.name == "SystemMetricsMonitor" and t.is_alive() for t in threading.enumerate())
+    r = MlflowClient(default_store).get_run(run.run_id)  # the default store got the run and its system metrics
+    assert r.info.status == "FAILED"
+    assert len(MlflowClient(default_store).get_metric_history(run.run_id, "system/cpu_utilization_percentage")) >= 3
+
+
+def test_system_metrics_failure_only_warns(default_store, monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    def broken(*a, **k):
+        raise RuntimeError("no psutil here")
+
+    monkeypatch.setattr(tracking, "_system_metrics_monitor", broken)
+    with caplog.at_level("WARNING", logger="daebench.tracking"), \
+            tracking.start_run(name="ok", rule="unit", dataset="d", params={}) as run:
+        run.log_metrics({"x": 1.0})
+    r = MlflowClient(default_store).get_run(run.run_id)
+    assert r.info.status == "FINISHED" and not any(k.startswith("system/") for k in r.data.metrics)
+    assert "system metrics disabled" in caplog.text
+
+
+def test_system_metrics_publish_failure_only_warns(default_store, caplog):
+    """A store that rejects the system metrics (here: a closed run) stops the sampler with a warning."""
+    from mlflow.tracking import MlflowClient
+
+    with caplog.at_level("WARNING", logger="daebench.tracking"):
+        with tracking.start_run(name="ok", rule="unit", dataset="d", params={}, system_metrics=False) as run:
+            pass
+        mon = tracking._system_metrics_monitor("no-such-run", tracking.client(default_store), default_store, 0.05, 1,
+                                               False)
+        time.sleep(0.3)
+        mon.finish()
+    assert "system metrics" in caplog.text
+    assert MlflowClient(default_store).get_run(run.run_id).info.status == "FINISHED"
+
+
+# ------------------------------------------------------------------------------------ 8 jobs, one new sqlite
+
+WORKER = r'''
+import json, sys, time
+from pathlib import Path
+i, tmp = int(sys.argv[1]), Path(sys.argv[2])
+from daebench import tracking          # imports done before the barrier: all jobs hit the store together
+import mlflow.tracking, mlflow.entities  # noqa: F401
+(tmp / f"ready.{i}").touch()
+while not (tmp / "go").exists():
+    time.sleep(0.01)
+# odd jobs sample system metrics every 0.3 s; even ones keep the default (5 s): only the final sample
+kw = {"system_metrics_interval": 0.3, "system_metrics_samples": 1} if i % 2 else {}
+with tracking.start_run(name=f"job{i}", rule="unit", dataset="digits",
+                        params={"i": i, "train": {"lr": 1e-3, "sizes": [1, 2]}}, **kw) as run:
+    for s in range(20):
+        run.log_metrics({"loss": 1.0 / (s + 1), "acc": s / 20}, step=s)
+        time.sleep(0.05)
+    art = tmp / f"artifact{i}.txt"
+    art.write_text(f"job {i}\n")
+    run.log_artifact(art)
+    if i % 2:
+        time.sleep(1.0)
+print(json.dumps({"run_id": run.run_id}))
+'''
+
+
+def test_concurrent_jobs_on_fresh_sqlite(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from daebench.config import params_hash
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    env = _env(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME="concurrent")
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(tmp_path)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(N_JOBS)]
+    try:
+        deadline = time.time() + 120
+        while len(list(tmp_path.glob("ready.*"))) < N_JOBS:
+            assert time.time() < deadline, "workers did not start"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs if p.poll() is not None]
+            time.sleep(0.05)
+        assert not db.exists()  # nobody has touched the store yet: every job races on the first connection
+        (tmp_path / "go").touch()
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    run_ids = [json.loads(out.strip().splitlines()[-1])["run_id"] for out, _ in outs]
+    assert len(set(run_ids)) == N_JOBS
+
+    client = MlflowClient(uri)
+    exps = [e for e in client.search_experiments() if e.name == "concurrent"]
+    assert len(exps) == 1  # the creation race ended in one experiment
+    runs = client.search_runs([exps[0].experiment_id], max_results=100)
+    assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
+    for r in runs:
+        i = int(r.data.params["i"])
+        params = {"i": i, "train": {"lr": 1e-3, "sizes": [1, 2]}}
+        assert r.info.status == "FINISHED"
+        assert r.info.run_name == f"job{i}"
+        assert r.data.params["train.lr"] == "0.001" and r.data.params["train.sizes"] == "[1, 2]"
+        tags = r.data.tags
+        assert tags["rule"] == "unit" and tags["dataset"] == "digits"
+        assert tags["params_hash"] == params_hash(params) and tags["git_sha"]
+        loss = client.get_metric_history(r.info.run_id, "loss")
+        assert sorted(m.step for m in loss) == list(range(N_STEPS))  # no point lost to "database is locked"
+        assert len(client.get_metric_history(r.info.run_id, "acc")) == N_STEPS
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == [f"artifact{i}.txt"]
+        system = {k for k in r.data.metrics if k.startswith("system/")}
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+                "system/process_memory_rss_megabytes"} <= system, system
+        cpu = client.get_metric_history(r.info.run_id, "system/cpu_utilization_percentage")
+        assert len(cpu) >= (3 if i % 2 else 1), (i, len(cpu))  # sampled while running / final sample
+        assert len({m.step for m in cpu}) == len(cpu)
+
+
+# -------------------------------------------------------------------------------------- real mlflow server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    logf = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "mlartifacts")],
+        cwd=tmp_path, env=_env(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{(tmp_path / 'server.log').read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"mlflow server not healthy in 60 s:\n{(tmp_path / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        logf.close()
+
+
+TRAIN_CFG = {"dataset": "digits",
+             "method": {"family": "dae", "prediction": "v", "phases": [{"name": "p1", "t": "one", "fraction": 1.0}]},
+             "nets": {"z_dim": 8,
+                      "decoder": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+                                  "attention_resolutions": [], "dropout": 0.0},
+                      "encoder": {"model_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
+                                  "attention_resolutions": []}},
+             "train": {"examples": 640, "batch_size": 32, "lr": 0.0005, "warmup_examples": 64, "ema_decay": 0.99,
+                       "checkpoint_every": 10, "log_every": 5, "seed": 0, "device": "cpu"}}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_train_logs_to_mlflow_server(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    env = _env(MLFLOW_TRACKING_URI=mlflow_server, MLFLOW_EXPERIMENT_NAME="servertest")
+    data_cfg = {"dataset": "digits", "data": {"seed": 0, "test_fraction": 0.2, "max_train": 64, "max_test": 16,
+                                              "download_dir": str(tmp_path / "dl"), "base_url": None}}
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "daebench", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=150, check=False)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+        return p
+
+    cli("prepare-data", "--cfg", json.dumps(data_cfg), "--out", str(tmp_path / "data"))
+    cli("train", "--cfg", json.dumps(TRAIN_CFG), "--method", "m", "--phase-index", "0", "--data",
+        str(tmp_path / "data"), "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt"),
+        "--threads", "1", "--no-progress")
+    assert (tmp_path / "m.pt").exists()
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("servertest")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["rule"] == "train" and run.data.tags["dataset"] == "digits"
+    assert run.info.run_name == "m/p1"
+    assert len(client.get_metric_history(run.info.run_id, "loss/mse")) >= 4
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the default local store

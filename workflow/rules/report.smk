@@ -1,0 +1,46 @@
+# The paper's claims tested on our Table 4, and the HTML report (notebooks/report.ipynb run by papermill).
+# The MLflow store and experiment of the training curves come from MLFLOW_TRACKING_URI and
+# MLFLOW_EXPERIMENT_NAME in the environment (set in common.smk), so they never rerun the report.
+
+
+rule claims:
+    input:
+        "results/table4.csv",
+    output:
+        "results/claims.csv",
+    params:
+        upstream=table4_provenance,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "logs/benchmarks/report/claims.tsv"
+    shell:
+        "python -m daebench claims --table4 {input} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        table4="results/table4.csv",
+        claims="results/claims.csv",
+        recon=report_recon_inputs,
+        notebook="notebooks/report.ipynb",
+    output:
+        "results/report.html",
+    params:
+        # Notebook parameters; the reconstructions are found under recon_dir/<dataset>/<method>/<mode>.npz.
+        nb=lambda w, input: as_json({"table4_csv": input.table4, "claims_csv": input.claims,
+                                     "recon_dir": "results/recon"}),
+        upstream=table4_provenance,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        # The executed notebook is a log: Snakemake keeps it (with the failing cell's traceback) when the job fails.
+        nb="logs/report/report.executed.ipynb",
+        txt="logs/report/report.log",
+    benchmark:
+        "logs/benchmarks/report/report.tsv"
+    shell:
+        "python -m daebench report --notebook {input.notebook} --params-json {params.nb:q}"
+        " --executed {log.nb} --out-html {output} > {log.txt} 2>&1"
