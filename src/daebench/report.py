@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, TWO_PHASE, evaluate_claims
+from .evaluate.reconstruction import montage, to_hwc01
+from .tracking import sqlite_path
 
 MODES = ("stochastic", "inversion")
 SHORT = {BASELINE: "Preechakul", ONE_PHASE: "1-phase", TWO_PHASE: "2-phase"}
@@ -192,11 +194,6 @@ def reference_table(reference: pd.DataFrame):
 # reconstructions
 
 
-def _to_hwc01(x: np.ndarray) -> np.ndarray:
-    """float NCHW in [-1, 1] -> float NHWC in [0, 1]."""
-    return np.clip((np.asarray(x, dtype=np.float32) + 1) / 2, 0, 1).transpose(0, 2, 3, 1)
-
-
 def load_recon_grid(recon_dir: str | Path, dataset: str, method: str, n: int = 10,
                     modes: tuple[str, ...] = MODES) -> dict[str, np.ndarray]:
     """{'original', *modes}: the first ``n`` test images of each, NHWC in [0, 1]. The originals are
@@ -206,19 +203,9 @@ def load_recon_grid(recon_dir: str | Path, dataset: str, method: str, n: int = 1
         path = Path(recon_dir) / dataset / method / f"{mode}.npz"
         with np.load(path) as z:
             if "original" not in out:
-                out["original"] = _to_hwc01(z["original"][:n])
-            out[mode] = _to_hwc01(z["recon"][:n])
+                out["original"] = to_hwc01(z["original"][:n])
+            out[mode] = to_hwc01(z["recon"][:n])
     return out
-
-
-def _montage(rows: list[np.ndarray], pad: int = 1) -> np.ndarray:
-    n, h, w, c = rows[0].shape
-    canvas = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad, c), dtype=np.float32)
-    for i, imgs in enumerate(rows):
-        for j, im in enumerate(imgs):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[y:y + h, x:x + w] = im
-    return canvas[..., 0] if c == 1 else canvas
 
 
 def recon_figure(recon_dir: str | Path, table4: pd.DataFrame, n: int = 10):
@@ -237,7 +224,7 @@ def recon_figure(recon_dir: str | Path, table4: pd.DataFrame, n: int = 10):
             ax.set_axis_off()
             continue
         names = ["original", *[m for m in MODES if m in grid]]
-        img = _montage([grid[k] for k in names])
+        img = montage([grid[k] for k in names])
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         h = grid["original"].shape[1] + 1
         ticks = []
@@ -259,11 +246,8 @@ def recon_figure(recon_dir: str | Path, table4: pd.DataFrame, n: int = 10):
 
 def _missing_sqlite(uri: str) -> str | None:
     """The file of a sqlite:/// URI that does not exist (MLflow would create an empty store there)."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not Path(path).exists():
-            return path
-    return None
+    path = sqlite_path(uri)
+    return str(path) if path is not None and not path.exists() else None
 
 
 def training_curves(uri: str, experiment: str, dataset: str | None = None,

@@ -104,7 +104,7 @@ def experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or "daebench"
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """Absolute path of the database file of a ``sqlite:///`` URI, else None (in-memory, other stores)."""
     if not uri.startswith("sqlite:///"):
         return None
@@ -120,7 +120,7 @@ def _store_lock(uri: str, timeout: float = 120.0) -> Iterator[None]:
     file in the temp dir, released by the kernel if the holder dies). No-op for other stores, where
     fcntl is missing, or if the lock file cannot be opened; after ``timeout`` s of waiting it goes on
     unlocked (the retries remain)."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     try:
         import fcntl
     except ImportError:
@@ -161,7 +161,7 @@ def _store_lock(uri: str, timeout: float = 120.0) -> Iterator[None]:
 def resolve_uri(uri: str) -> str:
     """``uri`` with a relative SQLite path made absolute (against the working directory now), so that
     stores cached by URI (here and in mlflow) do not follow a later chdir."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is None or uri.startswith("sqlite:////"):
         return uri
     query = uri.split("?", 1)[1] if "?" in uri else None
@@ -181,7 +181,7 @@ def client(uri: str | None = None):
     uri = resolve_uri(uri or tracking_uri())
     with _clients_lock:
         if uri not in _clients:
-            if _sqlite_path(uri) is not None:  # import outside the lock (~1 s of CPU), so it is held only briefly
+            if sqlite_path(uri) is not None:  # import outside the lock (~1 s of CPU), so it is held only briefly
                 import mlflow.store.db.utils
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
             with _store_lock(uri):

@@ -44,17 +44,28 @@ def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, st
             "seconds": seconds, "nfe": nfe}
 
 
+def to_hwc01(x: np.ndarray) -> np.ndarray:
+    """float NCHW in [-1, 1] -> float NHWC in [0, 1]."""
+    return np.clip((np.asarray(x, dtype=np.float32) + 1) / 2, 0, 1).transpose(0, 2, 3, 1)
+
+
+def montage(rows: list[np.ndarray], pad: int = 1) -> np.ndarray:
+    """Tile rows of NHWC [0, 1] images on a white canvas; HW for one channel, HWC otherwise."""
+    n, h, w, c = rows[0].shape
+    canvas = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad, c), dtype=np.float32)
+    for i, imgs in enumerate(rows):
+        for j, im in enumerate(imgs):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = im
+    return canvas[..., 0] if c == 1 else canvas
+
+
 def save_grid(path: Path, rows: list[np.ndarray], n: int = 12, pad: int = 1, scale: int = 3) -> None:
-    """PNG grid: one row per array (e.g. original / stochastic / inversion), first ``n`` images."""
+    """PNG grid: one row per NCHW [-1, 1] array (e.g. original / stochastic / inversion), first ``n`` images."""
     from PIL import Image
 
-    tiles = []
-    for arr in rows:
-        a = ((np.clip(arr[:n], -1, 1) + 1) * 127.5).round().astype(np.uint8)  # NCHW
-        a = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=255)
-        tiles.append(np.concatenate(list(a.transpose(0, 2, 3, 1)), axis=1))
-    grid = np.concatenate(tiles, axis=0)
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    grid = (montage([to_hwc01(arr[:n]) for arr in rows], pad) * 255).round().astype(np.uint8)
+    img = Image.fromarray(grid)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
