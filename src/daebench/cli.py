@@ -64,18 +64,26 @@ def cmd_train(a) -> None:
     name = f"{a.method}/{phase['name']}"
     with start_run(name=name, rule="train", dataset=cfg["dataset"], params=cfg,
                    run_id=run_id) as run:
-        run.log_metrics({"params/decoder": num_params(model.decoder), "params/encoder": num_params(model.encoder),
+        run.log_metrics({**{f"params/{n}": num_params(m) for n, m in model.named_children()},
                          "phase/steps": steps})
         def logger(metrics, step):
             run.log_metrics(metrics, step)
 
         t0 = time.time()
-        final = train_phase(model, fam.phase_loss(method, phase), x, steps=steps, phase_index=i,
+        final = train_phase(model, fam.phase_loss(method, phase, n_train=len(x)), x, steps=steps, phase_index=i,
                             train_cfg=cfg["train"], ckpt_path=ckpt_path, out_path=out, config=cfg, init=init,
                             logger=logger, step_offset=offset, progress=not a.no_progress,
                             extra={"mlflow_run_id": run.run_id})
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
     log.info("trained %s for %d steps -> %s (MLflow run %s)", name, steps, out, run.run_id)
+
+
+def eval_settings(ev: dict) -> tuple[int, dict]:
+    """(NFE budget, sampler options) of an eval slice: Table 4 slices name DDIM steps and clip_x0
+    directly, the DBAE study's carry ``nfe`` and a ``sampler`` block."""
+    if "ddim_steps" in ev:
+        return ev["ddim_steps"], {"clip_x0": ev["clip_x0"]}
+    return ev["nfe"], ev["sampler"]
 
 
 def cmd_reconstruct(a) -> None:
@@ -88,20 +96,19 @@ def cmd_reconstruct(a) -> None:
     _threads(a.threads)
     cfg = json.loads(a.cfg)
     ev = cfg["eval"]
+    nfe, sampler = eval_settings(ev)
     ckpt = load_checkpoint(Path(a.model))
-    with start_run(name=f"{a.method}/reconstruct-{a.mode}", rule="reconstruct",
+    with start_run(name=f"{a.method}/reconstruct-{a.mode}-nfe{nfe}", rule="reconstruct",
                    dataset=cfg["dataset"], params=cfg) as run:
-        res = reconstruct_split(ckpt, Path(a.data), cfg["method"], a.mode, steps=ev["ddim_steps"],
+        res = reconstruct_split(ckpt, Path(a.data), cfg["method"], a.mode, nfe=nfe, sampler=sampler,
                                 n_images=ev["n_images"], batch_size=ev["batch_size"], seed=ev["seed"],
-                                clip_x0=ev["clip_x0"],
                                 device=resolve_device(cfg.get("device", "auto")), progress=not a.no_progress)
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.stem}.tmp.npz")
         np.savez(tmp, original=res["original"], recon=res["recon"], labels=res["labels"],
-                 meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": a.mode,
-                                  "clip_x0": ev["clip_x0"],
-                                  "ddim_steps": ev["ddim_steps"], "mlflow_run_id": run.run_id}))
+                 meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": a.mode, **res["cost"],
+                                  "sampler": sampler, "ddim_steps": nfe, "mlflow_run_id": run.run_id}))
         os.replace(tmp, out)
         grid = out.with_suffix(".png")
         save_grid(grid, [res["original"], res["recon"]])
@@ -191,6 +198,208 @@ def cmd_report(a) -> None:
     log.info("wrote %s (executed notebook: %s)", a.out_html, a.executed)
 
 
+def _save_npz(out: Path, **arrays) -> None:
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+
+
+def _write_json(out: Path, obj: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
+def cmd_train_prior(a) -> None:
+    import torch
+
+    from .data import load_split
+    from .evaluate.latents import encode_split
+    from .evaluate.reconstruction import load_model
+    from .methods import latent_prior
+    from .tracking import start_run
+    from .train import load_checkpoint, resolve_device, train_phase
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    p = cfg["prior"]
+    device = resolve_device(cfg["device"])
+    model, _, fam = load_model(load_checkpoint(Path(a.model)))
+    images, _ = load_split(a.data, "train")
+    z = torch.from_numpy(encode_split(model.to(device), fam, images, device))
+    pcfg = {"prior": p, "z_dim": int(z.shape[1]), "source": cfg}
+    torch.manual_seed(p["seed"])
+    prior = latent_prior.build(pcfg)
+    prior.fit_standardisation(z)
+    u = prior.standardise(z)
+    steps = max(1, p["examples"] // p["batch_size"])
+    train_cfg = {"batch_size": p["batch_size"], "lr": p["lr"], "warmup_examples": 0, "ema_decay": p["ema_decay"],
+                 "checkpoint_every": p["checkpoint_every"], "log_every": p["log_every"], "seed": p["seed"],
+                 "device": cfg["device"]}
+    out = Path(a.out)
+    ckpt_path = Path(a.checkpoint_dir) / f"{out.stem}.prior.resume.pt"
+    with start_run(name=f"{a.method}/prior", rule="train_prior", dataset=cfg["dataset"], params=pcfg) as run:
+        run.log_metrics({"params/prior": sum(q.numel() for q in prior.parameters()), "phase/steps": steps})
+        train_phase(prior, latent_prior.loss(), u, steps=steps, phase_index=0, train_cfg=train_cfg,
+                    ckpt_path=ckpt_path, out_path=out, config=pcfg, logger=run.log_metrics,
+                    progress=not a.no_progress, extra={"mlflow_run_id": run.run_id})
+    log.info("latent prior for %s: %d codes of dim %d, %d steps -> %s", a.method, len(z), z.shape[1], steps, out)
+
+
+def cmd_generate(a) -> None:
+    from .evaluate.latents import generate
+    from .evaluate.reconstruction import save_grid
+    from .tracking import start_run
+    from .train import load_checkpoint, resolve_device
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    g = cfg["generation"]
+    with start_run(name=f"{a.method}/generate-{a.source}", rule="generate", dataset=cfg["dataset"],
+                   params=cfg) as run:
+        res = generate(load_checkpoint(Path(a.model)), Path(a.data), cfg["method"], a.source, n=g["n_samples"],
+                       nfe=g["nfe"], sampler=cfg["sampler"],
+                       prior_ckpt=load_checkpoint(Path(a.prior)) if a.prior else None, prior_steps=g["prior_steps"],
+                       seed=g["seed"], batch_size=g["batch_size"], device=resolve_device(cfg["device"]),
+                       progress=not a.no_progress)
+        out = Path(a.out)
+        _save_npz(out, samples=res["samples"], z=res["z"],
+                  meta=json.dumps({"seconds": res["seconds"], "source": a.source, "nfe": g["nfe"],
+                                   "mlflow_run_id": run.run_id}))
+        save_grid(out.with_suffix(".png"), [res["samples"][i * 12:(i + 1) * 12] for i in range(4)])
+        run.log_metrics({"seconds": res["seconds"]})
+        run.log_artifact(out.with_suffix(".png"))
+    log.info("generated %d samples (%s) in %.1fs -> %s", len(res["samples"]), a.source, res["seconds"], out)
+
+
+def cmd_gen_metrics(a) -> None:
+    import numpy as np
+    import torch
+
+    from .data import load_split, to_tensor
+    from .evaluate import features, weights
+    from .evaluate.generation import inception_score, precision_recall
+    from .tracking import start_run
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    with np.load(a.samples) as f:
+        fake = torch.from_numpy(f["samples"])
+        meta = json.loads(str(f["meta"]))
+    train, _ = load_split(a.data, "train")
+    # reference: a fixed random subset of the train split, as many images as samples
+    idx = np.random.default_rng(cfg["ref_seed"]).permutation(len(train))[:len(fake)]
+    real = to_tensor(train[np.sort(idx)])
+    clf = features.load_classifier(a.classifier)
+    fr, ff = features.domain_features(clf, real), features.domain_features(clf, fake)
+    prec, rec = precision_recall(fr, ff, k=cfg["pr_k"])
+    with torch.no_grad():
+        logits = clf(fake.clamp(-1, 1))
+    out = {"precision_domain": prec, "recall_domain": rec, "is_domain": inception_score(logits),
+           "fd_domain": float(features.frechet_distance_domain(real, fake, clf))}
+    wd = Path(cfg["weights_dir"])
+    notes = {}
+    if weights.available(wd).get("inception_tf"):
+        out["fid_tf"], _ = features.fid_tf(real, fake, wd)
+    else:
+        notes["fid_tf"] = weights.missing_message(wd, ["inception_tf"])
+    result = {"metrics": out, "n_samples": len(fake), "n_reference": len(real), "source": meta["source"],
+              "nfe": meta["nfe"], "generate_seconds": meta["seconds"], "not_computed": notes,
+              "protocol": features.protocol_info(wd)}
+    with start_run(name=f"{a.method}/gen-metrics-{meta['source']}", rule="gen_metrics", dataset=cfg["dataset"],
+                   params=cfg) as run:
+        run.log_metrics(out)
+        result.update(method=a.method, mlflow_run_id=run.run_id)
+    _write_json(Path(a.out), result)
+    log.info("%s %s: %s", a.method, meta["source"], out)
+
+
+def _encoded(a, cfg):
+    from .data import load_split
+    from .evaluate.latents import encode_split
+    from .evaluate.reconstruction import load_model
+    from .train import load_checkpoint, resolve_device
+
+    device = resolve_device(cfg["device"])
+    model, _, fam = load_model(load_checkpoint(Path(a.model)))
+    model.to(device)
+    out = {}
+    for split in ("train", "test"):
+        images, labels = load_split(a.data, split)
+        out[split] = (encode_split(model, fam, images, device), images, labels)
+    return out
+
+
+def cmd_probe(a) -> None:
+    from .data.attributes import binary_attributes, continuous_attributes
+    from .evaluate.representation import linear_probe
+    from .tracking import start_run
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    enc = _encoded(a, cfg)
+    (ztr, itr, ytr), (zte, ite, yte) = enc["train"], enc["test"]
+    res = linear_probe(ztr, zte, ytr, yte, binary_attributes(itr, ytr, cfg["dataset"]),
+                       binary_attributes(ite, yte, cfg["dataset"]), continuous_attributes(itr),
+                       continuous_attributes(ite))
+    with start_run(name=f"{a.method}/probe", rule="probe", dataset=cfg["dataset"], params=cfg) as run:
+        run.log_metrics({k: v for k, v in res.items() if isinstance(v, float)})
+        res.update(method=a.method, z_dim=int(ztr.shape[1]), n_train=len(ztr), n_test=len(zte),
+                   mlflow_run_id=run.run_id)
+    _write_json(Path(a.out), res)
+    log.info("linear probe %s: %s", a.method, {k: v for k, v in res.items() if isinstance(v, float)})
+
+
+def cmd_disentangle(a) -> None:
+    import numpy as np
+
+    from .data.attributes import binary_attributes
+    from .evaluate.representation import tad
+    from .tracking import start_run
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    enc = _encoded(a, cfg)
+    z = np.concatenate([enc["train"][0], enc["test"][0]])
+    images = np.concatenate([enc["train"][1], enc["test"][1]])
+    labels = np.concatenate([enc["train"][2], enc["test"][2]])
+    # DBAE App. C.2: 1000 randomly selected samples
+    idx = np.random.default_rng(cfg["seed"]).permutation(len(z))[:cfg["n_samples"]]
+    res = tad(z[idx], binary_attributes(images[idx], labels[idx], cfg["dataset"]))
+    with start_run(name=f"{a.method}/disentangle", rule="disentangle", dataset=cfg["dataset"], params=cfg) as run:
+        run.log_metrics({"tad": res["tad"], "attrs": res["attrs"]})
+        res.update(method=a.method, n_samples=len(idx), mlflow_run_id=run.run_id)
+    _write_json(Path(a.out), res)
+    log.info("TAD %s: %.4f, ATTRS %.1f", a.method, res["tad"], res["attrs"])
+
+
+def cmd_inference_cost(a) -> None:
+    from .evaluate.latents import inference_cost
+    from .train import load_checkpoint, resolve_device
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    c = cfg["cost"]
+    res = inference_cost(load_checkpoint(Path(a.model)), Path(a.data), cfg["method"], n=c["n_images"],
+                         nfe=c["inversion_nfe"], sampler=cfg["sampler"], device=resolve_device(cfg["device"]),
+                         repeats=c["repeats"])
+    res["method"] = a.method
+    _write_json(Path(a.out), res)
+    log.info("inference cost %s: %s", a.method, res)
+
+
+def cmd_dbae_table(a) -> None:
+    from .tables import write_dbae_table
+
+    cfg = json.loads(a.cfg)
+    df = write_dbae_table(a.table, cfg, [Path(p) for p in a.inputs], Path(a.out))
+    log.info("wrote %s (%d rows)\n%s", a.out, len(df), df.to_string(index=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="daebench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -209,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = (["--data"], {"required": True, "help": "prepared dataset directory"})
     out = (["--out"], {"required": True})
     method = (["--method"], {"required": True})
-    mode = (["--mode"], {"required": True, "choices": ["stochastic", "inversion"]})
+    mode = (["--mode"], {"required": True, "choices": ["stochastic", "inversion", "endpoint"]})
     add("prepare-data", cmd_prepare_data, "download/preprocess a dataset", cfg, out)
     add("train", cmd_train, "train one phase of a method", cfg, data, out, method,
         (["--phase-index"], {"type": int, "required": True}), (["--init"], {"default": None}),
@@ -220,6 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("metrics", cmd_metrics, "score reconstructions", cfg, out, method, mode,
         (["--recon"], {"required": True}), (["--classifier"], {"required": True}))
     add("table4", cmd_table4, "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
+    model = (["--model"], {"required": True, "help": "trained autoencoder checkpoint"})
+    add("train-prior", cmd_train_prior, "fit the latent DDIM prior on an autoencoder's codes", cfg, data, out,
+        method, model, (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
+    add("generate", cmd_generate, "decode prior samples or encoded test codes", cfg, data, out, method, model,
+        (["--source"], {"required": True, "choices": ["prior", "ae"]}), (["--prior"], {"default": None}))
+    add("gen-metrics", cmd_gen_metrics, "precision/recall, FD, IS of generated samples", cfg, data, out, method,
+        (["--samples"], {"required": True}), (["--classifier"], {"required": True}))
+    add("probe", cmd_probe, "linear probe on the latent codes", cfg, data, out, method, model)
+    add("disentangle", cmd_disentangle, "TAD and ATTRS of the latent codes", cfg, data, out, method, model)
+    add("inference-cost", cmd_inference_cost, "NFE and time to get z and x_T", cfg, data, out, method, model)
+    add("dbae-table", cmd_dbae_table, "assemble one of DBAE's tables", cfg, out,
+        (["--table"], {"required": True, "choices": ["table1", "table2", "table3", "table4", "table5", "table9"]}),
+        (["--inputs"], {"nargs": "+"}))
     add("fetch-weights", cmd_fetch_weights, "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),

@@ -1,10 +1,12 @@
-"""Result tables as CSV. Table 4 of the two-phase DAE paper: one row per (dataset, method, mode)."""
+"""Result tables as CSV. Table 4 of the two-phase DAE paper: one row per (dataset, method, mode);
+DBAE's Tables 1-5 and 9."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .diffusion.schedules import schedule_label
@@ -39,8 +41,122 @@ def write_table4(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(cfg["methods_order"])}
     df = df.sort_values(by=["mode", "method"], key=lambda s: s.map(order) if s.name == "method" else
                         s.map({"stochastic": 0, "inversion": 1})).reset_index(drop=True)
+    _write_csv(df, out)
+    return df
+
+
+def _write_csv(df: pd.DataFrame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     df.to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, out)
+
+
+# --- DBAE's tables (dbae_diffusion_bridge_autoencoders, Tables 1-5 and 9) -----------------------------
+
+RECON_COLUMNS = ["ssim", "lpips", "mse", "psnr", "fd_domain", "featdist_domain"]
+GEN_COLUMNS = ["precision_domain", "recall_domain", "is_domain", "fd_domain", "fid_tf"]
+X_T = {"stochastic": "random x_T", "inversion": "inferred x_T"}
+
+
+def _read(paths: list[Path]) -> list[dict]:
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _present(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [c for c in cols if c in df.columns and df[c].notna().any()]
+
+
+def _recon_row(r: dict, cfg: dict) -> dict:
+    m = cfg["methods"][r["method"]]
+    mode = r["mode"]
+    tractable = mode != "inversion"
+    # Table 2's "latent dim": z alone when x_T is not needed (random) or follows from z (DBAE); z plus
+    # the image-sized x_T when it must be inferred.
+    latent_dim = cfg["z_dim"] + (int(np.prod(r["image_shape"])) if not tractable else 0)
+    label = f"{m['label']} ({X_T[mode]})" if mode in X_T else m["label"]
+    row = {"dataset": cfg["dataset"], "method": r["method"], "label": label, "x_T": X_T.get(mode, "Dec(z)"),
+           "tractable": "yes" if tractable else "no", "latent_dim": latent_dim, "nfe": r["ddim_steps"],
+           "nfe_decode": r["cost"].get("nfe_decode"), "nfe_endpoint": r["cost"].get("nfe_endpoint")}
+    row.update({k: r["metrics"][k] for k in RECON_COLUMNS if k in r["metrics"]})
+    row.update(n_images=r["n_images"], mlflow_run_id=r["mlflow_run_id"])
+    return row
+
+
+def dbae_table2(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([_recon_row(r, cfg) for r in rows])
+    lead = ["dataset", "method", "label", "x_T", "tractable", "latent_dim", "nfe", "nfe_decode", "nfe_endpoint"]
+    return df[lead + _present(df, RECON_COLUMNS) + ["n_images", "mlflow_run_id"]]
+
+
+def dbae_table9(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    """The paper's layout: one row per (metric, method), one column per NFE."""
+    df = pd.DataFrame([_recon_row(r, cfg) for r in rows])
+    out = []
+    for metric in ("ssim", "mse"):
+        for (method, label), g in df.groupby(["method", "label"], sort=False):
+            row = {"metric": metric, "dataset": cfg["dataset"], "method": method, "label": label,
+                   "tractable": g["tractable"].iloc[0]}
+            row.update({f"nfe{int(n)}": v for n, v in zip(g["nfe"], g[metric])})
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def dbae_table4(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        label = cfg["methods"][r["method"]]["label"] + ("+AE" if r["source"] == "ae" else "")
+        row = {"dataset": cfg["dataset"], "method": r["method"], "label": label, "source": r["source"],
+               "nfe": r["nfe"]}
+        row.update({k: r["metrics"][k] for k in GEN_COLUMNS if k in r["metrics"]})
+        row.update(n_samples=r["n_samples"], n_reference=r["n_reference"], mlflow_run_id=r["mlflow_run_id"])
+        out.append(row)
+    df = pd.DataFrame(out).sort_values("source", key=lambda s: s.map({"prior": 0, "ae": 1}), kind="stable")
+    lead = ["dataset", "method", "label", "source", "nfe"]
+    return df[lead + _present(df, GEN_COLUMNS) + ["n_samples", "n_reference", "mlflow_run_id"]]
+
+
+def dbae_table1(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    cols = ["ap", "class_accuracy", "class_auroc", "pearson_r", "mse"]
+    return pd.DataFrame([{"dataset": cfg["dataset"], "method": r["method"],
+                          "label": cfg["methods"][r["method"]]["label"], "z_dim": r["z_dim"],
+                          **{c: r[c] for c in cols}, "n_train": r["n_train"], "n_test": r["n_test"],
+                          "mlflow_run_id": r["mlflow_run_id"]} for r in rows])
+
+
+def dbae_table3(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    """TAD / ATTRS of z and the FD of prior samples (the paper's FID column), one row per method."""
+    by: dict[str, dict] = {}
+    for r in rows:
+        row = by.setdefault(r["method"], {"dataset": cfg["dataset"], "method": r["method"],
+                                          "label": cfg["methods"][r["method"]]["label"],
+                                          "regularized": "yes" if cfg["methods"][r["method"]]["tc_weight"] > 0 else "no",
+                                          "tc_weight": cfg["methods"][r["method"]]["tc_weight"]})
+        if "tad" in r:
+            row.update(tad=r["tad"], attrs=r["attrs"], tad_std=r["tad_std"], n_samples=r["n_samples"])
+        else:
+            row.update({k: r["metrics"][k] for k in ("fd_domain", "fid_tf") if k in r["metrics"]})
+    return pd.DataFrame(list(by.values()))
+
+
+def dbae_table5(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    cols = ["nfe_encoder", "nfe_endpoint", "endpoint_by", "ms_encoder", "ms_endpoint", "ms_total", "n_images",
+            "device", "threads"]
+    return pd.DataFrame([{"dataset": cfg["dataset"], "method": r["method"],
+                          "label": cfg["methods"][r["method"]]["label"], **{c: r[c] for c in cols}} for r in rows])
+
+
+DBAE_TABLES = {"table1": dbae_table1, "table2": dbae_table2, "table3": dbae_table3, "table4": dbae_table4,
+               "table5": dbae_table5, "table9": dbae_table9}
+
+
+def write_dbae_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
+    try:
+        build = DBAE_TABLES[name]
+    except KeyError:
+        raise ValueError(f"unknown DBAE table {name!r}; known: {', '.join(sorted(DBAE_TABLES))}") from None
+    df = build(cfg, _read(inputs))
+    order = {m: i for i, m in enumerate(cfg["order"])}
+    df = df.sort_values("method", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    _write_csv(df, out)
     return df

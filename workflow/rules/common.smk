@@ -42,7 +42,10 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     method=r"[A-Za-z0-9_]+",
     phase=r"[A-Za-z0-9_]+",
-    mode=r"stochastic|inversion",
+    mode=r"stochastic|inversion|endpoint",
+    nfe=r"\d+",
+    source=r"prior|ae",
+    table=r"table[0-9]+",
 
 
 # Every job's params carry the configuration of everything upstream of it, so a changed key
@@ -91,8 +94,18 @@ def previous_phase(wildcards):
 
 
 def method_core(method):
-    m = config["methods"][method]
-    return {"family": m["family"], "prediction": m["prediction"], "phases": m["phases"]}
+    # Everything but the table label: the label never changes what is trained.
+    return {k: v for k, v in config["methods"][method].items() if k != "label"}
+
+
+def family(method):
+    return config["methods"][method]["family"]
+
+
+def nets_slice(method):
+    # The endpoint generator exists only in DBAE: editing it must not retrain the DAEs.
+    keys = ["z_dim", "decoder", "encoder"] + (["endpoint"] if family(method) == "dbae" else [])
+    return {k: config["nets"][k] for k in keys}
 
 
 def train_slice(dataset, method, upto=None):
@@ -100,7 +113,7 @@ def train_slice(dataset, method, upto=None):
     core = method_core(method)
     if upto is not None:
         core["phases"] = core["phases"][: upto + 1]
-    return {**data_slice(dataset), "method": core, "nets": config["nets"], "train": config["train"]}
+    return {**data_slice(dataset), "method": core, "nets": nets_slice(method), "train": config["train"]}
 
 
 def train_cfg(wildcards):
@@ -164,6 +177,122 @@ def table4_provenance(wildcards):
     from daebench.config import params_hash
 
     return params_hash([table4_upstream(wildcards), table4_cfg(wildcards)])
+
+
+# --- the DBAE study -------------------------------------------------------------------------------
+
+
+def dbae_study():
+    return config["dbae"]
+
+
+def sampler_of(method):
+    return dbae_study()["sampler"] if family(method) == "dbae" else dbae_study()["ddim"]
+
+
+def dbae_modes(method):
+    # DAE: random x_T and DDIM-inverted x_T; DBAE: x_T = Dec(z)
+    return ["endpoint"] if family(method) == "dbae" else ["stochastic", "inversion"]
+
+
+def dbae_eval_slice(dataset, method, nfe):
+    d = dbae_study()
+    return {**train_slice(dataset, method), "device": config["train"]["device"],
+            "eval": {"nfe": int(nfe), "sampler": sampler_of(method), "n_images": d["n_images"],
+                     "batch_size": d["batch_size"], "seed": d["seed"]}}
+
+
+def dbae_recon_cfg(wildcards):
+    return as_json(dbae_eval_slice(wildcards.dataset, wildcards.method, wildcards.nfe))
+
+
+def dbae_metrics_upstream(wildcards):
+    return as_json({"eval": dbae_eval_slice(wildcards.dataset, wildcards.method, wildcards.nfe),
+                    "mode": wildcards.mode, "classifier": classifier_slice(wildcards.dataset)})
+
+
+def prior_slice(dataset, method):
+    return {"dataset": dataset, "device": config["train"]["device"], "prior": dbae_study()["prior"],
+            "upstream": train_slice(dataset, method)}
+
+
+def prior_path(dataset, method):
+    return f"resources/priors/{dataset}/{method}.pt"
+
+
+def generation_slice(dataset, method, source):
+    g = dbae_study()["generation"]
+    out = {"dataset": dataset, "method": method_core(method), "device": config["train"]["device"],
+           "sampler": sampler_of(method), "upstream": train_slice(dataset, method),
+           "generation": {k: g[k] for k in ("n_samples", "nfe", "prior_steps", "batch_size", "seed")}}
+    if source == "prior":
+        out["prior"] = prior_slice(dataset, method)["prior"]
+    return out
+
+
+def generation_prior(wildcards):
+    return prior_path(wildcards.dataset, wildcards.method) if wildcards.source == "prior" else []
+
+
+def gen_metrics_cfg(wildcards):
+    g = dbae_study()["generation"]
+    return as_json({"dataset": wildcards.dataset, "weights_dir": config["metrics"]["weights_dir"],
+                    "weights": weights_state(), "pr_k": g["pr_k"], "ref_seed": g["ref_seed"]})
+
+
+def latent_eval_slice(dataset, method, **extra):
+    return {"dataset": dataset, "device": config["train"]["device"], "upstream": train_slice(dataset, method), **extra}
+
+
+def cost_cfg(wildcards):
+    return as_json({**latent_eval_slice(wildcards.dataset, wildcards.method), "method": method_core(wildcards.method),
+                    "sampler": sampler_of(wildcards.method), "cost": dbae_study()["cost"]})
+
+
+def dbae_rows():
+    # the DiffAE comparator first, then the DBAE variants
+    d = dbae_study()
+    return [d["dae"]] + d["methods"]
+
+
+def dbae_table_inputs(wildcards):
+    d, ds = dbae_study(), config["dataset"]
+    t = wildcards.table
+    if t in ("table2", "table9"):
+        nfes = [d["table2_nfe"]] if t == "table2" else d["nfe"]
+        return [f"results/dbae/metrics/{ds}/{m}/{mode}_nfe{n}.json"
+                for m in dbae_rows() for mode in dbae_modes(m) for n in nfes]
+    if t == "table4":
+        return expand("results/dbae/gen_metrics/{ds}/{m}/{src}.json", ds=ds, m=d["generation"]["methods"],
+                      src=["prior", "ae"])
+    if t == "table1":
+        return expand("results/dbae/probe/{ds}/{m}.json", ds=ds, m=dbae_rows())
+    if t == "table3":
+        rows = [d["dae"]] + d["tc_methods"]
+        return (expand("results/dbae/disentangle/{ds}/{m}.json", ds=ds, m=rows)
+                + expand("results/dbae/gen_metrics/{ds}/{m}/prior.json", ds=ds, m=rows))
+    if t == "table5":
+        return expand("results/dbae/cost/{ds}/{m}.json", ds=ds, m=dbae_rows())
+    raise WorkflowError(f"unknown DBAE table {t!r}; known: table1, table2, table3, table4, table5, table9")
+
+
+def dbae_table_cfg(wildcards):
+    d, ds = dbae_study(), config["dataset"]
+    names = sorted(set(dbae_rows() + d["tc_methods"] + d["generation"]["methods"]))
+    return as_json({"dataset": ds, "z_dim": config["nets"]["z_dim"], "table2_nfe": d["table2_nfe"], "nfe": d["nfe"],
+                    "order": dbae_rows() + [m for m in names if m not in dbae_rows()],
+                    "methods": {m: {"label": config["methods"][m]["label"], "family": family(m),
+                                    "tc_weight": config["methods"][m].get("tc_weight", 0.0)} for m in names}})
+
+
+def dbae_table_upstream(wildcards):
+    # Everything the table's inputs depend on (coarse: any DBAE-study setting or involved model).
+    from daebench.config import params_hash
+
+    d, ds = dbae_study(), config["dataset"]
+    names = sorted(set(dbae_rows() + d["tc_methods"] + d["generation"]["methods"]))
+    return params_hash([d, classifier_slice(ds), config["metrics"]["weights_dir"]]
+                       + [train_slice(ds, m) for m in names])
 
 
 def order_pulled_artefacts():

@@ -9,6 +9,8 @@ References (two-phase DAE paper, `dae_two_phase_training`, §3 "Noise schedules"
 - cosine (Nichol & Dhariwal): alpha_t = cos(pi t / 2).
 - shifted cosine SC-S (Hoogeboom et al.): alpha_t = sqrt(sigmoid(-2 ln tan(pi t / 2) + 2 ln S)).
 - inverted (Hudson et al., as reconstructed in supp. §9): alpha_t = sqrt((2 / pi) arccos(sqrt t)).
+- constant-beta (DiffAE's latent DDIM, beta = 0.008 over K = 1000 steps; DBAE App. C Table 7):
+  alpha_{t_k} = sqrt((1 - beta)^k), extended to continuous t as alpha_t = (1 - beta)^(K t / 2).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
 
-SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted")
+SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted", "constant_beta")
 
 
 def sigma_from_alpha(alpha: torch.Tensor) -> torch.Tensor:
@@ -62,6 +64,11 @@ def inverted(t: torch.Tensor) -> torch.Tensor:
     return ((2.0 / math.pi) * torch.arccos(t64.sqrt())).sqrt().to(t.dtype)
 
 
+def constant_beta(t: torch.Tensor, beta: float = 0.008, num_steps: int = 1000) -> torch.Tensor:
+    t64 = t.double().clamp(0.0, 1.0)
+    return torch.exp(0.5 * num_steps * t64 * math.log1p(-beta)).to(t.dtype)
+
+
 def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -> Schedule:
     """Explicit factory: ``name`` in SCHEDULES; ``scale`` is S for the shifted cosine family."""
     if name == "linear_beta":
@@ -74,6 +81,8 @@ def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -
         return partial(shifted_cosine, scale=float(scale))
     if name == "inverted":
         return inverted
+    if name == "constant_beta":
+        return partial(constant_beta, num_steps=num_steps)
     raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
 
 

@@ -24,24 +24,28 @@ def load_model(ckpt: dict):
     return model.eval(), cfg, fam
 
 
-def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, steps: int, n_images: int | None,
-                      batch_size: int, seed: int, clip_x0: bool, device: torch.device, progress: bool = True) -> dict:
+def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, nfe: int, sampler: dict,
+                      n_images: int | None, batch_size: int, seed: int, device: torch.device,
+                      progress: bool = True) -> dict:
+    """Reconstruct the test split; ``nfe`` is the decoding budget (DDIM steps for a DAE, bridge
+    evaluations for DBAE), ``sampler`` the family's sampler options."""
     model, _, fam = load_model(ckpt)
     model.to(device)
+    cost = fam.cost(method, mode, nfe, sampler)  # raises on a mode the family does not have
     images, labels = load_split(data_dir, "test")
     if n_images is not None:
         images, labels = images[:n_images], labels[:n_images]
     x = to_tensor(images)
     gen = torch.Generator().manual_seed(seed)  # one stream over batches: image i's x_T depends on (seed, i)
     out, t0 = [], time.time()
-    for i in tqdm(range(0, len(x), batch_size), desc=f"reconstruct ({mode})", disable=not progress):
+    for i in tqdm(range(0, len(x), batch_size), desc=f"reconstruct ({mode}, NFE {nfe})", disable=not progress):
         xb = x[i:i + batch_size].to(device)
-        out.append(fam.reconstruct(model, method, xb, mode, steps, gen, clip_x0).clamp(-1, 1).cpu())
+        out.append(fam.reconstruct(model, method, xb, mode, nfe, gen, sampler).clamp(-1, 1).cpu())
     seconds = time.time() - t0
     recon = torch.cat(out).numpy().astype(np.float32)
-    nfe = steps * (2 if mode == "inversion" else 1)
     return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels,
-            "seconds": seconds, "nfe": nfe}
+            "seconds": seconds, "nfe": cost["nfe_endpoint"] * (mode == "inversion") + cost["nfe_decode"],
+            "cost": cost}
 
 
 def to_hwc01(x: np.ndarray) -> np.ndarray:

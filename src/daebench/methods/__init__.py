@@ -1,11 +1,12 @@
-"""Method families. One explicit factory: family name -> module exposing build/phase_loss/reconstruct."""
+"""Method families. One explicit factory: family name -> module exposing build, phase_loss, encode,
+infer_endpoint, decode, cost and reconstruct (one interface, so evaluation never asks which family)."""
 from __future__ import annotations
 
 from types import ModuleType
 
-from . import dae
+from . import dae, dbae
 
-FAMILIES: dict[str, ModuleType] = {"dae": dae}
+FAMILIES: dict[str, ModuleType] = {"dae": dae, "dbae": dbae}
 
 
 def get_family(name: str) -> ModuleType:

@@ -66,7 +66,7 @@ class PhaseLoss:
         return {"mse": (y - y_star).float().square().flatten(1).mean(1)}
 
 
-def phase_loss(method: dict, phase: dict) -> PhaseLoss:
+def phase_loss(method: dict, phase: dict, n_train: int | None = None) -> PhaseLoss:
     return PhaseLoss(method["prediction"], phase["t"], phase_schedule(phase))
 
 
@@ -89,18 +89,44 @@ def denoiser(model: DAE, prediction: str, schedule: Schedule):
     return fn
 
 
-@torch.no_grad()
-def reconstruct(model: DAE, method: dict, x0: torch.Tensor, mode: str, steps: int,
-                generator: torch.Generator, clip_x0: bool = True) -> torch.Tensor:
-    """Stochastic autoencoding (x_T ~ N(0, I)) or inversion (x_T by DDIM inversion), then DDIM."""
+MODES = ("stochastic", "inversion")
+
+
+def encode(model: DAE, x0: torch.Tensor) -> torch.Tensor:
+    """The tractable latent z = E(x_0) (one network evaluation)."""
+    return model.encoder(x0)
+
+
+def infer_endpoint(model: DAE, method: dict, x0: torch.Tensor, z: torch.Tensor, nfe: int,
+                   sampler: dict) -> torch.Tensor:
+    """x_T by DDIM inversion with ``nfe`` steps: the intractable half of DiffAE's latent."""
     sched = eval_schedule(method)
-    fn = denoiser(model, method["prediction"], sched)
-    ts = time_grid(steps, device=x0.device)
-    z = model.encoder(x0)
-    if mode == "stochastic":
-        x_T = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    elif mode == "inversion":
-        x_T = sample_ddim_inversion(fn, x0, ts, z, schedule=sched, clip_x0=clip_x0)
-    else:
-        raise ValueError(f"unknown reconstruction mode {mode!r}; known: stochastic, inversion")
-    return sample_ddim(fn, x_T, ts, z, schedule=sched, clip_x0=clip_x0)
+    return sample_ddim_inversion(denoiser(model, method["prediction"], sched), x0, time_grid(nfe, device=x0.device),
+                                 z, schedule=sched, clip_x0=sampler.get("clip_x0", True))
+
+
+def decode(model: DAE, method: dict, z: torch.Tensor, nfe: int, generator: torch.Generator, sampler: dict,
+           x_T: torch.Tensor | None = None, shape: tuple | None = None) -> torch.Tensor:
+    """DDIM from x_T (drawn from N(0, I) when None, as in unconditional generation) given z."""
+    sched = eval_schedule(method)
+    if x_T is None:
+        x_T = torch.randn(shape, generator=generator).to(z.device)
+    return sample_ddim(denoiser(model, method["prediction"], sched), x_T, time_grid(nfe, device=z.device), z,
+                       schedule=sched, clip_x0=sampler.get("clip_x0", True))
+
+
+def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
+    """Network evaluations of ``reconstruct``: encoder, endpoint inference, decoding."""
+    if mode not in MODES:
+        raise ValueError(f"unknown reconstruction mode {mode!r} for a DAE; known: {', '.join(MODES)}")
+    return {"nfe_encoder": 1, "nfe_endpoint": nfe if mode == "inversion" else 0, "nfe_decode": nfe}
+
+
+@torch.no_grad()
+def reconstruct(model: DAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
+                generator: torch.Generator, sampler: dict) -> torch.Tensor:
+    """Stochastic autoencoding (x_T ~ N(0, I)) or inversion (x_T by DDIM inversion), then DDIM."""
+    cost(method, mode, nfe, sampler)
+    z = encode(model, x0)
+    x_T = infer_endpoint(model, method, x0, z, nfe, sampler) if mode == "inversion" else None
+    return decode(model, method, z, nfe, generator, sampler, x_T=x_T, shape=x0.shape)

@@ -2,6 +2,7 @@
 after Preechakul et al. 2022): time and latent code modulate every ResBlock through AdaGN."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,14 +15,25 @@ from .layers import Attention, Downsample, ResBlock, Upsample, group_norm, times
 class UNet(nn.Module):
     def __init__(self, in_channels: int, image_size: int, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
-                 attention_resolutions: Sequence[int] = (8,), dropout: float = 0.1, z_dim: int | None = None):
+                 attention_resolutions: Sequence[int] = (8,), dropout: float = 0.1, z_dim: int | None = None,
+                 out_channels: int | None = None, z_mode: str = "adagn"):
+        """``z_mode``: "adagn" scales every ResBlock's second norm by z (DiffAE eq. 7); "emb" adds
+        Linear(z) to the time embedding (the DBAE release's score network)."""
         super().__init__()
+        if z_mode not in ("adagn", "emb"):
+            raise ValueError(f"unknown z_mode {z_mode!r}; known: adagn, emb")
         ch = model_channels
         emb_dim = 4 * ch
         self.model_channels = ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.z_mlp = nn.Sequential(nn.Linear(z_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if z_dim else None
-        cond_dim = emb_dim if z_dim else None
+        self.z_mode = z_mode
+        if z_dim and z_mode == "emb":
+            self.z_mlp = None
+            self.z_emb = nn.Linear(z_dim, emb_dim)
+        else:
+            self.z_mlp = nn.Sequential(nn.Linear(z_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if z_dim else None
+            self.z_emb = None
+        cond_dim = emb_dim if self.z_mlp is not None else None
 
         def res(cin, cout):
             return ResBlock(cin, cout, emb_dim, cond_dim, dropout)
@@ -53,7 +65,7 @@ class UNet(nn.Module):
                     blocks.append(Upsample(cur))
                     res_now *= 2
                 self.up.append(nn.ModuleList(blocks))
-        self.out = nn.Sequential(group_norm(cur), nn.SiLU(), nn.Conv2d(cur, in_channels, 3, padding=1))
+        self.out = nn.Sequential(group_norm(cur), nn.SiLU(), nn.Conv2d(cur, out_channels or in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -65,6 +77,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.model_channels))
+        if self.z_emb is not None:
+            emb = emb + self.z_emb(z)
         cond = self.z_mlp(z) if self.z_mlp is not None else None
         h = self.inp(x)
         hs = [h]
@@ -107,3 +121,31 @@ class Encoder(nn.Module):
             h = layer(h)
         h = F.silu(self.norm(h)).mean(dim=(2, 3))
         return self.head(h)
+
+
+class EndpointDecoder(nn.Module):
+    """DBAE's Dec_psi: z -> x_T, a small upsampling generator after FastGAN's (Liu et al. 2021) without
+    its noise injection (DBAE App. C.1): Linear to a 4x4 map, then [nearest x2, conv, GroupNorm,
+    GLU] blocks halving the channels, a 3x3 conv to the image channels. No output squashing: the
+    endpoint is not an image and need not lie in [-1, 1]."""
+
+    def __init__(self, z_dim: int, out_channels: int, image_size: int, model_channels: int = 32):
+        super().__init__()
+        levels = round(math.log2(image_size / 4))
+        if 4 * 2**levels != image_size:
+            raise ValueError(f"EndpointDecoder needs an image size of 4 * 2^k, got {image_size}")
+        ch = model_channels * 2**levels
+        self.start = ch
+        self.fc = nn.Linear(z_dim, ch * 16)
+        blocks: list[nn.Module] = []
+        for _ in range(levels):
+            nxt = max(ch // 2, model_channels)
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, 2 * nxt, 3, padding=1),
+                       group_norm(2 * nxt), nn.GLU(dim=1)]
+            ch = nxt
+        self.body = nn.Sequential(*blocks)
+        self.out = nn.Conv2d(ch, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.fc(z)).view(z.shape[0], self.start, 4, 4)
+        return self.out(self.body(h))

@@ -1,0 +1,192 @@
+# The DBAE study: reconstruction over NFE (Tables 2, 9), generation from the latent prior and from
+# encoded codes (Table 4), linear probe (Table 1), TAD/ATTRS (Table 3), inference cost (Table 5).
+# The DiffAE comparator is the spine's DAE (dbae.dae), run through the same rules.
+
+
+rule dbae_reconstruct:
+    input:
+        model=final_model,
+        data=manifest,
+    output:
+        recon="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.npz",
+        grid="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.png",
+    params:
+        cfg=dbae_recon_cfg,
+        data=lambda w: data_dir(w.dataset),
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/reconstruct/{dataset}/{method}/{mode}_nfe{nfe}.log",
+    benchmark:
+        "logs/benchmarks/dbae/reconstruct/{dataset}/{method}/{mode}_nfe{nfe}.tsv"
+    shell:
+        "python -m daebench reconstruct --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
+        " --model {input.model} --data {params.data} --out {output.recon} --threads {threads} > {log} 2>&1"
+
+
+rule dbae_recon_metrics:
+    input:
+        recon="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.npz",
+        classifier="resources/models/{dataset}/feature_classifier.pt",
+    output:
+        "results/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.json",
+    params:
+        cfg=lambda w: as_json({"dataset": w.dataset, "weights_dir": config["metrics"]["weights_dir"],
+                               "weights": weights_state()}),
+        upstream=dbae_metrics_upstream,
+    threads: TORCH_THREADS
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.log",
+    benchmark:
+        "logs/benchmarks/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.tsv"
+    shell:
+        "python -m daebench metrics --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
+        " --recon {input.recon} --classifier {input.classifier} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule generate:
+    input:
+        model=final_model,
+        data=manifest,
+        prior=generation_prior,
+    output:
+        samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
+        grid="results/dbae/gen/{dataset}/{method}/{source}.png",
+    params:
+        cfg=lambda w: as_json(generation_slice(w.dataset, w.method, w.source)),
+        data=lambda w: data_dir(w.dataset),
+        prior=lambda w, input: f"--prior {input.prior}" if input.prior else "",
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/generate/{dataset}/{method}/{source}.log",
+    benchmark:
+        "logs/benchmarks/dbae/generate/{dataset}/{method}/{source}.tsv"
+    shell:
+        "python -m daebench generate --cfg {params.cfg:q} --method {wildcards.method} --source {wildcards.source}"
+        " --model {input.model} {params.prior} --data {params.data} --out {output.samples}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule gen_metrics:
+    input:
+        samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
+        classifier="resources/models/{dataset}/feature_classifier.pt",
+        data=manifest,
+    output:
+        "results/dbae/gen_metrics/{dataset}/{method}/{source}.json",
+    params:
+        cfg=gen_metrics_cfg,
+        upstream=lambda w: as_json({"generation": generation_slice(w.dataset, w.method, w.source),
+                                    "classifier": classifier_slice(w.dataset)}),
+        data=lambda w: data_dir(w.dataset),
+    threads: TORCH_THREADS
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/gen_metrics/{dataset}/{method}/{source}.log",
+    benchmark:
+        "logs/benchmarks/dbae/gen_metrics/{dataset}/{method}/{source}.tsv"
+    shell:
+        "python -m daebench gen-metrics --cfg {params.cfg:q} --method {wildcards.method} --samples {input.samples}"
+        " --classifier {input.classifier} --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule probe:
+    input:
+        model=final_model,
+        data=manifest,
+    output:
+        "results/dbae/probe/{dataset}/{method}.json",
+    params:
+        cfg=lambda w: as_json(latent_eval_slice(w.dataset, w.method)),
+        data=lambda w: data_dir(w.dataset),
+    threads: TORCH_THREADS
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/probe/{dataset}/{method}.log",
+    benchmark:
+        "logs/benchmarks/dbae/probe/{dataset}/{method}.tsv"
+    shell:
+        "python -m daebench probe --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
+        " --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule disentangle:
+    input:
+        model=final_model,
+        data=manifest,
+    output:
+        "results/dbae/disentangle/{dataset}/{method}.json",
+    params:
+        cfg=lambda w: as_json(latent_eval_slice(w.dataset, w.method, **dbae_study()["disentangle"])),
+        data=lambda w: data_dir(w.dataset),
+    threads: TORCH_THREADS
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/disentangle/{dataset}/{method}.log",
+    benchmark:
+        "logs/benchmarks/dbae/disentangle/{dataset}/{method}.tsv"
+    shell:
+        "python -m daebench disentangle --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
+        " --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule inference_cost:
+    # A timing job: it claims every core so no other job runs beside it and skews the times;
+    # torch still uses TORCH_THREADS, like the jobs being timed.
+    input:
+        model=final_model,
+        data=manifest,
+    output:
+        "results/dbae/cost/{dataset}/{method}.json",
+    params:
+        cfg=cost_cfg,
+        data=lambda w: data_dir(w.dataset),
+        torch_threads=TORCH_THREADS,
+    threads: workflow.cores
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/cost/{dataset}/{method}.log",
+    benchmark:
+        "logs/benchmarks/dbae/cost/{dataset}/{method}.tsv"
+    shell:
+        "python -m daebench inference-cost --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
+        " --data {params.data} --out {output} --threads {params.torch_threads} > {log} 2>&1"
+
+
+rule dbae_table:
+    input:
+        dbae_table_inputs,
+    output:
+        "results/dbae/{table}.csv",
+    params:
+        cfg=dbae_table_cfg,
+        upstream=dbae_table_upstream,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/tables/dbae_{table}.log",
+    benchmark:
+        "logs/benchmarks/tables/dbae_{table}.tsv"
+    shell:
+        "python -m daebench dbae-table --table {wildcards.table} --cfg {params.cfg:q} --inputs {input}"
+        " --out {output} > {log} 2>&1"
+
+
+rule dbae_all:
+    input:
+        expand("results/dbae/{table}.csv", table=["table1", "table2", "table3", "table4", "table5", "table9"]),
