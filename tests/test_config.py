@@ -18,6 +18,13 @@ def check(cfg):
     return validate(copy.deepcopy(cfg), SCHEMA)
 
 
+def test_dbae_bridge_defaults_are_the_release_values():
+    cfg = check(PARAMS)
+    assert cfg["methods"]["dbae"]["bridge"] == {"beta_d": 2.0, "beta_min": 0.1, "sigma_0": 0.5, "sigma_T": 0.5,
+                                                "cov": 0.0, "t_min": 0.0001}
+    assert "bridge" not in cfg["methods"]["dae_baseline"]
+
+
 def test_shipped_params_are_valid_and_defaults_fill():
     cfg = check(PARAMS)
     assert cfg["table4"]["ddim_steps"] == 50
@@ -50,6 +57,15 @@ def test_schema_documents_every_top_level_key():
     (lambda c: c["table4"]["methods"].append("dae_missing"), "table4.methods[3]: 'dae_missing' is not defined"),
     (lambda c: c["methods"]["dae_1phase_sc4"]["phases"][0]["schedule"].pop("scale"),
      "shifted_cosine needs a scale S"),
+    (lambda c: c["methods"]["dbae_d"].update(tc_weight=0.1), "methods.dbae_d.tc_weight: the TC regulariser needs q(z|x)"),
+    (lambda c: c["methods"]["dbae"].update(prediction="v"), "methods.dbae.prediction: a DBAE always predicts x_0"),
+    (lambda c: c["methods"]["dbae"].update(encoder="vq"),
+     "methods.dbae.encoder: 'vq' is not allowed; allowed values: stochastic, deterministic"),
+    (lambda c: c["methods"]["dbae"].update(bridge={"beta_max": 20}), "unknown key(s) 'beta_max' under 'methods.dbae.bridge'"),
+    (lambda c: c["methods"]["dae_baseline"].update(encoder="stochastic"), "methods.dae_baseline.encoder: only family dbae"),
+    (lambda c: c["dbae"].update(dae="dbae"), "dbae.dae: 'dbae' is a dbae method; a dae method is needed here"),
+    (lambda c: c["dbae"].update(table2_nfe=7), "dbae.table2_nfe: 7 is not in dbae.nfe"),
+    (lambda c: c["dbae"]["sampler"].update(solver="rk4"), "dbae.sampler.solver: 'rk4' is not allowed"),
 ])
 def test_bad_params_name_the_key(mutate, expected):
     cfg = copy.deepcopy(PARAMS)

@@ -53,6 +53,63 @@ def test_dry_run_shows_the_spine(project):
     assert "resources/models/digits/dae_2phase_sc4/phase1.pt" in block
 
 
+DBAE_TABLES = ["table1", "table2", "table3", "table4", "table5", "table9"]
+
+
+def test_dry_run_shows_the_dbae_study(project):
+    proc = run(["-n"] + [f"results/dbae/{t}.csv" for t in ("table2", "table9", "table4")], project, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # 3 autoencoders (the DAE comparator, DBAE, DBAE-d), 2 latent priors, 4 NFEs x (2 DAE modes + 2 DBAEs)
+    assert job_counts(out) == {"prepare_data": 1, "train_classifier": 1, "train_phase": 3, "train_prior": 2,
+                               "dbae_reconstruct": 16, "dbae_recon_metrics": 16, "generate": 4, "gen_metrics": 4,
+                               "dbae_table": 3, "total": 50}
+    for path in ("results/dbae/recon/digits/dae_baseline/inversion_nfe100.npz",
+                 "results/dbae/recon/digits/dbae_d/endpoint_nfe10.npz", "resources/priors/digits/dbae.pt",
+                 "results/dbae/gen/digits/dae_baseline/ae.npz"):
+        assert path in out
+
+
+@pytest.mark.slow
+def test_smoke_dbae_study_end_to_end(project):
+    targets = [f"results/dbae/{t}.csv" for t in DBAE_TABLES]
+    t0 = time.time()
+    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert time.time() - t0 < 400
+    t2 = pd.read_csv(project / "results/dbae/table2.csv")
+    assert list(t2["label"]) == ["Preechakul et al. (random x_T)", "Preechakul et al. (inferred x_T)", "DBAE", "DBAE-d"]
+    assert list(t2["tractable"]) == ["yes", "no", "yes", "yes"]
+    assert list(t2["latent_dim"]) == [8, 8 + 256, 8, 8] and (t2["nfe"] == 5).all()
+    assert list(t2["nfe_endpoint"]) == [0, 5, 1, 1] and list(t2["nfe_decode"]) == [5, 5, 5, 5]
+    for col in ("ssim", "mse", "psnr", "fd_domain", "featdist_domain", "mlflow_run_id"):
+        assert t2[col].notna().all(), col
+    t9 = pd.read_csv(project / "results/dbae/table9.csv")
+    assert len(t9) == 8 and set(t9["metric"]) == {"ssim", "mse"} and {"nfe3", "nfe5"} <= set(t9.columns)
+    t4 = pd.read_csv(project / "results/dbae/table4.csv")
+    assert list(t4["label"]) == ["Preechakul et al.", "DBAE", "Preechakul et al.+AE", "DBAE+AE"]
+    assert t4["precision_domain"].between(0, 1).all() and t4["recall_domain"].between(0, 1).all()
+    assert (t4["is_domain"] >= 1).all() and "fid_tf" not in t4.columns  # no Inception weights: absent
+    t1 = pd.read_csv(project / "results/dbae/table1.csv")
+    assert list(t1["method"]) == ["dae_baseline", "dbae", "dbae_d"]
+    assert t1[["ap", "class_accuracy", "class_auroc", "pearson_r"]].le(1).all().all()
+    t3 = pd.read_csv(project / "results/dbae/table3.csv")
+    assert list(t3["method"]) == ["dae_baseline", "dbae", "dbae_tc"] and list(t3["regularized"]) == ["no", "no", "yes"]
+    assert t3[["tad", "attrs", "fd_domain"]].notna().all().all()
+    t5 = pd.read_csv(project / "results/dbae/table5.csv")
+    assert list(t5["nfe_endpoint"]) == [5, 1, 1] and t5["endpoint_by"].iloc[0] == "DDIM inversion"
+    assert (t5["ms_total"] > 0).all()
+
+    # editing DBAE's endpoint generator reruns exactly the DBAE side, never the DAE comparator
+    (project / "endpoint.yaml").write_text("nets: {endpoint: {model_channels: 8}}\n")
+    dry = run(["-n", *targets, "--configfile", "tests/smoke.yaml", "endpoint.yaml"], project, timeout=120)
+    out = dry.stdout + dry.stderr
+    counts = job_counts(out)
+    assert counts["train_phase"] == 3  # dbae, dbae_d, dbae_tc
+    assert "output: resources/models/digits/dae_baseline/main.pt" not in out
+    assert "train_classifier" not in counts and "prepare_data" not in counts
+
+
 @pytest.mark.slow
 def test_smoke_run_survives_a_killed_training_job(project):
     env = dict(os.environ, PYTHONUNBUFFERED="1")

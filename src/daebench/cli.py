@@ -22,6 +22,22 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(max(1, min(n, os.cpu_count() or 1)))
 
 
+def _save_npz(out: Path, **arrays) -> None:
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+
+
+def _write_json(out: Path, obj: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
 def cmd_prepare_data(a) -> None:
     from .data import prepare
 
@@ -70,7 +86,7 @@ def cmd_train(a) -> None:
             run.log_metrics(metrics, step)
 
         t0 = time.time()
-        final = train_phase(model, fam.phase_loss(method, phase, n_train=len(x)), x, steps=steps, phase_index=i,
+        final = train_phase(model, fam.phase_loss(method, phase), x, steps=steps, phase_index=i,
                             train_cfg=cfg["train"], ckpt_path=ckpt_path, out_path=out, config=cfg, init=init,
                             logger=logger, step_offset=offset, progress=not a.no_progress,
                             extra={"mlflow_run_id": run.run_id})
@@ -87,8 +103,6 @@ def eval_settings(ev: dict) -> tuple[int, dict]:
 
 
 def cmd_reconstruct(a) -> None:
-    import numpy as np
-
     from .evaluate.reconstruction import reconstruct_split, save_grid
     from .tracking import start_run
     from .train import load_checkpoint, resolve_device
@@ -104,12 +118,9 @@ def cmd_reconstruct(a) -> None:
                                 n_images=ev["n_images"], batch_size=ev["batch_size"], seed=ev["seed"],
                                 device=resolve_device(cfg.get("device", "auto")), progress=not a.no_progress)
         out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.tmp.npz")
-        np.savez(tmp, original=res["original"], recon=res["recon"], labels=res["labels"],
-                 meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": a.mode, **res["cost"],
-                                  "sampler": sampler, "ddim_steps": nfe, "mlflow_run_id": run.run_id}))
-        os.replace(tmp, out)
+        _save_npz(out, original=res["original"], recon=res["recon"], labels=res["labels"],
+                  meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": a.mode, **res["cost"],
+                                   "sampler": sampler, "ddim_steps": nfe, "mlflow_run_id": run.run_id}))
         grid = out.with_suffix(".png")
         save_grid(grid, [res["original"], res["recon"]])
         run.log_metrics({"seconds": res["seconds"], "nfe": res["nfe"],
@@ -145,8 +156,7 @@ def cmd_metrics(a) -> None:
         result = score_reconstructions(Path(a.recon), Path(a.classifier), Path(cfg["weights_dir"]))
         run.log_metrics({k: v for k, v in result["metrics"].items() if v is not None})
         result.update(method=a.method, mode=a.mode, mlflow_run_id=run.run_id)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    _write_json(Path(a.out), result)
     log.info("%s %s: %s", a.method, a.mode, result["metrics"])
 
 
@@ -196,22 +206,6 @@ def cmd_report(a) -> None:
         raise SystemExit(f"report notebook {a.notebook} failed in cell {err.exec_count}: {err.ename}: "
                          f"{err.evalue}\nthe executed notebook with the traceback is at {a.executed}") from None
     log.info("wrote %s (executed notebook: %s)", a.out_html, a.executed)
-
-
-def _save_npz(out: Path, **arrays) -> None:
-    import numpy as np
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
-
-
-def _write_json(out: Path, obj: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, out)
 
 
 def cmd_train_prior(a) -> None:

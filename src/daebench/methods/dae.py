@@ -66,7 +66,7 @@ class PhaseLoss:
         return {"mse": (y - y_star).float().square().flatten(1).mean(1)}
 
 
-def phase_loss(method: dict, phase: dict, n_train: int | None = None) -> PhaseLoss:
+def phase_loss(method: dict, phase: dict) -> PhaseLoss:
     return PhaseLoss(method["prediction"], phase["t"], phase_schedule(phase))
 
 

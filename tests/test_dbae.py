@@ -1,0 +1,219 @@
+"""DBAE: the VP bridge (closed-form marginal, preconditioning limits), the bridge sampler with an
+exact denoiser, NFE accounting, the DBAE loss and TC estimator, and the latent prior."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from daebench.diffusion.bridge import VPBridge, karras_times, nfe_of, sample_bridge, steps_for_nfe
+from daebench.methods import dbae, latent_prior
+
+BR = VPBridge()
+F64 = torch.float64
+
+
+def test_bridge_marginal_matches_the_vp_sde_conditioned_on_its_endpoint():
+    """Simulate the VP SDE forward from a fixed x_0 (exact Gaussian transitions 0 -> t -> T), then regress
+    x_t on x_T: slope a_t, intercept b_t x_0 and residual variance c_t of the Doob h-transform."""
+    g = torch.Generator().manual_seed(0)
+    x0, n = 0.7, 400_000
+    T = torch.tensor(1.0, dtype=F64)
+    for t in (0.05, 0.4, 0.9):
+        t = torch.tensor(t, dtype=F64)
+        al_t, al_T = BR.log_alpha(t).exp(), BR.log_alpha(T).exp()
+        x_t = al_t * x0 + (1 - al_t**2).sqrt() * torch.randn(n, generator=g, dtype=F64)
+        r = al_T / al_t
+        x_T = r * x_t + (1 - r**2).sqrt() * torch.randn(n, generator=g, dtype=F64)
+        design = torch.stack([x_T, torch.ones(n, dtype=F64)], 1)
+        slope, intercept = torch.linalg.lstsq(design, x_t[:, None]).solution.squeeze().tolist()
+        resid = (x_t - design @ torch.tensor([slope, intercept], dtype=F64)).var().item()
+        a, b, c = (float(v) for v in BR.coefficients(t))
+        assert slope == pytest.approx(a, abs=0.01)
+        assert intercept == pytest.approx(b * x0, abs=0.01)
+        assert resid == pytest.approx(c, rel=0.02)
+
+
+def test_bridge_endpoints_and_sampled_marginal():
+    a, b, c = BR.coefficients(torch.tensor([0.0, 1.0], dtype=F64))
+    assert a.tolist() == pytest.approx([0.0, 1.0], abs=1e-12) and b.tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert c.tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    g = torch.Generator().manual_seed(1)
+    x0, x_T = torch.full((200_000, 1), -0.3, dtype=F64), torch.full((200_000, 1), 0.8, dtype=F64)
+    t = torch.full((200_000,), 0.5, dtype=F64)
+    x_t = BR.sample_marginal(x0, x_T, t, torch.randn(x0.shape, generator=g, dtype=F64))
+    a, b, c = (float(v) for v in BR.coefficients(torch.tensor(0.5, dtype=F64)))
+    assert x_t.mean().item() == pytest.approx(a * 0.8 - b * 0.3, abs=3e-3)
+    assert x_t.var().item() == pytest.approx(c, rel=0.02)
+
+
+def test_preconditioning_limits():
+    p = BR.precondition(torch.tensor([1e-8, 1e-6, 1e-4], dtype=F64))
+    # t -> 0: the denoiser becomes the identity on x_t = x_0
+    assert p["c_skip"].tolist() == pytest.approx([1, 1, 1], abs=1e-3)
+    assert (p["c_out"].diff() > 0).all() and p["c_out"][0] < 1e-3
+    # t = T: x_t = x_T carries nothing about x_0 (cov 0), so D is all network, scaled by sigma_0
+    pT = BR.precondition(torch.tensor([1.0], dtype=F64))
+    assert pT["c_skip"].item() == pytest.approx(0.0, abs=1e-12)
+    assert pT["c_out"].item() == pytest.approx(BR.sigma_0)
+    assert pT["c_in"].item() == pytest.approx(1 / BR.sigma_T)
+    # the network's effective target (x_0 - c_skip x_t) / c_out has unit variance at every t (cov = 0):
+    # Var(x_0 - c_skip x_t) = sigma_0^2 - 2 c_skip b sigma_0^2 + c_skip^2 A = c_out^2
+    tt = torch.linspace(0.01, 0.99, 9, dtype=F64)
+    a, b, c = BR.coefficients(tt)
+    q = BR.precondition(tt)
+    A = a**2 * BR.sigma_T**2 + b**2 * BR.sigma_0**2 + c
+    var = BR.sigma_0**2 - 2 * q["c_skip"] * b * BR.sigma_0**2 + q["c_skip"] ** 2 * A
+    torch.testing.assert_close(var / q["c_out"] ** 2, torch.ones_like(tt))
+
+
+def gaussian_denoiser(scale):
+    """Exact E[x_0 | x_t, x_T] when x_0 | x_T ~ N(x_T / 2, scale^2) (per dimension)."""
+
+    def fn(x_t, t, cond):
+        x_T = cond
+        a, b, c = (float(v) for v in BR.coefficients(t[0].double()))
+        m = 0.5 * x_T
+        return m + b * scale**2 / (b**2 * scale**2 + c) * (x_t - a * x_T - b * m)
+
+    return fn
+
+
+def test_bridge_ode_lands_on_the_endpoint_conditioned_mean():
+    x_T = torch.randn(2000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    errs = []
+    for steps in (25, 200):
+        out = sample_bridge(gaussian_denoiser(0.3), x_T, karras_times(steps), x_T, bridge=BR, clip_x0=False)
+        errs.append((out - 0.5 * x_T).abs().mean().item())
+    assert errs[1] < 0.02 and errs[1] < errs[0] / 2
+
+
+def test_bridge_sde_samples_the_endpoint_conditioned_distribution():
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(4000, 1, generator=g, dtype=F64)
+    out = sample_bridge(gaussian_denoiser(0.3), x_T, karras_times(100), x_T, g, bridge=BR, churn=0.33, clip_x0=False)
+    r = out - 0.5 * x_T
+    assert abs(r.mean().item()) < 0.02
+    assert r.std().item() == pytest.approx(0.3, rel=0.08)
+
+
+@pytest.mark.parametrize("solver,churn", [("heun", 0.0), ("euler", 0.0), ("heun", 0.3), ("euler", 0.5)])
+def test_nfe_accounting_counts_network_calls(solver, churn):
+    calls = []
+
+    def model(x, t, cond):
+        calls.append(1)
+        return torch.zeros_like(x)
+
+    for budget in (1, 2, 10, 20, 51):
+        calls.clear()
+        steps = steps_for_nfe(budget, solver, churn)
+        sample_bridge(model, torch.ones(2, 1), karras_times(steps), None, torch.Generator().manual_seed(0),
+                      bridge=BR, solver=solver, churn=churn)
+        assert len(calls) == nfe_of(steps, solver, churn)
+        assert len(calls) <= max(budget, nfe_of(1, solver, churn))
+    assert [steps_for_nfe(n, "heun", 0.0) for n in (10, 20, 50, 100)] == [5, 10, 25, 50]
+
+
+def test_karras_times():
+    ts = karras_times(10)
+    assert ts[0] == pytest.approx(1 - 1e-4) and ts[-2] == pytest.approx(1e-4) and ts[-1] == 0
+    assert (ts.diff() < 0).all()
+
+
+def tiny_cfg(encoder="stochastic", tc=0.0):
+    method = {"family": "dbae", "encoder": encoder, "tc_weight": tc, "bridge": {},
+              "phases": [{"name": "main", "fraction": 1.0}]}
+    nets = {"z_dim": 4, "decoder": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                                    "attention_resolutions": [], "dropout": 0.0},
+            "encoder": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": []},
+            "endpoint": {"model_channels": 8}}
+    return {"nets": nets, "method": method}
+
+
+def test_dbae_loss_terms_and_gradients_reach_all_three_networks():
+    cfg = tiny_cfg(tc=0.5)
+    torch.manual_seed(0)
+    model = dbae.build(cfg, 1, 16)
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+    terms = dbae.phase_loss(cfg["method"], cfg["method"]["phases"][0])(
+        model, x, torch.Generator().manual_seed(0))
+    assert set(terms) == {"bridge", "tc"} and all(v.shape == (6,) for v in terms.values())
+    sum(v.mean() for v in terms.values()).backward()
+    for part in (model.encoder, model.endpoint, model.decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    with pytest.raises(ValueError, match="needs q\\(z\\|x\\)"):
+        dbae.phase_loss(tiny_cfg("deterministic", 0.5)["method"], {})
+
+
+def test_dbae_reconstruct_shapes_and_encoder_sigma_range():
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = dbae.build(cfg, 1, 16).eval()
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    mu, sigma = dbae.posterior(model, x)
+    assert mu.shape == (3, 4) and ((sigma > 0.01) & (sigma < math.exp(5) + 0.02)).all()
+    out = dbae.reconstruct(model, cfg["method"], x, "endpoint", 5, torch.Generator(), {"solver": "heun"})
+    assert out.shape == x.shape and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="known: endpoint"):
+        dbae.reconstruct(model, cfg["method"], x, "inversion", 5, torch.Generator(), {})
+    assert dbae.cost(cfg["method"], "endpoint", 10, {"solver": "heun"}) == {"nfe_encoder": 1, "nfe_endpoint": 1,
+                                                                          "nfe_decode": 9}
+
+
+def test_total_correlation_estimate_matches_the_gaussian_closed_form():
+    """Codes mu ~ N(0, S) with posterior noise s^2: q(z) = N(0, S + s^2 I), whose TC is
+    1/2 (sum_k log C_kk - log det C). Independent mu: TC = 0; duplicated mu (z_2 = z_1 + noise): 0.51."""
+    g = torch.Generator().manual_seed(0)
+    m, s = 2048, 0.5
+    sigma = torch.full((m, 2), s)
+    mu_ind = torch.randn(m, 2, generator=g)
+    shared = torch.randn(m, 1, generator=g)
+    mu_dup = torch.cat([shared, shared], 1)
+    c = torch.tensor([[1 + s**2, 1.0], [1.0, 1 + s**2]], dtype=F64)
+    exact_dup = 0.5 * (torch.log(torch.diag(c)).sum() - torch.logdet(c)).item()
+    tc = {}
+    for name, mu in (("ind", mu_ind), ("dup", mu_dup)):
+        z = mu + s * torch.randn(m, 2, generator=g)
+        tc[name] = dbae.total_correlation(z, mu, sigma).mean().item()
+    assert tc["ind"] == pytest.approx(0.0, abs=0.1)
+    assert tc["dup"] == pytest.approx(exact_dup, abs=0.1)
+
+
+def test_latent_prior_standardisation_round_trips_and_survives_a_checkpoint():
+    z = torch.randn(500, 6, generator=torch.Generator().manual_seed(0)) * torch.arange(1, 7) + 3
+    prior = latent_prior.build({"prior": {"hidden": 16, "layers": 2}, "z_dim": 6})
+    prior.fit_standardisation(z)
+    u = prior.standardise(z)
+    torch.testing.assert_close(u.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(u.std(0), torch.ones(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(prior.unstandardise(u), z)
+    again = latent_prior.build({"prior": {"hidden": 16, "layers": 2}, "z_dim": 6})
+    again.load_state_dict(prior.state_dict())
+    torch.testing.assert_close(again.z_mean, z.mean(0))
+    samples = latent_prior.sample(again, 4, 3, torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 6) and torch.isfinite(samples).all()
+
+
+def test_latent_prior_learns_a_shifted_gaussian():
+    """A fitted prior's samples carry the codes' mean and scale (undone standardisation)."""
+    import tempfile
+    from pathlib import Path
+
+    from daebench.train import train_phase
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 2, generator=g) * torch.tensor([0.5, 2.0]) + torch.tensor([4.0, -1.0])
+    torch.manual_seed(0)
+    prior = latent_prior.build({"prior": {"hidden": 64, "layers": 3}, "z_dim": 2})
+    prior.fit_standardisation(z)
+    d = Path(tempfile.mkdtemp())
+    tc = {"batch_size": 256, "lr": 2e-3, "warmup_examples": 0, "ema_decay": 0.99, "checkpoint_every": 1000,
+          "log_every": 1000, "seed": 0, "device": "cpu"}
+    final = train_phase(prior, latent_prior.loss(), prior.standardise(z), steps=1500, phase_index=0, train_cfg=tc,
+                        ckpt_path=d / "r.pt", out_path=d / "o.pt", config={}, progress=False)
+    prior.load_state_dict(final["ema"])  # evaluation uses the EMA weights, as the pipeline does
+    s = latent_prior.sample(prior.eval(), 2000, 50, torch.Generator().manual_seed(1))
+    assert s.mean(0).tolist() == pytest.approx([4.0, -1.0], abs=0.2)
+    assert s.std(0).tolist() == pytest.approx([0.5, 2.0], rel=0.2)
+    assert np.isfinite(s.numpy()).all()
