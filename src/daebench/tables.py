@@ -111,7 +111,7 @@ def dbae_table4(cfg: dict, rows: list[dict]) -> pd.DataFrame:
         row.update({k: r["metrics"][k] for k in GEN_COLUMNS if k in r["metrics"]})
         row.update(n_samples=r["n_samples"], n_reference=r["n_reference"], mlflow_run_id=r["mlflow_run_id"])
         out.append(row)
-    df = pd.DataFrame(out).sort_values("source", key=lambda s: s.map({"prior": 0, "ae": 1}), kind="stable")
+    df = pd.DataFrame(out)
     lead = ["dataset", "method", "label", "source", "nfe"]
     return df[lead + _present(df, GEN_COLUMNS) + ["n_samples", "n_reference", "mlflow_run_id"]]
 
@@ -146,6 +146,10 @@ def dbae_table5(cfg: dict, rows: list[dict]) -> pd.DataFrame:
                           "label": cfg["methods"][r["method"]]["label"], **{c: r[c] for c in cols}} for r in rows])
 
 
+# Row order: the paper's (Table 4: prior rows, then +AE; Table 9: SSIM block, then MSE), methods in
+# the configured order within each block.
+BLOCKS = {"table4": ("source", {"prior": 0, "ae": 1}), "table9": ("metric", {"ssim": 0, "mse": 1})}
+
 DBAE_TABLES = {"table1": dbae_table1, "table2": dbae_table2, "table3": dbae_table3, "table4": dbae_table4,
                "table5": dbae_table5, "table9": dbae_table9}
 
@@ -157,6 +161,10 @@ def write_dbae_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.
         raise ValueError(f"unknown DBAE table {name!r}; known: {', '.join(sorted(DBAE_TABLES))}") from None
     df = build(cfg, _read(inputs))
     order = {m: i for i, m in enumerate(cfg["order"])}
-    df = df.sort_values("method", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    df = df.sort_values("method", key=lambda s: s.map(order), kind="stable")
+    if name in BLOCKS:
+        col, rank = BLOCKS[name]
+        df = df.sort_values(col, key=lambda s: s.map(rank), kind="stable")
+    df = df.reset_index(drop=True)
     _write_csv(df, out)
     return df
