@@ -255,6 +255,11 @@ def dbae_rows():
     return [d["dae"]] + d["methods"]
 
 
+def dbae_study_methods():
+    d = dbae_study()
+    return sorted(set(dbae_rows() + d["tc_methods"] + d["generation"]["methods"]))
+
+
 def dbae_table_inputs(wildcards):
     d, ds = dbae_study(), config["dataset"]
     t = wildcards.table
@@ -278,7 +283,7 @@ def dbae_table_inputs(wildcards):
 
 def dbae_table_cfg(wildcards):
     d, ds = dbae_study(), config["dataset"]
-    names = sorted(set(dbae_rows() + d["tc_methods"] + d["generation"]["methods"]))
+    names = dbae_study_methods()
     return as_json({"dataset": ds, "z_dim": config["nets"]["z_dim"], "table2_nfe": d["table2_nfe"], "nfe": d["nfe"],
                     "order": dbae_rows() + [m for m in names if m not in dbae_rows()],
                     "methods": {m: {"label": config["methods"][m]["label"], "family": family(m),
@@ -290,9 +295,8 @@ def dbae_table_upstream(wildcards):
     from daebench.config import params_hash
 
     d, ds = dbae_study(), config["dataset"]
-    names = sorted(set(dbae_rows() + d["tc_methods"] + d["generation"]["methods"]))
     return params_hash([d, classifier_slice(ds), config["metrics"]["weights_dir"]]
-                       + [train_slice(ds, m) for m in names])
+                       + [train_slice(ds, m) for m in dbae_study_methods()])
 
 
 def order_pulled_artefacts():

@@ -39,7 +39,7 @@ def generate(ckpt: dict, data_dir: Path, method: dict, source: str, *, n: int, n
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     images, _ = load_split(data_dir, "test")
-    shape = (1,) + tuple(to_tensor(images[:1]).shape[1:])
+    image_shape = tuple(to_tensor(images[:1]).shape[1:])
     t0 = time.time()
     if source == "prior":
         if prior_ckpt is None:
@@ -52,7 +52,7 @@ def generate(ckpt: dict, data_dir: Path, method: dict, source: str, *, n: int, n
     out = []
     for i in tqdm(range(0, len(z), batch_size), desc=f"generate ({source}, NFE {nfe})", disable=not progress):
         zb = z[i:i + batch_size]
-        out.append(fam.decode(model, method, zb, nfe, gen, sampler, shape=(len(zb),) + shape[1:]).clamp(-1, 1).cpu())
+        out.append(fam.decode(model, method, zb, nfe, gen, sampler, shape=(len(zb), *image_shape)).clamp(-1, 1).cpu())
     return {"samples": torch.cat(out).numpy().astype(np.float32), "z": z.cpu().numpy(),
             "seconds": time.time() - t0}
 
@@ -76,14 +76,13 @@ def inference_cost(ckpt: dict, data_dir: Path, method: dict, *, n: int, nfe: int
     model.to(device)
     images, _ = load_split(data_dir, "test")
     x = to_tensor(images[:n]).to(device)
-    mode = "inversion" if method["family"] == "dae" else "endpoint"
-    cost = fam.cost(method, mode, nfe, sampler)
+    cost = fam.cost(method, fam.ENDPOINT_MODE, nfe, sampler)
     z = fam.encode(model, x)
     t_enc = _timed(lambda: fam.encode(model, x), repeats)
     t_end = _timed(lambda: fam.infer_endpoint(model, method, x, z, nfe, sampler), repeats)
     per = 1000.0 / len(x)
     return {"nfe_encoder": cost["nfe_encoder"], "nfe_endpoint": cost["nfe_endpoint"],
-            "endpoint_by": "DDIM inversion" if mode == "inversion" else "endpoint decoder",
+            "endpoint_by": fam.ENDPOINT_BY,
             "ms_encoder": t_enc * per, "ms_endpoint": t_end * per, "ms_total": (t_enc + t_end) * per,
             "n_images": len(x), "batch_size": len(x), "device": str(device),
             "threads": torch.get_num_threads()}

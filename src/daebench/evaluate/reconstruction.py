@@ -44,8 +44,7 @@ def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, nf
     seconds = time.time() - t0
     recon = torch.cat(out).numpy().astype(np.float32)
     return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels,
-            "seconds": seconds, "nfe": cost["nfe_endpoint"] * (mode == "inversion") + cost["nfe_decode"],
-            "cost": cost}
+            "seconds": seconds, "nfe": fam.diffusion_nfe(cost), "cost": cost}
 
 
 def to_hwc01(x: np.ndarray) -> np.ndarray:

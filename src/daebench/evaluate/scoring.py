@@ -47,7 +47,8 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     for name, why in notes.items():
         if name in ("lpips", "fid_tf", "fid_cf"):
             log.warning("%s not computed: %s", name, why.splitlines()[0])
-    return {"metrics": out, "n_images": int(x.shape[0]), "image_shape": list(x.shape[1:]), "ddim_steps": meta["ddim_steps"], "nfe": meta["nfe"],
+    return {"metrics": out, "n_images": int(x.shape[0]), "image_shape": list(x.shape[1:]),
+            "ddim_steps": meta["ddim_steps"], "nfe": meta["nfe"],
             "cost": {k: meta[k] for k in ("nfe_encoder", "nfe_endpoint", "nfe_decode") if k in meta},
             "reconstruct_seconds": meta["seconds"], "reconstruct_run_id": meta["mlflow_run_id"],
             "not_computed": notes, "protocol": features.protocol_info(weights_dir)}

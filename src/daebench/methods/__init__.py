@@ -1,5 +1,6 @@
 """Method families. One explicit factory: family name -> module exposing build, phase_loss, encode,
-infer_endpoint, decode, cost and reconstruct (one interface, so evaluation never asks which family)."""
+infer_endpoint, decode, cost, diffusion_nfe, reconstruct, MODES and ENDPOINT_MODE / ENDPOINT_BY
+(one interface, so evaluation never asks which family)."""
 from __future__ import annotations
 
 from types import ModuleType

@@ -90,6 +90,7 @@ def denoiser(model: DAE, prediction: str, schedule: Schedule):
 
 
 MODES = ("stochastic", "inversion")
+ENDPOINT_MODE, ENDPOINT_BY = "inversion", "DDIM inversion"  # how this family gets x_T from an image
 
 
 def encode(model: DAE, x0: torch.Tensor) -> torch.Tensor:
@@ -120,6 +121,11 @@ def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
     if mode not in MODES:
         raise ValueError(f"unknown reconstruction mode {mode!r} for a DAE; known: {', '.join(MODES)}")
     return {"nfe_encoder": 1, "nfe_endpoint": nfe if mode == "inversion" else 0, "nfe_decode": nfe}
+
+
+def diffusion_nfe(cost: dict[str, int]) -> int:
+    """Evaluations of the diffusion network: DDIM inversion and sampling both run the decoder U-Net."""
+    return cost["nfe_endpoint"] + cost["nfe_decode"]
 
 
 @torch.no_grad()

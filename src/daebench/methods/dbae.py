@@ -27,6 +27,7 @@ from ..nets.unet import Encoder, EndpointDecoder, UNet
 
 ENCODERS = ("stochastic", "deterministic")
 MODES = ("endpoint",)
+ENDPOINT_MODE, ENDPOINT_BY = "endpoint", "endpoint decoder"  # how this family gets x_T from an image
 
 
 class DBAE(nn.Module):
@@ -148,6 +149,11 @@ def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
         raise ValueError(f"unknown reconstruction mode {mode!r} for DBAE; known: {', '.join(MODES)}")
     solver, churn = sampler.get("solver", "heun"), sampler.get("churn", 0.0)
     return {"nfe_encoder": 1, "nfe_endpoint": 1, "nfe_decode": nfe_of(steps_for_nfe(nfe, solver, churn), solver, churn)}
+
+
+def diffusion_nfe(cost: dict[str, int]) -> int:
+    """Evaluations of the bridge network; the endpoint comes from the separate decoder, not from it."""
+    return cost["nfe_decode"]
 
 
 @torch.no_grad()
