@@ -15,6 +15,7 @@ include: "workflow/rules/prior.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/dbae.smk"
+include: "workflow/rules/scorevae.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -70,6 +70,59 @@ def test_dry_run_shows_the_dbae_study(project):
         assert path in out
 
 
+def test_dry_run_shows_the_scorevae_study(project):
+    proc = run(["-n", "results/scorevae/table1.csv"], project, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # prior, ScoreVAE encoder + corrector, VAE, 2 DiffDecoders; 4 diffusion rows x (sde, ode) + the VAE
+    assert job_counts(out) == {"prepare_data": 1, "train_classifier": 1, "train_phase": 6, "scorevae_reconstruct": 9,
+                               "scorevae_metrics": 9, "scorevae_table": 1, "total": 27}
+    # the encoder's first phase starts from the prior job's model; ScoreVAE is read at the encoder phase
+    block = out.split("output: resources/models/digits/scorevae/encoder.pt")[0].rsplit("rule ", 1)[1]
+    assert "resources/models/digits/score_prior/main.pt" in block
+    for path in ("results/scorevae/recon/digits/scorevae/encoder_sde.npz",
+                 "results/scorevae/recon/digits/scorevae/corrector_ode.npz",
+                 "results/scorevae/recon/digits/vae/main_decoder.npz"):
+        assert path in out
+
+
+@pytest.mark.slow
+def test_smoke_scorevae_study_end_to_end(project):
+    t0 = time.time()
+    targets = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
+    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert time.time() - t0 < 300
+    t1 = pd.read_csv(project / "results/scorevae/table1.csv")
+    assert list(t1["label"]) == ["VAE"] + ["ScoreVAE"] * 2 + ["ScoreVAE+"] * 2 + ["DiffDecoder"] * 4
+    assert list(t1["beta"]) == [0.01] * 7 + [0.0] * 2
+    assert list(t1["mode"]) == ["decoder"] + ["sde", "ode"] * 4
+    assert list(t1["phase"][1:5]) == ["encoder", "encoder", "corrector", "corrector"]
+    assert list(t1["nfe"]) == [0] + [7] * 8  # 6 solver steps + the final denoising evaluation
+    for col in ("l2", "featdist_domain", "fd_domain", "psnr", "ssim", "n_params", "mlflow_run_id"):
+        assert t1[col].notna().all(), col
+    assert "lpips" not in t1.columns  # no AlexNet weights here: absent, not faked
+    # ScoreVAE+ carries the corrector's parameters on top of ScoreVAE's
+    assert t1["n_params"][3] > t1["n_params"][1]
+    assert (project / "results/scorevae/recon_grid.png").stat().st_size > 1000
+
+    # swapping the prior retrains only the encoder side: the new prior, ScoreVAE's two phases and their rows
+    (project / "swap.yaml").write_text(
+        "methods:\n  score_prior_b:\n    family: uncond\n    label: another prior\n"
+        "    phases: [{name: main, fraction: 1.0, schedule: {name: vp_linear}}]\n"
+        "  scorevae: {prior: score_prior_b}\n")
+    dry = run(["-n", *targets, "--configfile", "tests/smoke.yaml", "swap.yaml"], project, timeout=120)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-3000:]
+    trained = sorted(re.findall(r"output: resources/models/digits/(\w+/\w+)\.pt", out))
+    assert trained == ["score_prior_b/main", "scorevae/corrector", "scorevae/encoder"]
+    counts = job_counts(out)
+    assert counts["scorevae_reconstruct"] == 4 and counts["scorevae_metrics"] == 4
+    assert "output: results/scorevae/recon/digits/vae/" not in out
+    assert "output: results/scorevae/recon/digits/diffdec" not in out
+    assert "train_classifier" not in counts and "prepare_data" not in counts
+
+
 @pytest.mark.slow
 def test_smoke_dbae_study_end_to_end(project):
     targets = [f"results/dbae/{t}.csv" for t in DBAE_TABLES]

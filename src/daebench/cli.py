@@ -70,8 +70,10 @@ def cmd_train(a) -> None:
     h, _, c = cfg["data_shape"]
     torch.manual_seed(cfg["train"]["seed"])  # initial weights are part of what the seed fixes
     model = fam.build(cfg, c, h)
-    steps, offset = phase_steps(cfg["train"], phases, i)
+    steps, offset = phase_steps(cfg["train"], phases, i, method.get("examples"))
     init = load_checkpoint(Path(a.init)) if a.init else None
+    if a.prior:  # a pretrained network this method builds on (ScoreVAE's unconditional diffusion model)
+        fam.load_prior(model, load_checkpoint(Path(a.prior)))
     out = Path(a.out)
     ckpt_path = Path(a.checkpoint_dir) / f"{out.stem}.resume.pt"
     run_id = None
@@ -120,7 +122,8 @@ def cmd_reconstruct(a) -> None:
         out = Path(a.out)
         _save_npz(out, original=res["original"], recon=res["recon"], labels=res["labels"],
                   meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": a.mode, **res["cost"],
-                                   "sampler": sampler, "ddim_steps": nfe, "mlflow_run_id": run.run_id}))
+                                   "sampler": sampler, "ddim_steps": nfe, "n_params": res["n_params"],
+                                   "mlflow_run_id": run.run_id}))
         grid = out.with_suffix(".png")
         save_grid(grid, [res["original"], res["recon"]])
         run.log_metrics({"seconds": res["seconds"], "nfe": res["nfe"],
@@ -166,6 +169,35 @@ def cmd_table4(a) -> None:
     cfg = json.loads(a.cfg)
     df = write_table4(cfg, [Path(p) for p in a.inputs], Path(a.out))
     log.info("wrote %s (%d rows)\n%s", a.out, len(df), df.to_string(index=False))
+
+
+def cmd_scorevae_table(a) -> None:
+    from .tables import write_scorevae_table1
+
+    cfg = json.loads(a.cfg)
+    df = write_scorevae_table1(cfg, [Path(p) for p in a.inputs], Path(a.out))
+    log.info("wrote %s (%d rows)\n%s", a.out, len(df), df.to_string(index=False))
+
+
+def cmd_scorevae_grid(a) -> None:
+    import numpy as np
+
+    from .report import recon_rows_figure
+
+    if len(a.labels) != len(a.inputs):
+        raise SystemExit(f"scorevae-grid: {len(a.inputs)} inputs but {len(a.labels)} labels")
+    recons, original = [], None
+    for path in a.inputs:
+        with np.load(path) as f:
+            original = f["original"] if original is None else original
+            recons.append(f["recon"])
+    fig = recon_rows_figure(original, recons, a.labels, n=a.n)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, out)
+    log.info("wrote %s (%d rows)", out, len(recons) + 1)
 
 
 def cmd_fetch_weights(a) -> None:
@@ -412,10 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = (["--data"], {"required": True, "help": "prepared dataset directory"})
     out = (["--out"], {"required": True})
     method = (["--method"], {"required": True})
-    mode = (["--mode"], {"required": True, "choices": ["stochastic", "inversion", "endpoint"]})
+    mode = (["--mode"], {"required": True, "choices": ["stochastic", "inversion", "endpoint", "sde", "ode", "decoder"]})
     add("prepare-data", cmd_prepare_data, "download/preprocess a dataset", cfg, out)
     add("train", cmd_train, "train one phase of a method", cfg, data, out, method,
         (["--phase-index"], {"type": int, "required": True}), (["--init"], {"default": None}),
+        (["--prior"], {"default": None, "help": "checkpoint of the frozen prior (scorevae)"}),
         (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
     add("reconstruct", cmd_reconstruct, "reconstruct the test split", cfg, data, out, method, mode,
         (["--model"], {"required": True}))
@@ -436,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("dbae-table", cmd_dbae_table, "assemble one of DBAE's tables", cfg, out,
         (["--table"], {"required": True, "choices": ["table1", "table2", "table3", "table4", "table5", "table9"]}),
         (["--inputs"], {"nargs": "+"}))
+    add("scorevae-table", cmd_scorevae_table, "assemble ScoreVAE's Table 1", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("scorevae-grid", cmd_scorevae_grid, "one labelled figure: originals, then one row per reconstruction", out,
+        (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
+        (["--n"], {"type": int, "default": 12, "help": "images per row"}))
     add("fetch-weights", cmd_fetch_weights, "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),

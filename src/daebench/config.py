@@ -30,6 +30,26 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
+# Keys a family's methods get by default (schema defaults would put them on every method).
+FAMILY_DEFAULTS = {"dbae": {"bridge": {}}, "scorevae": {"weighting": "likelihood", "log_q": "full"},
+                   "diffdec": {"weighting": "likelihood"}}
+# The nets.* blocks each family builds from: a job's params carry only these, so editing one block
+# retrains only the families that use it.
+FAMILY_NETS = {"dae": ("z_dim", "decoder", "encoder"), "dbae": ("z_dim", "decoder", "encoder", "endpoint"),
+               "uncond": ("decoder",), "scorevae": ("z_dim", "encoder"), "diffdec": ("z_dim", "decoder", "encoder"),
+               "vae": ("z_dim", "encoder")}
+FAMILY_KEYS = {"dae": {"prediction"}, "dbae": {"encoder", "tc_weight", "bridge"}, "uncond": set(),
+               "scorevae": {"prior", "beta", "weighting", "log_q"}, "diffdec": {"beta", "weighting"}, "vae": {"beta"}}
+
+
+def nets_keys(method: dict) -> tuple[str, ...]:
+    """The nets.* blocks a method (as trained up to some phase) is built from."""
+    keys = FAMILY_NETS[method["family"]]
+    if any(p.get("train") == "corrector" for p in method["phases"]):
+        keys += ("corrector",)
+    return keys
+
+
 def _path(err: jsonschema.ValidationError) -> str:
     out = ""
     for p in err.absolute_path:
@@ -56,13 +76,14 @@ def validate(config: dict, schema_path: str | Path) -> dict:
     # Defaults are filled in a first pass; errors are collected in a second on the filled config.
     for _ in cls(schema).iter_errors(config):
         pass
-    # A DBAE method's bridge block exists only for that family; create it so the pass fills its defaults.
+    # Family-specific keys exist only on that family's methods (so they never enter another family's
+    # job params); fill them here, then let a second pass fill the defaults inside them.
     methods = config.get("methods")
-    if isinstance(methods, dict) and any(isinstance(m, dict) and m.get("family") == "dbae" and "bridge" not in m
-                                         for m in methods.values()):
+    if isinstance(methods, dict):
         for m in methods.values():
-            if isinstance(m, dict) and m.get("family") == "dbae":
-                m.setdefault("bridge", {})
+            if isinstance(m, dict):
+                for key, value in FAMILY_DEFAULTS.get(m.get("family"), {}).items():
+                    m.setdefault(key, copy.deepcopy(value))
         for _ in cls(schema).iter_errors(config):
             pass
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -84,12 +105,23 @@ def _semantic_problems(config: dict) -> list[str]:
         total = sum(p["fraction"] for p in phases)
         if abs(total - 1.0) > 1e-6:
             problems.append(f"methods.{name}.phases: fractions must sum to 1, got {total:g}")
-        if m["family"] == "dbae":
+        fam = m["family"]
+        for other, keys in FAMILY_KEYS.items():
+            for key in sorted(keys - FAMILY_KEYS[fam]):
+                if key in m and other != fam:
+                    owners = sorted(f for f, k in FAMILY_KEYS.items() if key in k)
+                    problems.append(f"methods.{name}.{key}: a {fam} method has no such key (it belongs to "
+                                    f"{', '.join(owners)})")
+                    break
+        if fam == "dbae":
             problems += _dbae_problems(name, m)
             continue
-        for key in ("encoder", "tc_weight", "bridge"):
-            if key in m:
-                problems.append(f"methods.{name}.{key}: only family dbae has this key")
+        if fam != "dae":
+            problems += _vp_problems(name, m, methods)
+            continue
+        for i, p in enumerate(phases):
+            if "train" in p:
+                problems.append(f"methods.{name}.phases[{i}].train: only scorevae phases have this key")
         for i, p in enumerate(phases):
             key = f"methods.{name}.phases[{i}]"
             if "t" not in p:
@@ -106,6 +138,7 @@ def _semantic_problems(config: dict) -> list[str]:
         if not any("schedule" in p for p in phases):
             problems.append(f"methods.{name}.phases: at least one phase needs a schedule for sampling")
     problems += _dbae_study_problems(config)
+    problems += _scorevae_study_problems(config)
     for i, mname in enumerate(config.get("table4", {}).get("methods", [])):
         if mname not in methods:
             problems.append(f"table4.methods[{i}]: {mname!r} is not defined under methods; "
@@ -115,8 +148,6 @@ def _semantic_problems(config: dict) -> list[str]:
 
 def _dbae_problems(name: str, m: dict) -> list[str]:
     problems = []
-    if "prediction" in m:
-        problems.append(f"methods.{name}.prediction: a DBAE always predicts x_0 (DDBM pred-x); remove the key")
     if len(m["phases"]) != 1:
         problems.append(f"methods.{name}.phases: DBAE trains in one joint phase, got {len(m['phases'])}")
     for i, p in enumerate(m["phases"]):
@@ -125,6 +156,53 @@ def _dbae_problems(name: str, m: dict) -> list[str]:
                 problems.append(f"methods.{name}.phases[{i}].{key}: DAE-only key; the bridge fixes its own times")
     if m.get("tc_weight", 0) > 0 and m.get("encoder") != "stochastic":
         problems.append(f"methods.{name}.tc_weight: the TC regulariser needs q(z|x); use encoder: stochastic")
+    return problems
+
+
+def _vp_problems(name: str, m: dict, methods: dict) -> list[str]:
+    """uncond / scorevae / diffdec / vae: the ScoreVAE study's families."""
+    problems = []
+    fam, phases = m["family"], m["phases"]
+    for i, p in enumerate(phases):
+        if "t" in p:
+            problems.append(f"methods.{name}.phases[{i}].t: DAE-only key; VP-diffusion methods draw t themselves")
+        if "train" in p and fam != "scorevae":
+            problems.append(f"methods.{name}.phases[{i}].train: only scorevae phases have this key")
+        if "schedule" in p and fam in ("scorevae", "vae"):
+            problems.append(f"methods.{name}.phases[{i}].schedule: a {fam} method has no schedule of its own"
+                            + (" (it uses its prior's)" if fam == "scorevae" else ""))
+    if fam in ("uncond", "diffdec") and not any("schedule" in p for p in phases):
+        problems.append(f"methods.{name}.phases: family {fam} needs a phase with a schedule, e.g. "
+                        "schedule: {name: vp_linear}")
+    if fam == "scorevae":
+        roles = [p.get("train") for p in phases]
+        if roles not in (["encoder"], ["encoder", "corrector"]):
+            problems.append(f"methods.{name}.phases: a ScoreVAE trains train: encoder, then optionally train: "
+                            f"corrector (ScoreVAE+); got {roles}")
+        prior = m["prior"]
+        if prior not in methods:
+            problems.append(f"methods.{name}.prior: {prior!r} is not defined under methods; "
+                            f"defined: {', '.join(sorted(methods))}")
+        elif methods[prior]["family"] != "uncond":
+            problems.append(f"methods.{name}.prior: {prior!r} is a {methods[prior]['family']} method; "
+                            "the prior must be an uncond method")
+    return problems
+
+
+def _scorevae_study_problems(config: dict) -> list[str]:
+    methods = config.get("methods", {})
+    problems = []
+    for i, row in enumerate(config.get("scorevae", {}).get("rows", [])):
+        key, name = f"scorevae.rows[{i}]", row["method"]
+        if name not in methods:
+            problems.append(f"{key}.method: {name!r} is not defined under methods; defined: {', '.join(sorted(methods))}")
+            continue
+        if methods[name]["family"] not in ("scorevae", "diffdec", "vae"):
+            problems.append(f"{key}.method: {name!r} is a {methods[name]['family']} method; Table 1 rows are "
+                            "scorevae, diffdec or vae methods")
+        phases = [p["name"] for p in methods[name]["phases"]]
+        if "phase" in row and row["phase"] not in phases:
+            problems.append(f"{key}.phase: {name!r} has no phase {row['phase']!r}; its phases: {', '.join(phases)}")
     return problems
 
 

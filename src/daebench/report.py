@@ -240,6 +240,24 @@ def recon_figure(recon_dir: str | Path, table4: pd.DataFrame, n: int = 10):
     return fig
 
 
+def recon_rows_figure(original: np.ndarray, recons: list[np.ndarray], labels: list[str], n: int = 12):
+    """Originals over one row per reconstruction (NCHW in [-1, 1], same test images), labelled."""
+    import matplotlib.pyplot as plt
+
+    rows = [to_hwc01(original[:n])] + [to_hwc01(r[:n]) for r in recons]
+    names = ["original", *labels]
+    img = montage(rows)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.65 * len(rows) + 0.4))
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    h = rows[0].shape[1] + 1
+    ax.set_yticks([1 + h * i + h / 2 for i in range(len(rows))], names, fontsize=9)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------
 # training curves (MLflow)
 

@@ -1,5 +1,5 @@
 """Result tables as CSV. Table 4 of the two-phase DAE paper: one row per (dataset, method, mode);
-DBAE's Tables 1-5 and 9."""
+DBAE's Tables 1-5 and 9; ScoreVAE's Table 1."""
 from __future__ import annotations
 
 import json
@@ -166,5 +166,31 @@ def write_dbae_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.
         col, rank = BLOCKS[name]
         df = df.sort_values(col, key=lambda s: s.map(rank), kind="stable")
     df = df.reset_index(drop=True)
+    _write_csv(df, out)
+    return df
+
+
+# --- ScoreVAE's Table 1 (scorevae_variational_diffusion_autoencoder, Tables 1-2) --------------------------
+
+SCOREVAE_COLUMNS = ["l2", "lpips", "featdist_domain", "fd_domain", "psnr", "ssim", "mse"]
+
+
+def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
+    """One row per (method x beta, decoding mode); ``inputs`` are the metrics files in ``cfg['rows']`` order."""
+    if len(inputs) != len(cfg["rows"]):
+        raise ValueError(f"ScoreVAE table: {len(inputs)} metrics files for {len(cfg['rows'])} rows")
+    rows = []
+    for spec, r in zip(cfg["rows"], _read(inputs)):
+        if (r["method"], r["mode"]) != (spec["method"], spec["mode"]):
+            raise ValueError(f"ScoreVAE table: metrics of {r['method']}/{r['mode']} where "
+                             f"{spec['method']}/{spec['mode']} was expected")
+        row = {"dataset": cfg["dataset"], "label": spec["label"], "beta": spec["beta"], "method": spec["method"],
+               "phase": spec["phase"], "family": spec["family"], "mode": spec["mode"]}
+        row.update({k: r["metrics"][k] for k in SCOREVAE_COLUMNS if k in r["metrics"]})
+        row.update(nfe=r["nfe"], n_params=r.get("n_params"), n_images=r["n_images"], mlflow_run_id=r["mlflow_run_id"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    lead = ["dataset", "label", "beta", "method", "phase", "family", "mode"]
+    df = df[lead + _present(df, SCOREVAE_COLUMNS) + ["nfe", "n_params", "n_images", "mlflow_run_id"]]
     _write_csv(df, out)
     return df

@@ -70,6 +70,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         be.copy_(bm)
 
 
+def _load_carried(model: nn.Module, state: dict) -> None:
+    """Load the previous phase's weights; a child module the previous phase did not have (ScoreVAE+'s
+    corrector) keeps its fresh initialisation. Anything else missing or unexpected is an error."""
+    have = {k.split(".", 1)[0] for k in state}
+    res = model.load_state_dict(state, strict=False)
+    missing = [k for k in res.missing_keys if k.split(".", 1)[0] in have]
+    if missing or res.unexpected_keys:
+        raise RuntimeError(f"the previous phase's checkpoint does not fit this model: missing {missing[:5]}, "
+                           f"unexpected {res.unexpected_keys[:5]}")
+
+
 def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, steps: int, phase_index: int,
                 train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
                 logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
@@ -80,19 +91,27 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     ``ckpt_path``: resumable checkpoint; if it exists with the same config hash, training resumes.
     ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
     ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
+    ``loss_fn.trainable`` (optional): names of the child modules this phase trains; the others are
+    frozen (no gradients, eval mode, so a frozen network's dropout stays off).
     Returns the final checkpoint dict.
     """
     device = resolve_device(train_cfg["device"])
     model.to(device)
+    trainable = getattr(loss_fn, "trainable", None)
+    frozen = [m for name, m in model.named_children() if trainable is not None and name not in trainable]
+    for m in frozen:
+        m.requires_grad_(False)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], betas=(0.9, 0.999))
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=train_cfg["lr"], betas=(0.9, 0.999))
     # The resolved config travels in every checkpoint; a resume file from another config is ignored.
     cfg_json = json.dumps(config, sort_keys=True)
     start = 0
     if init is not None:
-        model.load_state_dict(init["model"])
-        ema.load_state_dict(init["ema"])
-        opt.load_state_dict(init["optimizer"])
+        _load_carried(model, init["model"])
+        _load_carried(ema, init["ema"])
+        # Adam's moments carry over only when this phase trains the same parameters as the last one.
+        if init.get("trainable") == (list(trainable) if trainable is not None else None):
+            opt.load_state_dict(init["optimizer"])
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         if ck.get("config_json") == cfg_json:
@@ -103,16 +122,24 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
             log.info("resumed from %s at step %d/%d", ckpt_path, start, steps)
         else:
             log.warning("ignoring %s: it was written with a different configuration", ckpt_path)
+    # A frozen network is used as evaluation will use it: with its EMA weights (the EMA then stays put).
+    ema_children = dict(ema.named_children())
+    for name, m in model.named_children():
+        if m in frozen:
+            m.load_state_dict(ema_children[name].state_dict())
     bs, seed = train_cfg["batch_size"], train_cfg["seed"]
     warmup_steps = train_cfg["warmup_examples"] / bs
     n = images.shape[0]
     model.train()
+    for m in frozen:
+        m.eval()
     sums: dict[str, float] = {}
     count, t0 = 0, time.time()
 
     def snapshot(step: int) -> dict:
         return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "config_json": cfg_json, **(extra or {})}
+                "step": step, "config_json": cfg_json, "trainable": list(trainable) if trainable is not None else None,
+                **(extra or {})}
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}", disable=not progress,
                mininterval=2.0)
@@ -157,9 +184,10 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     return final
 
 
-def phase_steps(train_cfg: dict, phases: list[dict], index: int) -> tuple[int, int]:
-    """(steps of phase ``index``, global step at its start) from the method's training length."""
-    total = train_cfg["examples"] / train_cfg["batch_size"]
+def phase_steps(train_cfg: dict, phases: list[dict], index: int, examples: int | None = None) -> tuple[int, int]:
+    """(steps of phase ``index``, global step at its start) from the method's training length
+    (``examples``, default train.examples)."""
+    total = (examples or train_cfg["examples"]) / train_cfg["batch_size"]
     bounds = np.round(np.cumsum([0.0] + [p["fraction"] for p in phases]) * total).astype(int)
     return int(bounds[index + 1] - bounds[index]), int(bounds[index])
 

@@ -1,11 +1,12 @@
 # Validation and the small functions that derive each job's inputs and config slice.
 import json
 import os
+import shlex
 import shutil
 
 from snakemake.exceptions import WorkflowError
 
-from daebench.config import ConfigError, validate
+from daebench.config import ConfigError, nets_keys, validate
 
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))
@@ -42,7 +43,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     method=r"[A-Za-z0-9_]+",
     phase=r"[A-Za-z0-9_]+",
-    mode=r"stochastic|inversion|endpoint",
+    mode=r"stochastic|inversion|endpoint|sde|ode|decoder",
     nfe=r"\d+",
     source=r"prior|ae",
     table=r"table[0-9]+",
@@ -102,22 +103,30 @@ def family(method):
     return config["methods"][method]["family"]
 
 
-def nets_slice(method):
-    # The endpoint generator exists only in DBAE: editing it must not retrain the DAEs.
-    keys = ["z_dim", "decoder", "encoder"] + (["endpoint"] if family(method) == "dbae" else [])
-    return {k: config["nets"][k] for k in keys}
-
-
 def train_slice(dataset, method, upto=None):
-    # A phase depends on its own and the earlier phases only: editing phase 2 keeps phase 1.
+    # A phase depends on its own and the earlier phases only (editing phase 2 keeps phase 1), on the
+    # nets.* blocks its family builds (config.FAMILY_NETS), and on its prior's training, if any.
     core = method_core(method)
     if upto is not None:
         core["phases"] = core["phases"][: upto + 1]
-    return {**data_slice(dataset), "method": core, "nets": nets_slice(method), "train": config["train"]}
+    out = {**data_slice(dataset), "method": core, "nets": {k: config["nets"][k] for k in nets_keys(core)},
+           "train": config["train"]}
+    if "prior" in core:
+        out["prior"] = train_slice(dataset, core["prior"])
+    return out
 
 
 def train_cfg(wildcards):
     return as_json(train_slice(wildcards.dataset, wildcards.method, phase_index(wildcards.method, wildcards.phase)))
+
+
+def prior_model(wildcards):
+    # the frozen prior a method builds on (ScoreVAE), needed by its first phase only
+    prior = config["methods"][wildcards.method].get("prior")
+    if prior is None or phase_index(wildcards.method, wildcards.phase) > 0:
+        return []
+    last = config["methods"][prior]["phases"][-1]["name"]
+    return model_path(wildcards.dataset, prior, last)
 
 
 def classifier_slice(dataset):
@@ -297,6 +306,73 @@ def dbae_table_upstream(wildcards):
     d, ds = dbae_study(), config["dataset"]
     return params_hash([d, classifier_slice(ds), config["metrics"]["weights_dir"]]
                        + [train_slice(ds, m) for m in dbae_study_methods()])
+
+
+# --- the ScoreVAE study ----------------------------------------------------------------------------
+
+
+def scorevae_study():
+    return config["scorevae"]
+
+
+def row_phase(row):
+    return row.get("phase") or config["methods"][row["method"]]["phases"][-1]["name"]
+
+
+def scorevae_modes(method):
+    # the VAE decodes in one pass; diffusion decoders by SDE and/or ODE
+    return ["decoder"] if family(method) == "vae" else scorevae_study()["modes"]
+
+
+def scorevae_rows():
+    """One entry per Table 1 row and decoding mode, in the configured order."""
+    out = []
+    for row in scorevae_study()["rows"]:
+        m = row["method"]
+        for mode in scorevae_modes(m):
+            out.append({"method": m, "phase": row_phase(row), "mode": mode, "family": family(m),
+                        "label": row.get("label") or config["methods"][m]["label"], "beta": config["methods"][m]["beta"]})
+    return out
+
+
+def scorevae_eval_slice(dataset, method, phase):
+    s = scorevae_study()
+    if family(method) == "vae":  # one decoder pass: only the choice of z matters
+        ev = {"nfe": 1, "sampler": {"latent": s["sampler"]["latent"]}}
+    else:
+        ev = {"nfe": s["nfe"], "sampler": s["sampler"]}
+    ev.update({k: s[k] for k in ("n_images", "batch_size", "seed")})
+    return {**train_slice(dataset, method, phase_index(method, phase)), "device": config["train"]["device"],
+            "eval": ev}
+
+
+def scorevae_model(wildcards):
+    return model_path(wildcards.dataset, wildcards.method, wildcards.phase)
+
+
+def scorevae_recon_files(dataset):
+    return [f"results/scorevae/recon/{dataset}/{r['method']}/{r['phase']}_{r['mode']}.npz" for r in scorevae_rows()]
+
+
+def scorevae_table_inputs(wildcards):
+    return [f"results/scorevae/metrics/{config['dataset']}/{r['method']}/{r['phase']}_{r['mode']}.json"
+            for r in scorevae_rows()]
+
+
+def scorevae_table_cfg(wildcards):
+    return as_json({"dataset": config["dataset"], "rows": scorevae_rows(), "nfe": scorevae_study()["nfe"]})
+
+
+def scorevae_table_upstream(wildcards):
+    from daebench.config import params_hash
+
+    ds = config["dataset"]
+    return params_hash([classifier_slice(ds), config["metrics"]["weights_dir"], weights_state()]
+                       + [scorevae_eval_slice(ds, r["method"], r["phase"]) for r in scorevae_rows()])
+
+
+def scorevae_grid_labels(wildcards):
+    return " ".join(shlex.quote(f"{r['label']} (beta {r['beta']:g}, {r['mode']})") for r in scorevae_rows())
 
 
 def order_pulled_artefacts():

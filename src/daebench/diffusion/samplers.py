@@ -10,6 +10,14 @@ DDIM (Song et al. 2021; two-phase DAE paper §3 "Sampling"): with eta = 0 the up
     x_s = alpha_s x0_hat(x_t, t) + sigma_s eps_hat(x_t, t)
 is the same formula whether s < t (sampling) or s > t (DDIM inversion), so inversion is the
 sampler walked along the reversed grid.
+
+Reverse VP SDE and probability-flow ODE (Song et al. 2021, eqs. 6 and 13; ScoreVAE §2.2 eq. 5 and
+eq. 9 with the conditional score): with beta(t) = -2 d log alpha_t / dt and score = -eps_hat / sigma_t,
+    SDE  dx = [-beta x / 2 - beta score] dt + sqrt(beta) dw_bar   (Euler-Maruyama, Song's "x_mean"
+         update without noise on the last step),
+    ODE  dx = [-beta x / 2 - beta score / 2] dt                   (Euler),
+walked from ts[0] down to ts[-1]; ``denoise`` then returns x0_hat(x, ts[-1]) (Tweedie's estimate,
+Song et al.'s noise removal), one more network evaluation.
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .schedules import Schedule, sigma_from_alpha
+from .schedules import Schedule, beta_of, sigma_from_alpha
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
 
@@ -76,3 +84,45 @@ def sample_ddim_inversion(model: Denoiser, x: torch.Tensor, ts: Sequence[float] 
     so that inverting then sampling with the same ``ts`` is a round trip."""
     ts = torch.as_tensor(ts, dtype=torch.float64, device=x.device)
     return sample_ddim(model, x, ts.flip(0), cond, generator, schedule=schedule, clip_x0=clip_x0)
+
+
+def _vp_drift(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Any, schedule: Schedule,
+              score_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reverse-time drift f - score_weight * g^2 * score, beta_t) at time t."""
+    b = x.shape[0]
+    beta = beta_of(schedule, t.reshape(1)).to(x.dtype)
+    sigma = sigma_from_alpha(schedule(t)).clamp_min(1e-12).to(x.dtype)
+    _, eps = model(x, t.to(x.dtype).expand(b), cond)
+    score = -eps / sigma
+    return -0.5 * beta * x - score_weight * beta * score, beta
+
+
+def _denoise(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+    return model(x, t.to(x.dtype).expand(x.shape[0]), cond)[0]
+
+
+@torch.no_grad()
+def sample_vp_sde(model: Denoiser, x: torch.Tensor, ts: Sequence[float] | torch.Tensor, cond: Any = None,
+                  generator: torch.Generator | None = None, *, schedule: Schedule, denoise: bool = True) -> torch.Tensor:
+    """Euler-Maruyama on the reverse VP SDE from ts[0] to ts[-1] (decreasing)."""
+    ts = torch.as_tensor(ts, dtype=torch.float64, device=x.device)
+    last = len(ts) - 2
+    for i, (t, s) in enumerate(itertools.pairwise(ts)):
+        dt = (t - s).to(x.dtype)  # > 0: time runs backwards
+        drift, beta = _vp_drift(model, x, t, cond, schedule, 1.0)
+        x = x - drift * dt
+        if i < last:
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            x = x + (beta * dt).sqrt() * noise
+    return _denoise(model, x, ts[-1], cond) if denoise else x
+
+
+@torch.no_grad()
+def sample_vp_ode(model: Denoiser, x: torch.Tensor, ts: Sequence[float] | torch.Tensor, cond: Any = None,
+                  generator: torch.Generator | None = None, *, schedule: Schedule, denoise: bool = True) -> torch.Tensor:
+    """Euler steps of the probability-flow ODE from ts[0] to ts[-1] (deterministic given x)."""
+    ts = torch.as_tensor(ts, dtype=torch.float64, device=x.device)
+    for t, s in itertools.pairwise(ts):
+        drift, _ = _vp_drift(model, x, t, cond, schedule, 0.5)
+        x = x - drift * (t - s).to(x.dtype)
+    return _denoise(model, x, ts[-1], cond) if denoise else x

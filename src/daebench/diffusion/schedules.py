@@ -11,6 +11,13 @@ References (two-phase DAE paper, `dae_two_phase_training`, §3 "Noise schedules"
 - inverted (Hudson et al., as reconstructed in supp. §9): alpha_t = sqrt((2 / pi) arccos(sqrt t)).
 - constant-beta (DiffAE's latent DDIM, beta = 0.008 over K = 1000 steps; DBAE App. C Table 7):
   alpha_{t_k} = sqrt((1 - beta)^k), extended to continuous t as alpha_t = (1 - beta)^(K t / 2).
+- vp-linear (the continuous VP SDE of Song et al. 2021, eq. 11, beta(t) = beta_min + t (beta_max -
+  beta_min) with beta in [0.1, 20]; ScoreVAE App. B.1): log alpha_t = -t^2 (beta_max - beta_min) / 4
+  - t beta_min / 2, the mean coefficient of the perturbation kernel p(x_t | x_0).
+
+The VP SDE dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw of any schedule has beta(t) = -2 d log alpha_t / dt
+(``beta_of``); the log-SNR lambda_t = log(alpha_t^2 / sigma_t^2) is monotone decreasing in t, which
+``t_of_log_snr`` inverts by bisection.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import torch
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
 
-SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted", "constant_beta")
+SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted", "constant_beta", "vp_linear")
 
 
 def sigma_from_alpha(alpha: torch.Tensor) -> torch.Tensor:
@@ -69,6 +76,38 @@ def constant_beta(t: torch.Tensor, beta: float = 0.008, num_steps: int = 1000) -
     return torch.exp(0.5 * num_steps * t64 * math.log1p(-beta)).to(t.dtype)
 
 
+def vp_linear(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
+    t64 = t.double()
+    return torch.exp(-0.25 * t64.square() * (beta_max - beta_min) - 0.5 * t64 * beta_min).to(t.dtype)
+
+
+def beta_of(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    """beta(t) = -2 d log alpha_t / dt, by autograd through the schedule (float64). Evaluated just
+    inside (0, 1): the schedules clamp t to [0, 1], and a clamp has zero gradient on its bounds."""
+    with torch.enable_grad():
+        tt = t.detach().double().clamp(1e-9, 1 - 1e-9).requires_grad_(True)
+        (grad,) = torch.autograd.grad(schedule(tt).log().sum(), tt)
+    return (-2.0 * grad).to(t.dtype)
+
+
+def log_snr(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    a2 = schedule(t.double()).square()
+    return torch.log(a2) - torch.log1p(-a2)
+
+
+def t_of_log_snr(schedule: Schedule, lam: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """The t in [0, 1] with log_snr(t) = lam (bisection; lambda_t decreases in t)."""
+    lo = torch.zeros_like(lam, dtype=torch.float64)
+    hi = torch.ones_like(lam, dtype=torch.float64)
+    lam = lam.double()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = log_snr(schedule, mid) > lam  # still too little noise: the root lies later
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return 0.5 * (lo + hi)
+
+
 def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -> Schedule:
     """Explicit factory: ``name`` in SCHEDULES; ``scale`` is S for the shifted cosine family."""
     if name == "linear_beta":
@@ -83,6 +122,8 @@ def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -
         return inverted
     if name == "constant_beta":
         return partial(constant_beta, num_steps=num_steps)
+    if name == "vp_linear":
+        return vp_linear
     raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "SSIM_SIGMA",
     "SSIM_TRUNCATE",
     "SSIM_WIN_SIZE",
+    "l2",
     "mse",
     "psnr",
     "ssim",
@@ -80,6 +81,14 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_pair(x, y)
     d = to_unit_range(x) - to_unit_range(y)
     return d.pow(2).flatten(1).mean(dim=1)
+
+
+def l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance ||x - y||_2 per image on [0, 1] images (ScoreVAE Tables 1-2's "L_2", our
+    reading: the per-image norm, not its square, averaged by the caller). Returns shape [B]."""
+    _check_pair(x, y)
+    d = to_unit_range(x) - to_unit_range(y)
+    return d.pow(2).flatten(1).sum(dim=1).sqrt()
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,8 @@ def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, nf
     seconds = time.time() - t0
     recon = torch.cat(out).numpy().astype(np.float32)
     return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels,
-            "seconds": seconds, "nfe": fam.diffusion_nfe(cost), "cost": cost}
+            "seconds": seconds, "nfe": fam.diffusion_nfe(cost), "cost": cost,
+            "n_params": sum(p.numel() for p in model.parameters())}
 
 
 def to_hwc01(x: np.ndarray) -> np.ndarray:

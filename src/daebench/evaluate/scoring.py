@@ -1,5 +1,5 @@
 """Score a reconstruction file with the fixed metric protocol (DESIGN.md "Metric protocol"):
-PSNR/SSIM/MSE always; LPIPS and FID (tf, cf) when the pretrained weights are in weights_dir;
+PSNR/SSIM/MSE/L2 always; LPIPS and FID (tf, cf) when the pretrained weights are in weights_dir;
 the domain-feature metrics (own column names, never labelled FID/LPIPS) always, so runs with
 and without the weights stay comparable with each other."""
 from __future__ import annotations
@@ -25,6 +25,7 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
         "psnr": float(metrics.psnr(x, y).mean()),
         "ssim": float(metrics.ssim(x, y).mean()),
         "mse": float(metrics.mse(x, y).mean()),
+        "l2": float(metrics.l2(x, y).mean()),
     }
     have = weights.available(weights_dir)
     notes = {}
@@ -51,4 +52,5 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
             "ddim_steps": meta["ddim_steps"], "nfe": meta["nfe"],
             "cost": {k: meta[k] for k in ("nfe_encoder", "nfe_endpoint", "nfe_decode") if k in meta},
             "reconstruct_seconds": meta["seconds"], "reconstruct_run_id": meta["mlflow_run_id"],
+            "n_params": meta.get("n_params"),
             "not_computed": notes, "protocol": features.protocol_info(weights_dir)}

@@ -92,19 +92,25 @@ class UNet(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Semantic encoder E(x) -> z: the downsampling half of the U-Net (no time input), pooled
-    to a 1-D code, as in DiffAE."""
+    """Semantic encoder E(x) -> z: the downsampling half of the U-Net, pooled to a 1-D code, as in
+    DiffAE. ``time_conditioned``: every ResBlock also takes the time embedding, giving ScoreVAE's
+    time-dependent encoder e_phi(x_t, t) (ScoreVAE §3.4, App. B.1: the DDPM U-Net without its
+    upsampling half and skips)."""
 
     def __init__(self, in_channels: int, image_size: int, z_dim: int, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 attention_resolutions: Sequence[int] = ()):
+                 attention_resolutions: Sequence[int] = (), time_conditioned: bool = False):
         super().__init__()
         ch = model_channels
+        self.model_channels = ch
+        emb_dim = 4 * ch if time_conditioned else None
+        self.time_mlp = (nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                         if time_conditioned else None)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 3, padding=1)]
         res_now, cur = image_size, ch
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers.append(ResBlock(cur, mult * ch))
+                layers.append(ResBlock(cur, mult * ch, emb_dim))
                 cur = mult * ch
                 if res_now in attention_resolutions:
                     layers.append(Attention(cur))
@@ -115,12 +121,49 @@ class Encoder(nn.Module):
         self.norm = group_norm(cur)
         self.head = nn.Linear(cur, z_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.model_channels)) if self.time_mlp is not None else None
         h = x
         for layer in self.body:
-            h = layer(h)
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         h = F.silu(self.norm(h)).mean(dim=(2, 3))
         return self.head(h)
+
+
+class MirrorDecoder(nn.Module):
+    """The beta-VAE's decoder z -> x: the Encoder's layers in reverse (ScoreVAE App. B.2, "a mirror
+    decoder with symmetric architecture"): Linear to the coarsest feature map, then per level
+    (coarse to fine) ResBlocks, attention where the encoder has it, nearest x2 upsampling + conv."""
+
+    def __init__(self, z_dim: int, out_channels: int, image_size: int, model_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
+                 attention_resolutions: Sequence[int] = ()):
+        super().__init__()
+        ch = model_channels
+        levels = len(channel_mult)
+        self.res = image_size // 2 ** (levels - 1)
+        if self.res * 2 ** (levels - 1) != image_size:
+            raise ValueError(f"MirrorDecoder: image size {image_size} is not divisible by 2^{levels - 1}")
+        cur = channel_mult[-1] * ch
+        self.start = cur
+        self.fc = nn.Linear(z_dim, cur * self.res**2)
+        layers: list[nn.Module] = []
+        res_now = self.res
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(cur, mult * ch))
+                cur = mult * ch
+                if res_now in attention_resolutions:
+                    layers.append(Attention(cur))
+            if level != 0:
+                layers.append(Upsample(cur))
+                res_now *= 2
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Sequential(group_norm(cur), nn.SiLU(), nn.Conv2d(cur, out_channels, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], self.start, self.res, self.res)
+        return self.out(self.body(h))
 
 
 class EndpointDecoder(nn.Module):

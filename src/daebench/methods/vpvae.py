@@ -1,0 +1,117 @@
+"""Pieces shared by the ScoreVAE study's families (scorevae, diffdec, vae; `scorevae_variational_diffusion_autoencoder`
+§2-3, App. A.1; release details in DESIGN.md).
+
+Gaussian encoder: the network outputs (mu, log sigma^2) of q(z | x) = N(mu, sigma^2 I), as in the release;
+KL(q || N(0, I)) = -1/2 sum_k (1 + log sigma_k^2 - mu_k^2 - sigma_k^2), summed over the latent dimensions.
+
+Denoising score matching in eps-space. With x_t = alpha_t x_0 + sigma_t eps, grad log p(x_t | x_0) =
+-eps / sigma_t and a model score s = -eps_hat / sigma_t, the weighted DSM term of §3.5 is
+    1/2 lambda(t) ||grad log p(x_t | x_0) - s||^2 = 1/2 (lambda(t) / sigma_t^2) ||eps_hat - eps||^2,
+summed over pixels (the same units as the KL, so beta means what it means in the paper):
+  "simple"     lambda = sigma_t^2 (App. B.1's prior objective): t ~ U(t_min, 1), weight 1/2.
+  "likelihood" lambda = g(t)^2 = beta(t) (§3.5, Song et al. 2021): the weight beta(t) / sigma_t^2 makes
+               plain t ~ U(t_min, 1) very noisy near t = 0, so t is importance-sampled with density
+               proportional to it. Since d/dt log(sigma_t^2 / alpha_t^2) = beta(t) / sigma_t^2, that density
+               is uniform in the log-SNR lambda_t, and the unbiased per-example weight is the constant
+               1/2 (lambda(t_min) - lambda(1)).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..diffusion.samplers import sample_vp_ode, sample_vp_sde, time_grid
+from ..diffusion.schedules import Schedule, get_schedule, log_snr, sigma_from_alpha, t_of_log_snr
+
+WEIGHTINGS = ("simple", "likelihood")
+LATENTS = ("sample", "mean")
+MODES = ("sde", "ode")
+SAMPLERS = {"sde": sample_vp_sde, "ode": sample_vp_ode}
+T_MIN_TRAIN = 1e-5  # the release's eps: t ~ U(eps, 1)
+
+
+def schedule_of(method: dict) -> Schedule:
+    """The VP SDE: the schedule of the method's last phase that names one."""
+    for phase in reversed(method["phases"]):
+        if phase.get("schedule"):
+            return get_schedule(phase["schedule"]["name"], phase["schedule"].get("scale"))
+    raise ValueError("a VP-diffusion method needs a phase with a schedule (e.g. {name: vp_linear})")
+
+
+def posterior(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output [B, 2d] -> (mu, log sigma^2); the clamp only guards exp() against overflow."""
+    mu, logvar = h.chunk(2, dim=1)
+    return mu, logvar.clamp(-30.0, 20.0)
+
+
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(1)
+
+
+def sample_z(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+
+
+def latent(mu: torch.Tensor, logvar: torch.Tensor, how: str, generator: torch.Generator) -> torch.Tensor:
+    """The code used to reconstruct: a sample of q(z | x_0) (ScoreVAE Fig. 1) or its mean."""
+    if how not in LATENTS:
+        raise ValueError(f"unknown latent choice {how!r}; known: {', '.join(LATENTS)}")
+    return sample_z(mu, logvar, generator) if how == "sample" else mu
+
+
+def sample_t(weighting: str, schedule: Schedule, b: int, generator: torch.Generator,
+             t_min: float = T_MIN_TRAIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t [B], weight [B]) so that weight * ||eps_hat - eps||^2 estimates the DSM term (module header)."""
+    u = torch.rand(b, generator=generator, dtype=torch.float64)
+    if weighting == "simple":
+        return t_min + (1 - t_min) * u, torch.full((b,), 0.5, dtype=torch.float64)
+    if weighting == "likelihood":
+        ends = log_snr(schedule, torch.tensor([t_min, 1.0], dtype=torch.float64))
+        lam = ends[0] + (ends[1] - ends[0]) * u
+        return t_of_log_snr(schedule, lam), torch.full((b,), 0.5 * float(ends[0] - ends[1]), dtype=torch.float64)
+    raise ValueError(f"unknown DSM weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
+
+
+def perturb(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, alpha_t, sigma_t) of the perturbation kernel, alpha/sigma shaped to broadcast over x."""
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    alpha = schedule(t).to(x0.dtype).view(shape)
+    sigma = sigma_from_alpha(alpha)
+    return alpha * x0 + sigma * eps, alpha, sigma
+
+
+def dsm(eps_hat: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return weight.to(eps.device, torch.float32) * (eps_hat - eps).float().square().flatten(1).sum(1)
+
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def as_denoiser(eps_fn: EpsFn, schedule: Schedule):
+    """eps_hat(x_t, t, z) -> the samplers' denoiser (x0_hat, eps_hat)."""
+
+    def fn(x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor):
+        alpha = schedule(t.double()).to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+        eps = eps_fn(x_t, t, z)
+        return (x_t - sigma_from_alpha(alpha) * eps) / alpha.clamp_min(1e-5), eps
+
+    return fn
+
+
+def decode(eps_fn: EpsFn, schedule: Schedule, z: torch.Tensor, shape: tuple, mode: str, nfe: int,
+           generator: torch.Generator, sampler: dict) -> torch.Tensor:
+    """x ~ p(x | z) by the conditional reverse SDE or the probability-flow ODE from x_1 ~ N(0, I)."""
+    if mode not in SAMPLERS:
+        raise ValueError(f"unknown decoding mode {mode!r}; known: {', '.join(SAMPLERS)}")
+    x_T = torch.randn(shape, generator=generator).to(z.device)
+    ts = time_grid(nfe, t_max=1.0, t_min=sampler.get("t_min", 1e-3), device=z.device)
+    return SAMPLERS[mode](as_denoiser(eps_fn, schedule), x_T, ts, z, generator, schedule=schedule,
+                          denoise=sampler.get("denoise", True))
+
+
+def cost(family: str, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
+    if mode not in MODES:
+        raise ValueError(f"unknown reconstruction mode {mode!r} for {family}; known: {', '.join(MODES)}")
+    return {"nfe_encoder": 1, "nfe_endpoint": 0, "nfe_decode": nfe + int(sampler.get("denoise", True))}

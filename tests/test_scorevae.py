@@ -1,0 +1,240 @@
+"""ScoreVAE study: the VP SDE's closed forms, the Bayes-rule conditional score, the samplers on a
+Gaussian model whose conditional is known, the DSM weighting, and the phase mechanics (frozen prior,
+frozen encoder, corrector starting from ScoreVAE)."""
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from daebench.diffusion.samplers import sample_vp_ode, sample_vp_sde, time_grid
+from daebench.diffusion.schedules import beta_of, log_snr, sigma_from_alpha, t_of_log_snr, vp_linear
+from daebench.evaluate import metrics
+from daebench.methods import diffdec, get_family, scorevae, vae, vpvae
+from daebench.train import train_phase
+
+
+@pytest.fixture(autouse=True)
+def float64(request):
+    """Closed-form comparisons run in float64; the training tests (marked float32) in torch's default."""
+    if request.node.get_closest_marker("float32"):
+        yield
+        return
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+# --- the VP SDE -----------------------------------------------------------------------------------------
+
+def test_vp_linear_beta_and_log_snr_closed_forms():
+    t = torch.linspace(0.01, 1.0, 50)
+    assert torch.allclose(beta_of(vp_linear, t), 0.1 + 19.9 * t, atol=1e-9)
+    a2 = torch.exp(-0.5 * t**2 * 19.9 - t * 0.1)
+    assert torch.allclose(log_snr(vp_linear, t), torch.log(a2 / (1 - a2)), atol=1e-9)
+    assert torch.allclose(t_of_log_snr(vp_linear, log_snr(vp_linear, t)), t, atol=1e-9)
+
+
+@pytest.mark.parametrize("t_end", [0.1, 0.5, 1.0])
+def test_vp_perturbation_kernel_has_the_closed_form_moments(t_end):
+    """Simulate dx = -beta x / 2 dt + sqrt(beta) dw from fixed x_0: mean alpha_t x_0, variance sigma_t^2."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([-1.0, 0.0, 0.7])
+    x = x0.repeat(20_000, 1)
+    ts = torch.linspace(0, t_end, 501)
+    for s, t in itertools.pairwise(ts):
+        beta = 0.1 + 19.9 * s
+        x = x - 0.5 * beta * x * (t - s) + (beta * (t - s)).sqrt() * torch.randn(x.shape, generator=g)
+    alpha = vp_linear(torch.tensor(t_end))
+    # 3.5 standard errors of 20,000 samples
+    assert torch.allclose(x.mean(0), alpha * x0, atol=0.025)
+    assert torch.allclose(x.var(0), (1 - alpha**2).expand(3), rtol=0.035, atol=2e-3)
+
+
+def test_likelihood_weighting_is_an_unbiased_importance_sampler():
+    """E[w(t) f(t)] under vpvae.sample_t equals 1/2 int beta(t)/sigma_t^2 f(t) dt (paper §3.5 with g^2 = beta)."""
+    f = lambda t: torch.cos(3 * t) + 2
+    t, w = vpvae.sample_t("likelihood", vp_linear, 400_000, torch.Generator().manual_seed(0), t_min=1e-3)
+    mc = (w * f(t)).mean()
+    grid = torch.logspace(-3, 0, 200_001)
+    integrand = beta_of(vp_linear, grid) / sigma_from_alpha(vp_linear(grid)).square() * f(grid)
+    exact = 0.5 * torch.trapezoid(integrand, grid)
+    assert abs(mc - exact) / exact < 0.01
+    t, w = vpvae.sample_t("simple", vp_linear, 10, torch.Generator().manual_seed(0))
+    assert (w == 0.5).all() and (t >= 1e-5).all()
+
+
+# --- a Gaussian model whose every score is known ----------------------------------------------------------
+# x_0 ~ N(0, s^2 I) in D dims, z | x_0 ~ N(a x_0, tau^2 I) coordinate-wise, so (x_t, z) is jointly Gaussian.
+S, A, TAU, D = 0.8, 1.5, 0.4, 3
+
+
+def moments(t):
+    alpha = vp_linear(t)
+    var_x = alpha**2 * S**2 + 1 - alpha**2
+    cov = A * alpha * S**2
+    var_z = A**2 * S**2 + TAU**2
+    return alpha, var_x, cov, var_z
+
+
+class ExactPrior(nn.Module):
+    """eps_theta(x_t, t) of N(0, s^2 I) data: sigma_t x_t / (alpha_t^2 s^2 + sigma_t^2)."""
+
+    def forward(self, x, t, z=None):
+        alpha, var_x, _, _ = moments(t.view(-1, 1))
+        return sigma_from_alpha(alpha) * x / var_x
+
+
+class ExactEncoder(nn.Module):
+    """[mu, log var] of p_t(z | x_t); ``c`` adds an x-dependent log-variance c * x_t."""
+
+    def __init__(self, c=0.0):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x, t):
+        _alpha, var_x, cov, var_z = moments(t.view(-1, 1))
+        return torch.cat([cov / var_x * x, torch.log(var_z - cov**2 / var_x).expand_as(x) + self.c * x], 1)
+
+
+class Model(nn.Module):
+    def __init__(self, c=0.0):
+        super().__init__()
+        self.prior, self.encoder, self.corrector, self.schedule = ExactPrior(), ExactEncoder(c), None, vp_linear
+
+
+def test_autograd_encoder_score_matches_the_closed_form():
+    g = torch.Generator().manual_seed(1)
+    x, z, t = torch.randn(5, D, generator=g), torch.randn(5, D, generator=g), torch.rand(5, generator=g)
+    _alpha, var_x, cov, var_z = moments(t.view(-1, 1))
+    k, v0 = cov / var_x, var_z - cov**2 / var_x
+    assert torch.allclose(scorevae.encoder_score(ExactEncoder(), x, t, z), k * (z - k * x) / v0, atol=1e-10)
+    # with an x-dependent variance v = v0 exp(c x), "full" also differentiates -1/2 log v; "release" does not
+    c = 0.3
+    v = v0 * torch.exp(c * x)
+    quad = k * (z - k * x) / v + 0.5 * c * (z - k * x) ** 2 / v
+    assert torch.allclose(scorevae.encoder_score(ExactEncoder(c), x, t, z, log_q="full"), quad - 0.5 * c, atol=1e-10)
+    assert torch.allclose(scorevae.encoder_score(ExactEncoder(c), x, t, z, log_q="release"), quad, atol=1e-10)
+
+
+def test_bayes_rule_conditional_score_equals_the_joint_gaussian_score():
+    g = torch.Generator().manual_seed(2)
+    x, z, t = torch.randn(6, D, generator=g), torch.randn(6, D, generator=g), 0.02 + 0.98 * torch.rand(6, generator=g)
+    alpha, var_x, cov, var_z = moments(t.view(-1, 1))
+    # p(x_t | z) = N(cov / var_z z, var_x - cov^2 / var_z)
+    score = -(x - cov / var_z * z) / (var_x - cov**2 / var_z)
+    eps = scorevae.conditional_eps(Model(), x, t, z, log_q="full", corrector=True)
+    assert torch.allclose(-eps / sigma_from_alpha(alpha), score, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler", [sample_vp_sde, sample_vp_ode])
+def test_samplers_draw_the_known_conditional(sampler):
+    """x_0 | z = N(a s^2 z / var_z, s^2 - a^2 s^4 / var_z): both solvers, with the Bayes-rule score."""
+    model = Model()
+    z = torch.full((4_000, D), 0.9)
+    eps_fn = lambda x, t, zz: scorevae.conditional_eps(model, x, t, zz, log_q="full", corrector=False)
+    x1 = torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
+    out = sampler(vpvae.as_denoiser(eps_fn, vp_linear), x1, time_grid(300, t_min=1e-3), z,
+                  torch.Generator().manual_seed(4), schedule=vp_linear)
+    var_z = A**2 * S**2 + TAU**2
+    mean, var = A * S**2 * 0.9 / var_z, S**2 - A**2 * S**4 / var_z
+    assert torch.allclose(out.mean(0), torch.full((D,), mean), atol=0.025)  # ~3.5 standard errors
+    assert torch.allclose(out.var(0), torch.full((D,), var), rtol=0.08)
+
+
+# --- objectives and phases --------------------------------------------------------------------------------
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    assert torch.allclose(vpvae.kl_standard_normal(mu, logvar), ref)
+
+
+def test_l2_metric_is_the_per_image_euclidean_norm_in_unit_range():
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.rand(3, 1, 16, 16, generator=g) * 2 - 1, torch.rand(3, 1, 16, 16, generator=g) * 2 - 1
+    ref = torch.linalg.vector_norm(((x + 1) / 2 - (y + 1) / 2).flatten(1), dim=1)
+    assert torch.allclose(metrics.l2(x, y), ref)
+
+
+SMALL = {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": []}
+PRIOR_CFG = {"nets": {"decoder": {**SMALL, "dropout": 0.5}},
+             "method": {"family": "uncond", "phases": [{"name": "main", "fraction": 1.0,
+                                                        "schedule": {"name": "vp_linear"}}]}}
+
+
+def scorevae_cfg(phases):
+    return {"nets": {"z_dim": 4, "encoder": SMALL, "corrector": {**SMALL, "dropout": 0.0}}, "prior": PRIOR_CFG,
+            "method": {"family": "scorevae", "prior": "p", "beta": 0.01, "weighting": "likelihood", "log_q": "full",
+                       "phases": phases}}
+
+
+def run_phase(model, loss, tmp_path, name, init=None, steps=3):
+    train_cfg = {"batch_size": 8, "lr": 1e-3, "warmup_examples": 0, "ema_decay": 0.9, "checkpoint_every": 100,
+                 "log_every": 100, "seed": 0, "device": "cpu"}
+    x = torch.rand(16, 1, 8, 8, dtype=torch.float32) * 2 - 1
+    return train_phase(model, loss, x, steps=steps, phase_index=0, train_cfg=train_cfg, ckpt_path=tmp_path / f"{name}.r",
+                       out_path=tmp_path / f"{name}.pt", config={"name": name}, init=init, progress=False)
+
+
+@pytest.mark.float32
+def test_phases_freeze_the_prior_then_the_encoder_and_the_corrector_starts_at_scorevae(tmp_path):
+    phases = [{"name": "encoder", "train": "encoder", "fraction": 0.5},
+              {"name": "corrector", "train": "corrector", "fraction": 0.5}]
+    torch.manual_seed(0)
+    prior = get_family("uncond").build(PRIOR_CFG, 1, 8)
+    prior_ckpt = run_phase(prior, get_family("uncond").phase_loss(PRIOR_CFG["method"], PRIOR_CFG["method"]["phases"][0]),
+                           tmp_path, "prior")
+    cfg1 = scorevae_cfg(phases[:1])
+    m1 = scorevae.build(cfg1, 1, 8)
+    assert m1.corrector is None  # the encoder phase's checkpoint is plain ScoreVAE
+    scorevae.load_prior(m1, prior_ckpt)
+    ck1 = run_phase(m1, scorevae.phase_loss(cfg1["method"], phases[0]), tmp_path, "enc")
+    for k, v in prior_ckpt["ema"].items():
+        assert torch.equal(ck1["model"][f"prior.{k}"], v) and torch.equal(ck1["ema"][f"prior.{k}"], v), k
+    cfg2 = scorevae_cfg(phases)
+    m2 = scorevae.build(cfg2, 1, 8)
+    ck2 = run_phase(m2, scorevae.phase_loss(cfg2["method"], phases[1]), tmp_path, "corr", init=ck1)
+    enc = {k: v for k, v in ck1["ema"].items() if k.startswith("encoder.")}
+    for k, v in enc.items():  # the frozen encoder is the EMA encoder ScoreVAE is evaluated with
+        assert torch.equal(ck2["model"][k], v) and torch.equal(ck2["ema"][k], v), k
+    assert any(not torch.equal(v, 0 * v) for k, v in ck2["model"].items() if k.startswith("corrector.out"))
+    # an untrained corrector (zero output layer) reproduces ScoreVAE exactly
+    fresh = scorevae.build(cfg2, 1, 8)
+    fresh.load_state_dict({**ck1["ema"], **{k: v for k, v in fresh.state_dict().items() if k.startswith("corr")}})
+    plain = scorevae.build(cfg1, 1, 8)
+    plain.load_state_dict(ck1["ema"])
+    x, t, z = torch.randn(2, 1, 8, 8), torch.rand(2), torch.randn(2, 4)
+    a = scorevae.conditional_eps(fresh.eval(), x, t, z, log_q="full", corrector=True)
+    b = scorevae.conditional_eps(plain.eval(), x, t, z, log_q="full", corrector=True)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.float32
+def test_baseline_losses_have_named_unreduced_terms():
+    nets = {"z_dim": 4, "encoder": SMALL, "decoder": {**SMALL, "dropout": 0.0}}
+    method = {"family": "diffdec", "beta": 0.01, "weighting": "simple",
+              "phases": [{"name": "main", "fraction": 1.0, "schedule": {"name": "vp_linear"}}]}
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    terms = diffdec.phase_loss(method, method["phases"][0])(diffdec.build({"nets": nets}, 1, 8), x, g)
+    assert set(terms) == {"dsm", "kl"} and all(v.shape == (5,) for v in terms.values())
+    method0 = {**method, "beta": 0.0}
+    assert set(diffdec.phase_loss(method0, method["phases"][0])(diffdec.build({"nets": nets}, 1, 8), x, g)) == {"dsm"}
+    terms = vae.phase_loss({"beta": 0.01}, {})(vae.build({"nets": nets}, 1, 8), x, g)
+    assert set(terms) == {"recon", "kl"} and terms["recon"].shape == (5,)
+    with pytest.raises(ValueError, match="known: sde, ode"):
+        diffdec.cost(method, "inversion", 10, {})
+
+
+def test_unknown_weighting_and_phase_role_name_the_choices():
+    with pytest.raises(ValueError, match="known: simple, likelihood"):
+        vpvae.sample_t("uniform", vp_linear, 4, torch.Generator())
+    with pytest.raises(ValueError, match="train: one of encoder, corrector"):
+        scorevae.phase_loss({"beta": 0.0, "weighting": "simple", "log_q": "full"}, {"name": "x"})
+    assert math.isfinite(float(log_snr(vp_linear, torch.tensor(1.0))))
