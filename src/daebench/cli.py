@@ -72,6 +72,9 @@ def cmd_train(a) -> None:
     model = fam.build(cfg, c, h)
     steps, offset = phase_steps(cfg["train"], phases, i, method.get("examples"))
     init = load_checkpoint(Path(a.init)) if a.init else None
+    if "prior" in method and i == 0 and not a.prior:
+        raise SystemExit(f"method {a.method} builds on the frozen prior {method['prior']!r}: pass its checkpoint "
+                         "with --prior (Snakemake does this for you)")
     if a.prior:  # a pretrained network this method builds on (ScoreVAE's unconditional diffusion model)
         fam.load_prior(model, load_checkpoint(Path(a.prior)))
     out = Path(a.out)

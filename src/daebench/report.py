@@ -224,20 +224,24 @@ def recon_figure(recon_dir: str | Path, table4: pd.DataFrame, n: int = 10):
             ax.set_axis_off()
             continue
         names = ["original", *[m for m in MODES if m in grid]]
-        img = montage([grid[k] for k in names])
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        h = grid["original"].shape[1] + 1
         ticks = []
         for name in names:
             row = t4[(t4["method"] == method) & (t4["dataset"] == dataset) & (t4["mode"] == name)]
             extra = f"\nPSNR {row['psnr'].iloc[0]:.2f} dB" if not row.empty and "psnr" in row else ""
             ticks.append(name + extra)
-        ax.set_yticks([1 + h * i + h / 2 for i in range(len(names))], ticks, fontsize=9)
-        ax.set_xticks([])
-        for side in ax.spines.values():
-            side.set_visible(False)
+        _show_rows(ax, [grid[k] for k in names], ticks)
     fig.tight_layout()
     return fig
+
+
+def _show_rows(ax, rows: list[np.ndarray], labels: list[str]) -> None:
+    """Rows of NHWC [0, 1] images as one montage, each row labelled on the y axis."""
+    ax.imshow(montage(rows), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    h = rows[0].shape[1] + 1
+    ax.set_yticks([1 + h * i + h / 2 for i in range(len(rows))], labels, fontsize=9)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
 
 
 def recon_rows_figure(original: np.ndarray, recons: list[np.ndarray], labels: list[str], n: int = 12):
@@ -245,15 +249,8 @@ def recon_rows_figure(original: np.ndarray, recons: list[np.ndarray], labels: li
     import matplotlib.pyplot as plt
 
     rows = [to_hwc01(original[:n])] + [to_hwc01(r[:n]) for r in recons]
-    names = ["original", *labels]
-    img = montage(rows)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.65 * len(rows) + 0.4))
-    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    h = rows[0].shape[1] + 1
-    ax.set_yticks([1 + h * i + h / 2 for i in range(len(rows))], names, fontsize=9)
-    ax.set_xticks([])
-    for side in ax.spines.values():
-        side.set_visible(False)
+    _show_rows(ax, rows, ["original", *labels])
     fig.tight_layout()
     return fig
 

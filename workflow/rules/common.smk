@@ -120,6 +120,14 @@ def train_cfg(wildcards):
     return as_json(train_slice(wildcards.dataset, wildcards.method, phase_index(wildcards.method, wildcards.phase)))
 
 
+def train_priority(wildcards):
+    # Start long chains first: a model other trainings wait on (an early phase, a prior) is scheduled
+    # before leaf trainings, so the chain prior -> encoder -> corrector is not left for last.
+    methods = config["methods"]
+    later = len(methods[wildcards.method]["phases"]) - 1 - phase_index(wildcards.method, wildcards.phase)
+    return later + sum(len(m["phases"]) for m in methods.values() if m.get("prior") == wildcards.method)
+
+
 def prior_model(wildcards):
     # the frozen prior a method builds on (ScoreVAE), needed by its first phase only
     prior = config["methods"][wildcards.method].get("prior")

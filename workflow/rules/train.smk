@@ -19,6 +19,7 @@ rule train_phase:
         data=lambda w: data_dir(w.dataset),
         ckpt=lambda w: f"resources/checkpoints/{w.dataset}/{w.method}",
     threads: TORCH_THREADS
+    priority: train_priority
     resources:
         gpu=GPU,
     conda:
