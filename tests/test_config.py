@@ -76,6 +76,8 @@ def test_schema_documents_every_top_level_key():
      "methods.diffdec.weighting: 'uniform' is not allowed; allowed values: simple, likelihood"),
     (lambda c: c["methods"]["vae"].update(prior="score_prior"),
      "methods.vae.prior: a vae method has no such key (it belongs to scorevae)"),
+    (lambda c: c["methods"]["dae_baseline"].update(beta=0.1),
+     "methods.dae_baseline.beta: a dae method has no such key (it belongs to diffdec, scorevae, vae)"),
     (lambda c: c["methods"]["score_prior"]["phases"][0].pop("schedule"), "methods.score_prior.phases: family uncond needs a phase with a schedule"),
     (lambda c: c["scorevae"]["rows"].append({"method": "dae_baseline"}),
      "scorevae.rows[5].method: 'dae_baseline' is a dae method; Table 1 rows are scorevae, diffdec or vae methods"),

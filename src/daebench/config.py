@@ -106,13 +106,9 @@ def _semantic_problems(config: dict) -> list[str]:
         if abs(total - 1.0) > 1e-6:
             problems.append(f"methods.{name}.phases: fractions must sum to 1, got {total:g}")
         fam = m["family"]
-        for other, keys in FAMILY_KEYS.items():
-            for key in sorted(keys - FAMILY_KEYS[fam]):
-                if key in m and other != fam:
-                    owners = sorted(f for f, k in FAMILY_KEYS.items() if key in k)
-                    problems.append(f"methods.{name}.{key}: a {fam} method has no such key (it belongs to "
-                                    f"{', '.join(owners)})")
-                    break
+        for key in sorted((set().union(*FAMILY_KEYS.values()) - FAMILY_KEYS[fam]) & set(m)):
+            owners = sorted(f for f, k in FAMILY_KEYS.items() if key in k)
+            problems.append(f"methods.{name}.{key}: a {fam} method has no such key (it belongs to {', '.join(owners)})")
         if fam == "dbae":
             problems += _dbae_problems(name, m)
             continue
