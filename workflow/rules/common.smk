@@ -141,14 +141,27 @@ def classifier_slice(dataset):
     return {**data_slice(dataset), "classifier": config["metrics"]["classifier"]}
 
 
+def recon_slice(dataset, method, ev, upto=None):
+    # a reconstruction job: the model it reads (as trained up to phase ``upto``) and its eval settings
+    return {**train_slice(dataset, method, upto), "device": config["train"]["device"], "eval": ev}
+
+
 def eval_slice(dataset, method):
     t4 = config["table4"]
-    return {**train_slice(dataset, method), "device": config["train"]["device"],
-            "eval": {k: t4[k] for k in ("ddim_steps", "clip_x0", "n_images", "batch_size", "seed")}}
+    return recon_slice(dataset, method, {k: t4[k] for k in ("ddim_steps", "clip_x0", "n_images", "batch_size", "seed")})
 
 
 def reconstruct_cfg(wildcards):
     return as_json(eval_slice(wildcards.dataset, wildcards.method))
+
+
+def metrics_slice(dataset):
+    # what every scoring job reads besides its input files: the pretrained weights present
+    return {"dataset": dataset, "weights_dir": config["metrics"]["weights_dir"], "weights": weights_state()}
+
+
+def metrics_cfg(wildcards):
+    return as_json(metrics_slice(wildcards.dataset))
 
 
 def metrics_upstream(dataset, method, mode):
@@ -214,9 +227,8 @@ def dbae_modes(method):
 
 def dbae_eval_slice(dataset, method, nfe):
     d = dbae_study()
-    return {**train_slice(dataset, method), "device": config["train"]["device"],
-            "eval": {"nfe": int(nfe), "sampler": sampler_of(method), "n_images": d["n_images"],
-                     "batch_size": d["batch_size"], "seed": d["seed"]}}
+    return recon_slice(dataset, method, {"nfe": int(nfe), "sampler": sampler_of(method), "n_images": d["n_images"],
+                                         "batch_size": d["batch_size"], "seed": d["seed"]})
 
 
 def dbae_recon_cfg(wildcards):
@@ -253,8 +265,7 @@ def generation_prior(wildcards):
 
 def gen_metrics_cfg(wildcards):
     g = dbae_study()["generation"]
-    return as_json({"dataset": wildcards.dataset, "weights_dir": config["metrics"]["weights_dir"],
-                    "weights": weights_state(), "pr_k": g["pr_k"], "ref_seed": g["ref_seed"]})
+    return as_json({**metrics_slice(wildcards.dataset), "pr_k": g["pr_k"], "ref_seed": g["ref_seed"]})
 
 
 def latent_eval_slice(dataset, method, **extra):
@@ -350,8 +361,7 @@ def scorevae_eval_slice(dataset, method, phase):
     else:
         ev = {"nfe": s["nfe"], "sampler": s["sampler"]}
     ev.update({k: s[k] for k in ("n_images", "batch_size", "seed")})
-    return {**train_slice(dataset, method, phase_index(method, phase)), "device": config["train"]["device"],
-            "eval": ev}
+    return recon_slice(dataset, method, ev, phase_index(method, phase))
 
 
 def scorevae_model(wildcards):

@@ -34,8 +34,7 @@ rule dbae_recon_metrics:
     output:
         "results/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.json",
     params:
-        cfg=lambda w: as_json({"dataset": w.dataset, "weights_dir": config["metrics"]["weights_dir"],
-                               "weights": weights_state()}),
+        cfg=metrics_cfg,
         upstream=dbae_metrics_upstream,
     threads: TORCH_THREADS
     conda:

@@ -54,8 +54,7 @@ rule metrics:
     output:
         "results/metrics/{dataset}/{method}/{mode}.json",
     params:
-        cfg=lambda w: as_json({"dataset": w.dataset, "weights_dir": config["metrics"]["weights_dir"],
-                               "weights": weights_state()}),
+        cfg=metrics_cfg,
         upstream=lambda w: as_json(metrics_upstream(w.dataset, w.method, w.mode)),
     threads: TORCH_THREADS
     resources:

@@ -34,8 +34,7 @@ rule scorevae_metrics:
     output:
         "results/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.json",
     params:
-        cfg=lambda w: as_json({"dataset": w.dataset, "weights_dir": config["metrics"]["weights_dir"],
-                               "weights": weights_state()}),
+        cfg=metrics_cfg,
         upstream=lambda w: as_json({"eval": scorevae_eval_slice(w.dataset, w.method, w.phase),
                                     "classifier": classifier_slice(w.dataset)}),
     threads: TORCH_THREADS
