@@ -16,6 +16,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/dbae.smk"
 include: "workflow/rules/scorevae.smk"
+include: "workflow/rules/ddvi.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -429,6 +429,73 @@ def cmd_dbae_table(a) -> None:
     log.info("wrote %s (%d rows)\n%s", a.out, len(df), df.to_string(index=False))
 
 
+def cmd_prepare_genotypes(a) -> None:
+    from .data.genotypes import prepare_genotypes
+
+    manifest = prepare_genotypes(json.loads(a.cfg), Path(a.out), progress=not a.no_progress)
+    log.info("genotypes: %d individuals, %d sites, %d PCA components", manifest["n_individuals"],
+             manifest["n_sites"], manifest["k"])
+
+
+def cmd_ddvi_train(a) -> None:
+    from . import lvm_study
+    from .tracking import start_run
+    from .train import load_checkpoint, num_params, train_phase
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    data = lvm_study.load_data(cfg, Path(a.data))
+    family, model, ctx = lvm_study.build(cfg, data.x_train.shape[1])
+    loss = lvm_study.LVMLoss(family, cfg["method"], ctx)
+    train = cfg["train"]
+    steps = max(1, round(train["examples"] / train["batch_size"]))
+    out = Path(a.out)
+    ckpt_path = Path(a.checkpoint_dir) / f"{out.stem}.resume.pt"
+    run_id = load_checkpoint(ckpt_path).get("mlflow_run_id") or None if ckpt_path.exists() else None
+    with start_run(name=a.name, rule="ddvi_train", dataset=cfg["dataset"], params=cfg, run_id=run_id) as run:
+        run.log_metrics({**{f"params/{n}": num_params(m) for n, m in model.named_children()}, "phase/steps": steps})
+        t0 = time.time()
+        final = train_phase(model, loss, (data.x_train, lvm_study.partition_labels(cfg, data.y_train)), steps=steps,
+                            phase_index=0, train_cfg=train, ckpt_path=ckpt_path, out_path=out, config=cfg,
+                            logger=run.log_metrics, progress=not a.no_progress, extra={"mlflow_run_id": run.run_id})
+        run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
+    log.info("trained %s for %d steps -> %s (MLflow run %s)", a.name, steps, out, run.run_id)
+
+
+def cmd_ddvi_evaluate(a) -> None:
+    from . import lvm_study
+    from .tracking import start_run
+    from .train import load_checkpoint, num_params
+
+    _threads(a.threads)
+    cfg = json.loads(a.cfg)
+    data = lvm_study.load_data(cfg, Path(a.data))
+    family, model, ctx = lvm_study.build(cfg, data.x_train.shape[1])
+    model.load_state_dict(load_checkpoint(Path(a.model))["ema"])
+    with start_run(name=f"{a.name}/eval", rule="ddvi_evaluate", dataset=cfg["dataset"], params=cfg) as run:
+        metrics, arrays = lvm_study.evaluate(cfg, family, model, ctx, data)
+        run.log_metrics(metrics)
+        result = {"setting": cfg["setting"], "prior": cfg["prior"]["name"], "method": a.method,
+                  "seed": cfg["train"]["seed"], "metrics": metrics, "n_params": num_params(model),
+                  "n_test": len(data.x_test), "mlflow_run_id": run.run_id}
+    _save_npz(Path(a.arrays), **arrays)
+    _write_json(Path(a.out), result)
+    log.info("%s: %s", a.name, metrics)
+
+
+def cmd_ddvi_table(a) -> None:
+    from .tables import write_ddvi_table
+
+    df = write_ddvi_table(json.loads(a.cfg), a.table, [Path(p) for p in a.inputs], Path(a.out))
+    log.info("wrote %s (%d rows)\n%s", a.out, len(df), df.to_string(index=False))
+
+
+def cmd_ddvi_latents(a) -> None:
+    from .report import latent_scatter_figure
+
+    latent_scatter_figure([Path(p) for p in a.inputs], a.labels, Path(a.out), a.title)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="daebench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -476,6 +543,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("scorevae-grid", cmd_scorevae_grid, "one labelled figure: originals, then one row per reconstruction", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
         (["--n"], {"type": int, "default": 12, "help": "images per row"}))
+    add("prepare-genotypes", cmd_prepare_genotypes, "simulate (msprime) or download 1000 Genomes genotypes, PCA",
+        cfg, out)
+    run_name = (["--name"], {"required": True, "help": "run name (setting/prior/method/seed)"})
+    add("ddvi-train", cmd_ddvi_train, "train one model of the DDVI study", cfg, data, out, run_name,
+        (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
+    add("ddvi-evaluate", cmd_ddvi_evaluate, "ELBO, MMD, latent NLL, KNN accuracy or clustering of one run", cfg, data,
+        out, method, run_name, (["--model"], {"required": True}),
+        (["--arrays"], {"required": True, "help": "npz for the test codes (and generated images)"}))
+    add("ddvi-table", cmd_ddvi_table, "assemble one of DDVI's tables (mean and 95% interval over seeds)", cfg, out,
+        (["--table"], {"required": True, "choices": ["table1", "table2", "table3", "table8"]}),
+        (["--inputs"], {"nargs": "+"}))
+    add("ddvi-latents", cmd_ddvi_latents, "scatter plots of test codes, coloured by class", out,
+        (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
+        (["--title"], {"default": ""}))
     add("fetch-weights", cmd_fetch_weights, "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),

@@ -135,6 +135,7 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"methods.{name}.phases: at least one phase needs a schedule for sampling")
     problems += _dbae_study_problems(config)
     problems += _scorevae_study_problems(config)
+    problems += _ddvi_study_problems(config)
     for i, mname in enumerate(config.get("table4", {}).get("methods", [])):
         if mname not in methods:
             problems.append(f"table4.methods[{i}]: {mname!r} is not defined under methods; "
@@ -225,6 +226,49 @@ def _dbae_study_problems(config: dict) -> list[str]:
     if study["table2_nfe"] not in study["nfe"]:
         problems.append(f"dbae.table2_nfe: {study['table2_nfe']} is not in dbae.nfe {study['nfe']}")
     return problems
+
+
+# DDVI-study keys each family needs, and the keys only some families have.
+DDVI_REQUIRED = {"ddvi": ("sleep", "steps", "beta"), "aevb": (), "aevb_iaf": ("flows",), "haevb": (),
+                 "aaeb": ("noise", "noise_end")}
+DDVI_ONLY = {"sleep": ("ddvi",), "steps": ("ddvi",), "beta": ("ddvi",), "sleep_weight": ("ddvi",),
+             "flows": ("aevb_iaf",), "noise": ("aaeb",), "noise_end": ("aaeb",),
+             "prior_weight": ("aevb", "aevb_iaf", "haevb"), "anneal": ("ddvi", "aevb", "aevb_iaf", "haevb"),
+             "kl_weight": ("ddvi", "aevb", "aevb_iaf", "haevb")}
+
+
+def ddvi_method(study: dict, name: str, setting: str) -> dict:
+    """A DDVI-study method with its per-setting overrides merged in (what a run of that setting sees)."""
+    m = {k: v for k, v in study["methods"][name].items() if k != "settings"}
+    return m | study["methods"][name].get("settings", {}).get(setting, {})
+
+
+def _ddvi_study_problems(config: dict) -> list[str]:
+    study = config.get("ddvi", {})
+    methods = study.get("methods", {})
+    problems = []
+    for name in methods:
+        for setting in ("unsup", "semi", "cluster"):
+            m = ddvi_method(study, name, setting)
+            where = f"ddvi.methods.{name}" + (f".settings.{setting}" if setting in methods[name].get("settings", {})
+                                              else "")
+            for key in sorted(set(m) - {"family", "label"}):
+                if key not in DDVI_ONLY:
+                    problems.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(DDVI_ONLY))}")
+                elif m["family"] not in DDVI_ONLY[key]:
+                    problems.append(f"{where}.{key}: a {m['family']} method has no such key (it belongs to "
+                                    f"{', '.join(DDVI_ONLY[key])})")
+            for key in DDVI_REQUIRED[m["family"]]:
+                if key not in m:
+                    problems.append(f"{where}.{key}: a {m['family']} method needs this key")
+            if m["family"] == "ddvi" and "beta" in m and not m["beta"][0] <= m["beta"][1]:
+                problems.append(f"{where}.beta: beta_1 must not exceed beta_T, got {m['beta']}")
+    for table, names in study.get("tables", {}).items():
+        for i, name in enumerate(names):
+            if name not in methods:
+                problems.append(f"ddvi.tables.{table}[{i}]: {name!r} is not defined under ddvi.methods; "
+                                f"defined: {', '.join(sorted(methods))}")
+    return sorted(set(problems))
 
 
 def load(path: str | Path, schema_path: str | Path) -> dict:

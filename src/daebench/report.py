@@ -384,3 +384,41 @@ def render_report(notebook: str | Path, executed: str | Path, out_html: str | Pa
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out_html)
     return out_html
+
+
+def latent_scatter_figure(inputs: list[Path], labels: list[str], out: Path | None = None, title: str = "",
+                          names: list[str] | None = None, cols: int = 5):
+    """One panel per run: its test codes (``z_test`` in the run's npz) coloured by class / population."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(inputs) != len(labels):
+        raise ValueError(f"{len(inputs)} latent files for {len(labels)} labels")
+    cols = min(cols, len(inputs))
+    rows = -(-len(inputs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.8 * rows), squeeze=False)
+    for ax, path, label in zip(axes.flat, inputs, labels):
+        with np.load(path) as f:
+            z, y = f["z_test"], f["y_test"]
+            names = names or (list(f["names"]) if "names" in f else None)
+        cmap = plt.get_cmap("tab10" if max(len(names or []), int(y.max()) + 1) <= 10 else "tab20")
+        for c in np.unique(y):
+            ax.scatter(z[y == c, 0], z[y == c, 1], s=3, color=cmap(int(c) % cmap.N),
+                       label=names[int(c)] if names else str(int(c)))
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(inputs):]:
+        ax.axis("off")
+    handles, leg = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, leg, loc="center right", markerscale=4, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return fig

@@ -194,3 +194,45 @@ def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFr
     df = df[lead + _present(df, SCOREVAE_COLUMNS) + ["nfe", "n_params", "n_images", "mlflow_run_id"]]
     _write_csv(df, out)
     return df
+
+
+# --- DDVI study (`ddvi_denoising_diffusion_variational_inference` Tables 1, 2, 3, 8) -------------------------
+DDVI_METRICS = {"table1": ["elbo", "mmd", "latent_nll", "elbo_nats"], "table2": ["elbo", "knn_acc", "latent_nll"],
+                "table3": ["cluster_purity", "cluster_completeness", "nmi"], "table8": ["latent_nll"]}
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (NaN for a single seed), as the paper reports."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def write_ddvi_table(cfg: dict, table: str, inputs: list[Path], out: Path) -> pd.DataFrame:
+    """One row per (method, prior): each metric's mean and 95% interval over the seeds in ``cfg['seeds']``.
+    cfg: {labels: {method: label}, methods, priors, seeds}; every (method, prior, seed) must be present."""
+    runs = _read(inputs)
+    have = {(r["method"], r["prior"], r["seed"]) for r in runs}
+    want = {(m, p, s) for m in cfg["methods"] for p in cfg["priors"] for s in cfg["seeds"]}
+    if want - have:
+        raise ValueError(f"DDVI {table}: missing runs (method, prior, seed): {sorted(want - have)[:5]}")
+    rows = []
+    for p in cfg["priors"]:
+        for m in cfg["methods"]:
+            sel = [r for r in runs if (r["method"], r["prior"]) == (m, p) and r["seed"] in cfg["seeds"]]
+            row = {"prior": p, "method": m, "label": cfg["labels"][m]}
+            for k in DDVI_METRICS[table]:
+                vals = [r["metrics"][k] for r in sel if r["metrics"].get(k) is not None]
+                if vals:  # AAEB has no density, so no ELBO (N/A in the paper too)
+                    row[k], row[f"{k}_ci95"] = mean_ci95(vals)
+            row.update(n_seeds=len(sel), n_params=sel[0]["n_params"], n_test=sel[0]["n_test"],
+                       mlflow_run_ids=" ".join(r["mlflow_run_id"] for r in sel))
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    metric_cols = [c for k in DDVI_METRICS[table] for c in (k, f"{k}_ci95") if c in df.columns]
+    df = df[["prior", "method", "label"] + metric_cols + ["n_seeds", "n_params", "n_test", "mlflow_run_ids"]]
+    _write_csv(df, out)
+    return df

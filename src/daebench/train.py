@@ -81,7 +81,18 @@ def _load_carried(model: nn.Module, state: dict) -> None:
                            f"unexpected {res.unexpected_keys[:5]}")
 
 
-def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, steps: int, phase_index: int,
+def _stage_optimizers(model: nn.Module, stages, lr: float) -> list[torch.optim.Optimizer]:
+    """One Adam per stage over the (unfrozen) parameters of the stage's modules (all when none named)."""
+    children = dict(model.named_children())
+    opts = []
+    for st in stages:
+        mods = [children[m] for m in st.modules] if st.modules else [model]
+        opts.append(torch.optim.Adam([q for m in mods for q in m.parameters() if q.requires_grad], lr=lr,
+                                     betas=(0.9, 0.999)))
+    return opts
+
+
+def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[torch.Tensor, ...], *, steps: int, phase_index: int,
                 train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
                 logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
                 progress: bool = True, extra: dict | None = None) -> dict:
@@ -93,6 +104,10 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
     ``loss_fn.trainable`` (optional): names of the child modules this phase trains; the others are
     frozen (no gradients, eval mode, so a frozen network's dropout stays off).
+    ``loss_fn.stages`` (optional): several updates per batch, each ``stage.fn(model, batch, generator)``
+    stepping its own Adam over ``stage.modules`` (wake-sleep, adversarial training); ``images`` may then be
+    a tuple of tensors sliced together (data and labels). ``loss_fn.set_progress(fraction)`` (optional)
+    hears how far training has got, for schedules inside the loss.
     Returns the final checkpoint dict.
     """
     device = resolve_device(train_cfg["device"])
@@ -102,7 +117,21 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     for m in frozen:
         m.requires_grad_(False)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=train_cfg["lr"], betas=(0.9, 0.999))
+    stages = getattr(loss_fn, "stages", None)
+    if stages is None:
+        opts = [torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=train_cfg["lr"],
+                                 betas=(0.9, 0.999))]
+        step_fns = [loss_fn]
+    else:
+        opts = _stage_optimizers(model, stages, train_cfg["lr"])
+        step_fns = [st.fn for st in stages]
+
+    def opt_state():
+        return opts[0].state_dict() if len(opts) == 1 else [o.state_dict() for o in opts]
+
+    def load_opt_state(state):
+        for o, st in zip(opts, [state] if len(opts) == 1 else state):
+            o.load_state_dict(st)
     # The resolved config travels in every checkpoint; a resume file from another config is ignored.
     cfg_json = json.dumps(config, sort_keys=True)
     start = 0
@@ -111,13 +140,13 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
         _load_carried(ema, init["ema"])
         # Adam's moments carry over only when this phase trains the same parameters as the last one.
         if init.get("trainable") == (list(trainable) if trainable is not None else None):
-            opt.load_state_dict(init["optimizer"])
+            load_opt_state(init["optimizer"])
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         if ck.get("config_json") == cfg_json:
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["optimizer"])
+            load_opt_state(ck["optimizer"])
             start = int(ck["step"])
             log.info("resumed from %s at step %d/%d", ckpt_path, start, steps)
         else:
@@ -129,7 +158,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
             m.load_state_dict(ema_children[name].state_dict())
     bs, seed = train_cfg["batch_size"], train_cfg["seed"]
     warmup_steps = train_cfg["warmup_examples"] / bs
-    n = images.shape[0]
+    n = (images[0] if isinstance(images, tuple) else images).shape[0]
     model.train()
     for m in frozen:
         m.eval()
@@ -137,7 +166,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     count, t0 = 0, time.time()
 
     def snapshot(step: int) -> dict:
-        return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt_state(),
                 "step": step, "config_json": cfg_json, "trainable": list(trainable) if trainable is not None else None,
                 **(extra or {})}
 
@@ -146,25 +175,32 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor, *, step
     for step in bar:
         gstep = step_offset + step
         lr = train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
-        for group in opt.param_groups:
-            group["lr"] = lr
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        if hasattr(loss_fn, "set_progress"):
+            loss_fn.set_progress(step / max(steps, 1))
         s = _step_seed(seed, phase_index, step)
         torch.manual_seed(s)  # dropout
         gen = torch.Generator().manual_seed(s + 1)
         idx = batch_indices(n, bs, step, seed + 1000 * phase_index)
-        x0 = images[idx].to(device, non_blocking=True)
-        terms = loss_fn(model, x0, gen)
-        loss = sum(v.mean() for v in terms.values())
-        if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            raise FloatingPointError(f"non-finite loss at step {step} (terms: {', '.join(bad)}); "
-                                     f"last good checkpoint: {ckpt_path}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if isinstance(images, tuple):
+            x0 = tuple(t[idx].to(device, non_blocking=True) for t in images)
+        else:
+            x0 = images[idx].to(device, non_blocking=True)
+        for fn, opt in zip(step_fns, opts):
+            terms = fn(model, x0, gen)
+            loss = sum(v.mean() for v in terms.values())
+            if not torch.isfinite(loss):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+                raise FloatingPointError(f"non-finite loss at step {step} (terms: {', '.join(bad)}); "
+                                         f"last good checkpoint: {ckpt_path}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach().mean())
         ema_update(ema, model, train_cfg["ema_decay"], gstep)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach().mean())
         count += 1
         done = step + 1
         if done % train_cfg["log_every"] == 0 or done == steps:

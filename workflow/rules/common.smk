@@ -45,8 +45,11 @@ wildcard_constraints:
     phase=r"[A-Za-z0-9_]+",
     mode=r"stochastic|inversion|endpoint|sde|ode|decoder",
     nfe=r"\d+",
-    source=r"prior|ae",
     table=r"table[0-9]+",
+    setting=r"unsup|semi|cluster",
+    prior=r"[a-z_]+",
+    seed=r"\d+",
+    source=r"prior|ae|simulated|1000_genomes",
 
 
 # Every job's params carry the configuration of everything upstream of it, so a changed key
@@ -419,3 +422,77 @@ def order_pulled_artefacts():
 
 
 order_pulled_artefacts()
+
+
+# --- the DDVI study -----------------------------------------------------------------------------------
+from daebench.config import ddvi_method
+
+DDVI_SETTING_TABLES = {"table1": "unsup", "table2": "semi", "table3": "cluster", "table8": "unsup"}
+
+
+def ddvi_data(setting):
+    """(prepared-data directory, the slice that built it) of a setting: images, or genotypes."""
+    if setting == "cluster":
+        g = config["ddvi"]["genotypes"]
+        return f"resources/data/genotypes/{g['source']}", {"genotypes": g}
+    return data_dir(config["dataset"]), {"dataset": config["dataset"], "data": config["data"]}
+
+
+def ddvi_manifest(wildcards):
+    return ddvi_data(wildcards.setting)[0] + "/manifest.json"
+
+
+def ddvi_train_slice(setting, prior, method, seed):
+    study = config["ddvi"]
+    if method not in study["methods"]:
+        raise WorkflowError(f"ddvi: no method {method!r} under ddvi.methods; defined: {', '.join(study['methods'])}")
+    d, upstream = ddvi_data(setting)
+    out = {"setting": setting, "dataset": d.split("resources/data/", 1)[1],
+           "likelihood": "gaussian" if setting == "cluster" else "bce", "method": ddvi_method(study, method, setting),
+           "nets": study["nets"], "train": {**study["train"], "seed": int(seed)}, "data": upstream}
+    if setting == "cluster":
+        out["prior"] = {"name": "mixture", **study["settings"]["cluster"]}
+    else:
+        if prior not in study["priors"]:
+            raise WorkflowError(f"ddvi: unknown prior {prior!r}; known: {', '.join(study['priors'])}")
+        out["prior"] = {"name": prior, "params": study["priors"][prior]}
+        out["kde"] = study["kde"]
+    if setting == "semi":
+        out["semi"] = {k: v for k, v in study["settings"]["semi"].items() if k != "priors"}
+    return out
+
+
+def ddvi_eval_slice(w):
+    return as_json({**ddvi_train_slice(w.setting, w.prior, w.method, w.seed), "eval": config["ddvi"]["eval"]})
+
+
+def ddvi_priors(setting):
+    return ["mixture"] if setting == "cluster" else config["ddvi"]["settings"][setting]["priors"]
+
+
+def ddvi_table_runs(table):
+    setting = DDVI_SETTING_TABLES[table]
+    return expand("results/ddvi/runs/{setting}/{prior}/{method}/seed{seed}.json", setting=setting,
+                  prior=ddvi_priors(setting), method=config["ddvi"]["tables"][table], seed=config["ddvi"]["seeds"])
+
+
+def ddvi_table_cfg(w):
+    study = config["ddvi"]
+    names = study["tables"][w.table]
+    return as_json({"methods": names, "priors": ddvi_priors(DDVI_SETTING_TABLES[w.table]), "seeds": study["seeds"],
+                    "labels": {m: study["methods"][m].get("label", m) for m in names}})
+
+
+def ddvi_latent_inputs(setting):
+    """The first seed's test codes of every row of the setting's table, prior by prior."""
+    table = {"unsup": "table1", "semi": "table2", "cluster": "table3"}[setting]
+    seed = config["ddvi"]["seeds"][0]
+    return [f"results/ddvi/runs/{setting}/{p}/{m}/seed{seed}.npz" for p in ddvi_priors(setting)
+            for m in config["ddvi"]["tables"][table]]
+
+
+def ddvi_latent_labels(setting):
+    study = config["ddvi"]
+    return " ".join(shlex.quote(f"{study['methods'][path.split('/')[-2]].get('label', path.split('/')[-2])}"
+                                + ("" if setting == "cluster" else f" / {path.split('/')[-3]}"))
+                    for path in ddvi_latent_inputs(setting))

@@ -35,3 +35,67 @@ class MLPSkipNet(nn.Module):
             h = lin(h if i == 0 else torch.cat([h, z_t], dim=1))
             h = torch.nn.functional.silu(norm(h) * (1 + scale(emb)))
         return self.out(h)
+
+
+def mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    """``layers`` hidden ReLU layers of width ``hidden`` (DDVI App. E: 2 x 1000 for MNIST encoders/decoders)."""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU()]
+    mods.append(nn.Linear(hidden if layers else d_in, d_out))
+    return nn.Sequential(*mods)
+
+
+class TimeMLP(nn.Module):
+    """DDVI's reverse-diffusion network (App. E): ``layers`` time-conditioned linear layers; each adds a
+    learned embedding of the integer step t to its output (a per-step bias) before the SiLU."""
+
+    def __init__(self, d_in: int, d_out: int, steps: int, hidden: int = 128, layers: int = 5):
+        super().__init__()
+        self.lins = nn.ModuleList(nn.Linear(d_in if i == 0 else hidden, hidden) for i in range(layers))
+        self.embs = nn.ModuleList(nn.Embedding(steps + 1, hidden) for _ in range(layers))
+        for e in self.embs:
+            nn.init.zeros_(e.weight)
+        self.out = nn.Linear(hidden, d_out)
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        for lin, emb in zip(self.lins, self.embs):
+            h = torch.nn.functional.silu(lin(h) + emb(t))
+        return self.out(h)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder (Germain et al. 2015) with a context input, as in IAF (Kingma et al. 2016):
+    output i depends on inputs before i in ``order`` and on the context only. Returns (m, s)."""
+
+    def __init__(self, d: int, context: int, hidden: int = 128, layers: int = 4, order: list[int] | None = None):
+        super().__init__()
+        order = list(range(d)) if order is None else order
+        deg_in = torch.empty(d, dtype=torch.long)
+        deg_in[torch.tensor(order)] = torch.arange(1, d + 1)
+        degs = [deg_in]
+        for _ in range(layers - 1):  # hidden degrees cycle through 1..d-1 (all 1 when d = 2)
+            degs.append(torch.arange(hidden) % max(d - 1, 1) + 1)
+        self.lins = nn.ModuleList()
+        self.masks = []
+        for i in range(layers - 1):
+            self.lins.append(nn.Linear(degs[i].numel(), hidden))
+            self.masks.append((degs[i + 1].unsqueeze(1) >= degs[i].unsqueeze(0)).float())
+        self.ctx = nn.Linear(context, hidden)
+        self.head = nn.Linear(hidden, 2 * d)
+        self.head_mask = (deg_in.repeat(2).unsqueeze(1) > degs[-1].unsqueeze(0)).float()
+        self.ctx_out = nn.Linear(context, 2 * d)  # the first variable in the order sees only the context
+        for i, m in enumerate(self.masks):
+            self.register_buffer(f"mask{i}", m, persistent=False)
+        self.register_buffer("mask_head", self.head_mask, persistent=False)
+        self.d = d
+
+    def forward(self, z: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = z
+        for i, lin in enumerate(self.lins):
+            h = torch.nn.functional.linear(h, lin.weight * getattr(self, f"mask{i}"), lin.bias)
+            if i == 0:
+                h = h + self.ctx(ctx)
+            h = torch.nn.functional.elu(h)
+        out = torch.nn.functional.linear(h, self.head.weight * self.mask_head, self.head.bias) + self.ctx_out(ctx)
+        return out[:, :self.d], out[:, self.d:]

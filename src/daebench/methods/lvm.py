@@ -1,0 +1,125 @@
+"""Pieces shared by the DDVI study's latent-variable models (`ddvi_denoising_diffusion_variational_inference`
+§3, §4, §5, App. E-F): DDVI and its baselines share one encoder and one decoder architecture (App. E).
+
+Data x are flat vectors: image pixels in [0, 1] with a Bernoulli decoder ("bce", MNIST / digits), or
+genotype PCA features with a unit-variance Gaussian decoder ("gaussian", trained on the MSE).
+
+A training step is a list of ``Stage``s, each one Adam update of the named child modules on its own
+loss dict (unreduced per-example terms): wake-sleep alternates an ELBO update of (theta, phi) with a
+sleep update of phi only (App. F), AAEB alternates reconstruction, discriminator and generator updates.
+
+Training loss (App. F): the reconstruction term is averaged over the data dimensions and the
+regulariser log q(y, z | x) - log r(y | z) p(z) (nats, Monte Carlo) is weighted by ``kl_weight``.
+The reported ELBO follows §5.1: the reconstruction log-likelihood averaged across pixels, minus the
+unweighted regulariser; ``elbo_nats`` is the plain ELBO with the log-likelihood summed.
+
+Semi-supervised setting (§4.1) as implemented here: p(x, z, l) = p(x | z) p(z | l) p(l) with q(z | x);
+a labelled example's regulariser uses the partition's prior p(z | l), an unlabelled one the marginal
+p(z) = sum_l p(l) p(z | l). This is §4.1's bound with a decoder and an encoder that do not take l (the
+partition of z already carries it), which avoids the sum over ten labels per unlabelled example.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nets.mlp import mlp
+
+LIKELIHOODS = ("bce", "gaussian")
+Z_DIM = 2
+LOG2PI = math.log(2 * math.pi)
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (x [B, D], partition label [B], -1 where unlabelled)
+StageFn = Callable[[nn.Module, Batch, torch.Generator], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Stage:
+    """One Adam update per batch: ``fn``'s terms, summed, update the child modules ``modules``."""
+    name: str
+    fn: StageFn
+    modules: tuple[str, ...]
+
+
+@dataclass
+class Ctx:
+    """What every loss of the study needs besides the networks."""
+    prior: object                      # StructuredPrior, or None when the model owns a learnable prior
+    likelihood: str = "bce"
+    kl_weight: float = 1.0
+    anneal: bool = False               # kl_weight ramps linearly from 0 over training (App. F, AEVB)
+    prior_weight: float = 1.0          # App. F: AEVB's training multiplies log p(z) by 5; evaluation uses 1
+    progress: float = field(default=0.0)
+
+    def weight(self) -> float:
+        return self.kl_weight * (self.progress if self.anneal else 1.0)
+
+
+def prior_of(model: nn.Module, ctx: Ctx):
+    return model.prior if hasattr(model, "prior") else ctx.prior
+
+
+def encoder_decoder(nets: dict, dim: int, enc_out: int, dec_in: int = Z_DIM) -> tuple[nn.Module, nn.Module]:
+    return (mlp(dim, nets["hidden"], nets["layers"], enc_out), mlp(dec_in, nets["hidden"], nets["layers"], dim))
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (((x - mu).square() / logvar.exp()) + logvar + LOG2PI).sum(1)
+
+
+def reparam(mu: torch.Tensor, logvar: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = mu + sigma eps and log N(z; mu, sigma^2), computed from eps for accuracy."""
+    eps = torch.randn(mu.shape, generator=g).to(mu)
+    z = mu + (0.5 * logvar).exp() * eps
+    return z, -0.5 * (eps.square() + logvar + LOG2PI).sum(1)
+
+
+def log_px(out: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x | z) summed over dimensions; ``out`` is the decoder's output (logits for bce)."""
+    if likelihood == "bce":
+        return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(1)
+    return -0.5 * ((out - x).square() + LOG2PI).sum(1)
+
+
+def recon_loss(out: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """The training reconstruction term, averaged over dimensions (App. F: BCE for images, MSE otherwise)."""
+    if likelihood == "bce":
+        return F.binary_cross_entropy_with_logits(out, x, reduction="none").mean(1)
+    return (out - x).square().mean(1)
+
+
+def mean_x(out: torch.Tensor, likelihood: str) -> torch.Tensor:
+    return torch.sigmoid(out) if likelihood == "bce" else out
+
+
+def log_prior(model: nn.Module, ctx: Ctx, z: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """log p(z | l) where the label is known (part >= 0), else log p(z)."""
+    prior = prior_of(model, ctx)
+    lp = prior.log_prob(z)
+    if (part >= 0).any():
+        lp = torch.where(part >= 0, prior.log_prob(z, part.clamp_min(0)), lp)
+    return lp
+
+
+def elbo_terms(recon_out: torch.Tensor, x: torch.Tensor, reg: torch.Tensor, ctx: Ctx) -> dict[str, torch.Tensor]:
+    """The wake-stage loss dict from decoder output and the (unweighted) regulariser."""
+    return {"recon": recon_loss(recon_out, x, ctx.likelihood), "kl": ctx.weight() * reg}
+
+
+def evaluation_elbo(recon_out: torch.Tensor, x: torch.Tensor, reg: torch.Tensor, likelihood: str) -> dict:
+    lp = log_px(recon_out, x, likelihood)
+    return {"elbo": lp / x.shape[1] - reg, "elbo_nats": lp - reg, "kl": reg}
+
+
+@dataclass(frozen=True)
+class LVMFamily:
+    """One family of the DDVI study: networks, training stages, ELBO (None: no density) and encoder."""
+    build: Callable[[dict, int, dict, bool], nn.Module]
+    stages: Callable[[dict, Ctx], list[Stage]]
+    elbo: Callable[[nn.Module, Batch, Ctx, torch.Generator], dict[str, torch.Tensor]] | None
+    encode: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
