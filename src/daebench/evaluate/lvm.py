@@ -56,4 +56,4 @@ def clustering_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, flo
     return {"cluster_purity": purity(labels, clusters),
             "cluster_completeness": float(completeness_score(labels, clusters)),
             "nmi": float(normalized_mutual_info_score(labels, clusters)),
-            "n_clusters_used": int(len(np.unique(clusters)))}
+            "n_clusters_used": len(np.unique(clusters))}
