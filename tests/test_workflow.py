@@ -224,3 +224,41 @@ def test_smoke_run_survives_a_killed_training_job(project):
 
     again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project, timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dry_run_shows_the_ddvi_study(project):
+    proc = run(["-n", "results/ddvi/table1.csv", "results/ddvi/table3.csv"], project, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    # table 1: 5 methods x 3 priors x 3 seeds; table 3: 4 methods x 3 seeds on the simulated genotypes
+    assert job_counts(out) == {"prepare_data": 1, "ddvi_genotypes": 1, "ddvi_train": 57, "ddvi_evaluate": 57,
+                               "ddvi_table": 2, "total": 118}
+    assert "output: resources/ddvi/cluster/mixture/ddvi/seed2.pt" in out
+    assert "output: resources/ddvi/unsup/swiss_roll/aaeb/seed1.pt" in out
+
+
+@pytest.mark.slow
+def test_smoke_ddvi_study_end_to_end(project):
+    targets = ["results/ddvi/table1.csv", "results/ddvi/table3.csv", "results/ddvi/table8.csv",
+               "results/ddvi/latents_cluster.png"]
+    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    t1 = pd.read_csv(project / "results/ddvi/table1.csv")
+    assert list(t1["label"]) == ["AEVB", "AEVB-IAF", "AAEB", "H-AEVB", "DDVI"] and (t1["n_seeds"] == 2).all()
+    assert t1["elbo"].isna().tolist() == [False, False, True, False, False]  # AAEB has no density: N/A
+    assert t1[["mmd", "mmd_ci95", "latent_nll", "latent_nll_ci95"]].notna().all().all()
+    assert (t1["mmd"] > 0).all() and (t1["elbo"].dropna() < 0).all()
+    t3 = pd.read_csv(project / "results/ddvi/table3.csv")
+    assert list(t3["method"]) == ["aevb", "aevb_iaf", "aaeb", "ddvi"]
+    assert t3[["cluster_purity", "cluster_completeness", "nmi"]].apply(lambda c: c.between(0, 1)).all().all()
+    t8 = pd.read_csv(project / "results/ddvi/table8.csv")
+    assert "ddvi_nosleep" in set(t8["method"]) and t8["latent_nll"].notna().all()
+    assert (project / "results/ddvi/latents_cluster.png").stat().st_size > 5000
+    # one changed knob of one baseline reruns exactly that baseline's runs and the tables
+    (project / "knob.yaml").write_text("ddvi:\n  methods:\n    aaeb: {noise: 0.2}\n")
+    dry = run(["-n", *targets, "--configfile", "tests/smoke.yaml", "knob.yaml"], project, timeout=120)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-3000:]
+    trained = sorted(re.findall(r"output: resources/ddvi/(\S+)\.pt", out))
+    assert trained == ["cluster/mixture/aaeb/seed0", "cluster/mixture/aaeb/seed1",
+                       "unsup/pinwheel/aaeb/seed0", "unsup/pinwheel/aaeb/seed1"]

@@ -92,8 +92,8 @@ def _stage_optimizers(model: nn.Module, stages, lr: float) -> list[torch.optim.O
     return opts
 
 
-def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[torch.Tensor, ...], *, steps: int, phase_index: int,
-                train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
+def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[torch.Tensor, ...], *, steps: int,
+                phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
                 logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
                 progress: bool = True, extra: dict | None = None) -> dict:
     """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.

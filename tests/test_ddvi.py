@@ -1,0 +1,322 @@
+"""The DDVI study: priors, KDE, ELBO estimators against closed forms, MMD, clustering scores, the
+stages' parameter routing and config errors (its DAG and smoke run are in test_workflow.py)."""
+import itertools
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import completeness_score, normalized_mutual_info_score
+
+from daebench.config import ConfigError, load
+from daebench.evaluate.lvm import clustering_scores, latent_nll, mmd2, purity
+from daebench.methods import LVM_FAMILIES, get_lvm_family
+from daebench.methods import priors as P
+from daebench.methods.ddvi import posterior_chain
+from daebench.methods.lvm import Ctx
+from daebench.nets.mlp import MADE
+from daebench.train import _stage_optimizers
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")["ddvi"]
+
+
+def draw(name, n=40000, part=None, seed=0):
+    return P.sample(name, n, torch.Generator().manual_seed(seed), PARAMS["priors"][name], part)
+
+
+# --- priors ------------------------------------------------------------------------------------------
+def test_pinwheel_has_ten_equal_arms_at_unit_radius():
+    z, k = draw("pinwheel")
+    assert torch.bincount(k, minlength=10).float().div(len(k)).sub(0.1).abs().max() < 0.01
+    r = z.norm(dim=1)
+    # radial coordinate ~ N(1, 0.3^2), tangential ~ N(0, 0.05^2): |z| has mean ~1.04
+    assert 1.0 < float(r.mean()) < 1.08 and 0.25 < float(r.std()) < 0.35
+    # undoing each point's rotation puts it back on the positive x axis
+    ang = torch.atan2(z[:, 1], z[:, 0]) - 2 * math.pi * k / 10
+    x = r * torch.cos(ang - 0.25 * torch.exp(r * torch.cos(ang)))
+    assert float((x > 0).float().mean()) > 0.99
+    _, k3 = draw("pinwheel", 500, part=torch.full((500,), 3))
+    assert (k3 == 3).all()
+
+
+def test_square_lies_on_the_perimeter_uniformly():
+    z, _ = draw("square")
+    edge = z.abs().max(1).values
+    assert abs(float(edge.mean()) - 1.0) < 0.02 and float((edge - 1).abs().quantile(0.999)) < 4 * 0.06 + 0.05
+    sides = torch.stack([z[:, 1] > 0.9, z[:, 0] > 0.9, z[:, 1] < -0.9, z[:, 0] < -0.9]).float().mean(1)
+    assert (sides - 0.28).abs().max() < 0.04  # a quarter each, plus the shared corners
+    clean = P.square_perimeter(torch.tensor([0.0, 1.0, 2.0, 5.0, 7.0]))
+    assert torch.allclose(clean, torch.tensor([[-1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [0.0, -1.0], [-1.0, 0.0]]))
+    z2, k2 = draw("square", 2000, part=torch.full((2000,), 2))
+    assert (k2 == 2).all() and (z2[:, 1] > 0.3).all()  # positions 1.6-2.4: y >= 0.6 before noise (sd 0.06)
+
+
+def test_swiss_roll_winds_outwards_with_its_partition():
+    z, k = draw("swiss_roll")
+    r = z.norm(dim=1)
+    assert float(r.min()) > 0.25 and float(r.max()) < 1.1
+    means = [float(r[k == i].mean()) for i in range(10)]
+    assert all(a < b for a, b in itertools.pairwise(means))
+    assert torch.bincount(k, minlength=10).float().div(len(k)).sub(0.1).abs().max() < 0.01
+
+
+def test_unknown_prior_lists_the_known_ones():
+    with pytest.raises(ValueError, match="pinwheel, swiss_roll, square"):
+        P.sample("moons", 3, torch.Generator(), {})
+
+
+# --- KDE ---------------------------------------------------------------------------------------------
+def _grid_mass(log_prob, lim=3.0, n=400):
+    xs = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, xs, indexing="ij")
+    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
+    cell = float(xs[1] - xs[0]) ** 2
+    return float(torch.cat([log_prob(pts[i:i + 20000]).exp() for i in range(0, len(pts), 20000)]).sum()) * cell
+
+
+def test_kde_integrates_to_one():
+    z, k = draw("pinwheel", 2000)
+    kde = P.KDE(z, [0.03, 0.05, 0.1], k)
+    kde.centers = kde.centers.double()
+    assert _grid_mass(kde.log_prob) == pytest.approx(1.0, abs=0.01)
+    assert _grid_mass(lambda p: kde.log_prob(p, torch.full((len(p),), 4))) == pytest.approx(1.0, abs=0.01)
+    codes = torch.randn(300, 2, dtype=torch.float64) * 0.5
+    scott = P.KDE(codes, [P.scott_bandwidth(codes)])
+    scott.centers = scott.centers.double()
+    assert _grid_mass(scott.log_prob) == pytest.approx(1.0, abs=0.01)
+
+
+def test_kde_gradient_and_nearest_truncation(monkeypatch):
+    kde = P.KDE(torch.randn(60, 2, dtype=torch.float64), [0.2, 0.5], torch.randint(0, 3, (60,)))
+    kde.centers = kde.centers.double()
+    z = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(P, "NEAREST", 25)
+    assert torch.autograd.gradcheck(lambda z: kde.log_prob(z), (z,))
+    assert torch.autograd.gradcheck(lambda z: kde.log_prob(z, torch.tensor([0, 1, 2, 0, 1, 2])), (z,))
+    # with App. D's bandwidths the 256 nearest of 5,000 centres carry the whole density
+    prior = P.StructuredPrior("pinwheel", PARAMS["priors"]["pinwheel"], PARAMS["kde"])
+    pts = draw("pinwheel", 300, seed=9)[0]
+    monkeypatch.setattr(P, "NEAREST", 256)
+    near = prior.log_prob(pts)
+    monkeypatch.setattr(P, "NEAREST", 10**6)
+    assert torch.allclose(near, prior.log_prob(pts), atol=1e-4)
+
+
+# --- ELBO against closed forms -----------------------------------------------------------------------
+class StdNormal:
+    def log_prob(self, z, part=None):
+        return -0.5 * (z.square() + math.log(2 * math.pi)).sum(1)
+
+    def sample(self, n, g, part=None):
+        return torch.randn(n, 2, generator=g)
+
+
+def _linear_gaussian(seed=0, dim=5):
+    """p(z) = N(0, I), p(x | z) = N(W z + b, I): log p(x) and the exact posterior in closed form."""
+    g = torch.Generator().manual_seed(seed)
+    W, b = torch.randn(dim, 2, generator=g, dtype=torch.float64), torch.randn(dim, generator=g, dtype=torch.float64)
+    cov_x = W @ W.T + torch.eye(dim, dtype=torch.float64)
+    post_cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + W.T @ W)
+    return W, b, cov_x, post_cov
+
+
+def _aevb(W, b, dim=5):
+    nets = {"hidden": 4, "layers": 0, "context": 3, "made": {"hidden": 8, "layers": 2}, "aux": {"hidden": 8, "layers": 1}}
+    model = LVM_FAMILIES["aevb"].build(nets, dim, {}, False).double()
+    with torch.no_grad():
+        model.decoder[0].weight.copy_(W)
+        model.decoder[0].bias.copy_(b)
+    return model
+
+
+def test_elbo_of_a_linear_gaussian_model_matches_its_closed_form():
+    torch.set_default_dtype(torch.float64)
+    try:
+        dim = 5
+        W, b, _, _ = _linear_gaussian()
+        model = _aevb(W, b)
+        # an arbitrary Gaussian q(z | x) = N(A x + c, diag(exp(d)))
+        g = torch.Generator().manual_seed(1)
+        A, c, d = torch.randn(2, dim, generator=g) * 0.3, torch.randn(2, generator=g) * 0.2, torch.tensor([-1.0, -0.5])
+        with torch.no_grad():
+            model.encoder[0].weight.zero_()
+            model.encoder[0].weight[:2] = A
+            model.encoder[0].bias.copy_(torch.cat([c, d]))
+        x = torch.randn(4, dim, generator=g) + b
+        mu, var = x @ A.T + c, d.exp().expand(4, 2)
+        resid = x - mu @ W.T - b
+        e_log_px = -0.5 * (resid.square().sum(1) + (W.square() @ var.T).sum(0) + dim * math.log(2 * math.pi))
+        kl = 0.5 * (var + mu.square() - 1 - var.log()).sum(1)
+        closed = e_log_px - kl
+        ctx = Ctx(prior=StdNormal(), likelihood="gaussian")
+        fam = get_lvm_family("aevb")
+        rep = torch.cat([x] * 20000)
+        est = fam.elbo(model, (rep, torch.full((len(rep),), -1)), ctx, torch.Generator().manual_seed(2))
+        got = est["elbo_nats"].view(20000, 4).mean(0)
+        assert torch.allclose(got, closed, atol=0.05), (got, closed)
+        assert torch.allclose(est["elbo"].view(20000, 4).mean(0), (e_log_px / dim) - kl, atol=0.05)
+        # with the exact posterior the bound is tight for every single draw: ELBO = log p(x). The
+        # posterior covariance (I + W^T W)^-1 is diagonal for orthogonal columns of W.
+        W2 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+        model2 = _aevb(W2, b)
+        pc2 = torch.linalg.inv(torch.eye(2) + W2.T @ W2)
+        M2 = pc2 @ W2.T
+        with torch.no_grad():
+            model2.encoder[0].weight.zero_()
+            model2.encoder[0].weight[:2] = M2
+            model2.encoder[0].bias.copy_(torch.cat([-M2 @ b, torch.diagonal(pc2).log()]))
+        tight = fam.elbo(model2, (x, torch.full((4,), -1)), ctx, torch.Generator().manual_seed(3))["elbo_nats"]
+        log_px = torch.distributions.MultivariateNormal(b, W2 @ W2.T + torch.eye(dim)).log_prob(x)
+        assert torch.allclose(tight, log_px, atol=1e-8)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("family", ["ddvi", "aevb_iaf", "haevb"])
+def test_auxiliary_and_flow_elbos_lower_bound_the_exact_evidence(family):
+    """log p(x) >= ELBO for every posterior family (averaged over draws), on the linear-Gaussian model."""
+    torch.manual_seed(0)
+    dim = 5
+    W, b, cov_x, _ = _linear_gaussian()
+    nets = {"hidden": 16, "layers": 1, "context": 3, "made": {"hidden": 8, "layers": 2},
+            "aux": {"hidden": 8, "layers": 1}, "denoiser": {"hidden": 16, "layers": 2}}
+    method = {"steps": 5, "beta": [0.05, 0.3], "flows": 2, "sleep": "none"}
+    model = LVM_FAMILIES[family].build(nets, dim, method, False).double()
+    with torch.no_grad():
+        model.decoder = torch.nn.Linear(2, dim).double()
+        model.decoder.weight.copy_(W)
+        model.decoder.bias.copy_(b)
+    x = (torch.randn(3, dim, dtype=torch.float64) + b)
+    rep = torch.cat([x.float()] * 4000).double()
+    ctx = Ctx(prior=StdNormal(), likelihood="gaussian")
+    model.double()
+    torch.set_default_dtype(torch.float64)
+    try:
+        est = LVM_FAMILIES[family].elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
+                                        torch.Generator().manual_seed(1))["elbo_nats"].view(4000, 3)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    log_px = torch.distributions.MultivariateNormal(b, cov_x).log_prob(x)
+    se = est.std(0) / math.sqrt(4000)
+    assert (est.mean(0) <= log_px + 4 * se).all(), (est.mean(0), log_px)
+
+
+def test_ddvi_chain_log_ratio_matches_the_gaussian_densities():
+    torch.manual_seed(0)
+    nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
+    model = LVM_FAMILIES["ddvi"].build(nets, 3, {"steps": 3, "beta": [0.1, 0.3], "sleep": "none"}, False)
+    x = torch.rand(2, 3)
+    z, log_qr = posterior_chain(model, x, torch.Generator().manual_seed(5))
+    # replay the chain with the same noise, computing every density with torch.distributions
+    g = torch.Generator().manual_seed(5)
+    mu, logvar, c = model.q_T(x)
+    eps = torch.randn(mu.shape, generator=g)
+    y = mu + (0.5 * logvar).exp() * eps
+    N = torch.distributions.Normal
+    lq, lr = N(mu, (0.5 * logvar).exp()).log_prob(y).sum(1), torch.zeros(2)
+    for t in (3, 2, 1):
+        bt, ab = model.betas[t - 1], model.alpha_bar[t]
+        mean = (y - bt / (1 - ab).sqrt() * model.eps(y, c, torch.full((2,), t))) / (1 - bt).sqrt()
+        y_prev = mean + bt.sqrt() * torch.randn(y.shape, generator=g)
+        lq = lq + N(mean, bt.sqrt()).log_prob(y_prev).sum(1)
+        lr = lr + N((1 - bt).sqrt() * y_prev, bt.sqrt()).log_prob(y).sum(1)
+        y = y_prev
+    assert torch.allclose(z, y, atol=1e-6) and torch.allclose(log_qr, lq - lr, atol=1e-4)
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+def test_mmd_is_zero_on_itself_and_grows_with_a_shift():
+    a = torch.rand(200, 64)
+    assert mmd2(a, a) == pytest.approx(0.0, abs=1e-12)
+    shifts = [mmd2(a, a + s) for s in (0.05, 0.2, 0.5, 1.0)]
+    assert shifts[0] > 0 and all(x < y for x, y in itertools.pairwise(shifts))
+    assert mmd2(a, torch.rand(200, 64)) < shifts[2]  # another sample of the same law is closer than a shift
+
+
+def test_latent_nll_is_low_when_codes_cover_the_prior():
+    prior = draw("square", 2000, seed=1)[0]
+    covering, collapsed = draw("square", 500, seed=2)[0], draw("square", 500, seed=3)[0] * 0.2
+    assert latent_nll(covering, prior) < latent_nll(collapsed, prior) - 1
+
+
+def test_clustering_scores_match_sklearn():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    clusters = np.array([5, 5, 1, 1, 1, 3, 3, 7, 7])
+    assert purity(labels, clusters) == pytest.approx((2 + 2 + 2 + 2) / 9)
+    s = clustering_scores(labels, clusters)
+    assert s["cluster_completeness"] == pytest.approx(completeness_score(labels, clusters))
+    assert s["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+    assert s["n_clusters_used"] == 4
+    assert clustering_scores(labels, labels)["nmi"] == pytest.approx(1.0)
+
+
+# --- networks and training stages --------------------------------------------------------------------
+def test_made_is_autoregressive_in_its_order():
+    torch.manual_seed(0)
+    for order in ([0, 1], [1, 0]):
+        made = MADE(2, 3, hidden=8, layers=3, order=order)
+        z, ctx = torch.randn(1, 2, requires_grad=True), torch.randn(1, 3)
+        for out in made(z, ctx):
+            for i in range(2):
+                grad = torch.autograd.grad(out[0, i], z, retain_graph=True)[0][0]
+                earlier = [j for j in range(2) if order.index(j) < order.index(i)]
+                for j in range(2):
+                    assert (grad[j] != 0) == (j in earlier), (order, i, j, grad)
+
+
+def _stages_step(family, method):
+    nets = {"hidden": 16, "layers": 1, "context": 3, "denoiser": {"hidden": 8, "layers": 2}}
+    model = LVM_FAMILIES[family].build(nets, 8, method, False)
+    prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
+    ctx = Ctx(prior=prior, likelihood="bce")
+    stages = LVM_FAMILIES[family].stages(method, ctx)
+    opts = _stage_optimizers(model, stages, 1e-2)
+    batch = (torch.rand(16, 8), torch.full((16,), -1))
+    changed = []
+    for st, opt in zip(stages, opts):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        terms = st.fn(model, batch, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        sum(v.mean() for v in terms.values()).backward()
+        opt.step()
+        changed.append({n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])})
+    return [st.name for st in stages], changed
+
+
+def test_the_sleep_update_trains_phi_only():
+    names, changed = _stages_step("ddvi", {"steps": 4, "beta": [0.05, 0.3], "sleep": "wake_sleep", "kl_weight": 0.01})
+    assert names == ["wake", "sleep"]
+    assert changed[0] == {"encoder", "decoder", "denoiser"} and changed[1] == {"encoder", "denoiser"}
+
+
+def test_aaeb_alternates_reconstruction_discriminator_generator():
+    names, changed = _stages_step("aaeb", {"noise": 0.3, "noise_end": 0.75})
+    assert names == ["recon", "disc", "gen"]
+    assert changed == [{"encoder", "decoder"}, {"discriminator"}, {"encoder"}]
+
+
+# --- config and workflow -----------------------------------------------------------------------------
+@pytest.mark.parametrize("extra, message", [
+    ("    ddvi_bad: {family: ddvi, sleep: wake_sleep, steps: 5, beta: [0.1, 0.2], flows: 4}\n",
+     "ddvi.methods.ddvi_bad.flows: a ddvi method has no such key (it belongs to aevb_iaf)"),
+    ("    iaf_bad: {family: aevb_iaf}\n", "ddvi.methods.iaf_bad.flows: a aevb_iaf method needs this key"),
+    ("    d2: {family: ddvi, sleep: wake_sleep, steps: 5, beta: [0.3, 0.1]}\n", "beta_1 must not exceed beta_T"),
+    ("    d3: {family: ddvi, sleep: dream, steps: 5, beta: [0.1, 0.3]}\n", "sleep"),
+    ("    d4: {family: vae}\n", "family"),
+])
+def test_config_errors_name_the_key(tmp_path, extra, message):
+    text = (ROOT / "params.yaml").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("  methods:                # App. F"))
+    (tmp_path / "p.yaml").write_text(text.replace(line, line + "\n" + extra.rstrip("\n"), 1))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path / "p.yaml", ROOT / "workflow/schemas/params.schema.yaml")
+
+
+def test_table_rows_must_be_defined_methods(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("table3: [aevb, aevb_iaf, aaeb, ddvi]", "table3: [aevb, vamp]")
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"ddvi.tables.table3\[1\]: 'vamp' is not defined under ddvi.methods"):
+        load(tmp_path / "p.yaml", ROOT / "workflow/schemas/params.schema.yaml")
