@@ -73,7 +73,9 @@ def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
                 disable=not enabled, leave=False)
 
 
-def _manual_hint(dest: Path, algo: str, digest: str) -> str:
+def _manual_hint(dest: Path, algo: str, digest: str | None) -> str:
+    if digest is None:
+        return f"download it manually and place it at {dest} (an existing file is used without any download)"
     return (f"download it manually, check that its {algo} is {digest}, and place it at "
             f"{dest} (an existing file with the right checksum is used without any download)")
 
@@ -81,7 +83,7 @@ def _manual_hint(dest: Path, algo: str, digest: str) -> str:
 def fetch(
     url: str,
     dest: str | os.PathLike,
-    checksum: str,
+    checksum: str | None,
     *,
     progress: bool = True,
     timeout: float = 60.0,
@@ -95,8 +97,10 @@ def fetch(
     dest : path
         Final location. An existing file with the right checksum is used as is
         (no network request).
-    checksum : str
-        Expected checksum (see :func:`parse_checksum`).
+    checksum : str or None
+        Expected checksum (see :func:`parse_checksum`). ``None`` where no published checksum is
+        known: the file is downloaded (or an existing one used) unverified, and the returned record
+        carries its sha256 and a ``note`` saying so, for a manifest (pin that value afterwards).
     progress : bool
         Show a tqdm progress bar while downloading.
     timeout : float
@@ -114,8 +118,17 @@ def fetch(
         partial file is left behind.
     """
     dest = Path(dest)
-    algo, expected = parse_checksum(checksum)
-    record = {"file": dest.name, "url": url, "algorithm": algo, "checksum": expected}
+    if checksum is None:
+        algo, expected = "sha256", None
+        record = {"file": dest.name, "url": url, "algorithm": algo,
+                  "note": "no checksum pinned: not verified; this is the sha256 of the file used"}
+        if dest.is_file():
+            got = file_digest(dest, algo)
+            log.warning("no checksum pinned for %s; using the existing file unverified (sha256 %s)", dest, got)
+            return {**record, "checksum": got, "downloaded": False}
+    else:
+        algo, expected = parse_checksum(checksum)
+        record = {"file": dest.name, "url": url, "algorithm": algo, "checksum": expected}
 
     stale_note = ""
     if dest.is_file():
@@ -178,7 +191,7 @@ def fetch(
                 f"{_manual_hint(dest, algo, expected)}.{stale_note}"
             )
         got = h.hexdigest()
-        if got != expected:
+        if expected is not None and got != expected:
             raise DownloadError(
                 f"Checksum mismatch for {dest.name} downloaded from {url}: expected {algo} "
                 f"{expected}, got {got} ({received} bytes). The download is corrupted or "
@@ -192,4 +205,7 @@ def fetch(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    if expected is None:
+        log.warning("no checksum pinned for %s: downloaded unverified, sha256 %s (pin it)", dest.name, got)
+        return {**record, "checksum": got, "downloaded": True}
     return {**record, "downloaded": True}

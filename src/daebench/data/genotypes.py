@@ -58,13 +58,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
-import http.client
 import logging
 import os
 import platform
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +68,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._fs import open_temp_sibling
 from .download import DownloadError, fetch
 from .store import MANIFEST_NAME, IntegrityError, read_manifest, save_npz, sha256_file, write_manifest
 
@@ -137,7 +132,6 @@ GENOTYPES_DEFAULTS: dict[str, Any] = {
 }
 
 _KG_DIR = "1000_genomes"
-_CHUNK = 1 << 20
 _BASES = frozenset(b"ACGTacgt")
 
 
@@ -474,71 +468,6 @@ def read_panel(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
 
 # --------------------------------------------------------------------------- 1000 Genomes download
 
-def _fetch_unpinned(url: str, dest: Path, *, progress: bool, timeout: float = 60.0) -> dict[str, Any]:
-    """Download ``url`` to ``dest`` atomically when no checksum is known; record its sha256.
-
-    An existing ``dest`` is used as is. Mirrors :func:`daebench.data.download.fetch`
-    (temporary sibling, Content-Length check, rename on success, DownloadError naming
-    the file), minus the verification it cannot do.
-    """
-    record: dict[str, Any] = {"file": dest.name, "url": url, "algorithm": "sha256"}
-    note = "no checksum pinned: not verified; this is the sha256 of the file used"
-    if dest.is_file():
-        digest = sha256_file(dest)
-        log.warning("no checksum pinned for %s; using the existing file unverified (sha256 %s)", dest, digest)
-        return {**record, "checksum": digest, "note": note, "downloaded": False}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = open_temp_sibling(dest, ".part")
-    out = os.fdopen(fd, "wb")
-    hint = f"Retry, pass base_url for a mirror, or place a copy at {dest}"
-    try:
-        h = hashlib.sha256()
-        received = 0
-        total: int | None = None
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": "daebench"})
-            with out, urllib.request.urlopen(req, timeout=timeout) as resp:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                log.info("downloading %s -> %s (no checksum pinned)", url, dest)
-                with _progress_bar(total, dest.name, progress) as bar:
-                    for block in iter(lambda: resp.read(_CHUNK), b""):
-                        out.write(block)
-                        h.update(block)
-                        received += len(block)
-                        if bar is not None:
-                            bar.update(len(block))
-        except urllib.error.HTTPError as exc:
-            raise DownloadError(f"Server answered HTTP {exc.code} ({exc.reason}) for {dest.name} at {url}; "
-                                f"nothing was written to {dest}. {hint}.") from exc
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DownloadError(f"Error while downloading {dest.name} from {url}: {reason}; nothing was "
-                                f"written to {dest}. {hint}.") from exc
-        if total is not None and received != total:
-            raise DownloadError(f"Download of {dest.name} from {url} is truncated: got {received} of {total} "
-                                f"bytes; nothing was written to {dest}. {hint}.")
-        os.replace(tmp, dest)
-    except BaseException:
-        out.close()
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    digest = h.hexdigest()
-    log.warning("no checksum pinned for %s: downloaded unverified, sha256 %s (pin it in checksums)",
-                dest.name, digest)
-    return {**record, "checksum": digest, "note": note, "downloaded": True}
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is cosmetic
-        return contextlib.nullcontext(None)
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=not enabled, leave=False)
-
-
 def _parse_downloaded(path: Path, record: dict[str, Any], what: str, parser: Any) -> Any:
     """Run ``parser`` and turn a format error into a DownloadError naming the file."""
     try:
@@ -597,11 +526,9 @@ def build_1000_genomes(
     folder = Path(download_dir) / _KG_DIR
     records: dict[str, dict[str, Any]] = {}
     for role in ("panel", "vcf"):
-        url, dest, checksum = base + files[role], folder / files[role], checksums.get(role)
-        if checksum:
-            records[role] = fetch(url, dest, checksum, progress=progress)
-        else:
-            records[role] = _fetch_unpinned(url, dest, progress=progress)
+        # no published checksum known: fetch records the sha256 actually used, for the manifest
+        records[role] = fetch(base + files[role], folder / files[role], checksums.get(role) or None,
+                              progress=progress)
 
     panel = _parse_downloaded(folder / files["panel"], records["panel"], "1000 Genomes panel file", read_panel)
     G, samples = _parse_downloaded(
