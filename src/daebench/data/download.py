@@ -15,12 +15,13 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ._fs import open_temp_sibling
 
-__all__ = ["DownloadError", "fetch", "file_digest", "parse_checksum"]
+__all__ = ["DownloadError", "fetch", "file_digest", "parse_checksum", "parse_downloaded"]
 
 log = logging.getLogger(__name__)
 
@@ -209,3 +210,29 @@ def fetch(
         log.warning("no checksum pinned for %s: downloaded unverified, sha256 %s (pin it)", dest.name, got)
         return {**record, "checksum": got, "downloaded": True}
     return {**record, "downloaded": True}
+
+
+def parse_downloaded(path: Path, record: dict[str, Any], what: str, parser: Callable[[Path], Any],
+                     errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError)) -> Any:
+    """Run ``parser`` on a file ``fetch`` returned and turn its format ``errors`` into a DownloadError
+    naming the file; a file this run downloaded is deleted, so it is not trusted next time."""
+    try:
+        return parser(path)
+    except errors as exc:
+        if record["downloaded"]:
+            path.unlink(missing_ok=True)
+            fate = "It was deleted; rerun to download it again"
+        else:
+            fate = f"Delete {path} and rerun to download it again"
+        if "note" in record:  # no pinned checksum to blame
+            raise DownloadError(
+                f"{path.name} (from {record['url']}, {record['algorithm']} {record['checksum']}) is not a readable "
+                f"{what} ({type(exc).__name__}: {exc}); it is truncated or corrupted, or not the expected file. "
+                f"{fate}, or place a good copy at {path}."
+            ) from exc
+        raise DownloadError(
+            f"{path.name} (from {record['url']}) matches the expected {record['algorithm']} "
+            f"{record['checksum']} but is not a readable {what} ({type(exc).__name__}: {exc}); "
+            f"the archive is truncated or corrupted, or the checksum given for it is wrong. "
+            f"{fate}, or place a verified copy at {path}."
+        ) from exc

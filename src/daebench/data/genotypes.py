@@ -68,7 +68,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .download import DownloadError, fetch
+from .download import DownloadError, fetch, parse_downloaded
 from .store import MANIFEST_NAME, IntegrityError, read_manifest, save_npz, sha256_file, write_manifest
 
 __all__ = [
@@ -468,23 +468,6 @@ def read_panel(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
 
 # --------------------------------------------------------------------------- 1000 Genomes download
 
-def _parse_downloaded(path: Path, record: dict[str, Any], what: str, parser: Any) -> Any:
-    """Run ``parser`` and turn a format error into a DownloadError naming the file."""
-    try:
-        return parser(path)
-    except (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError) as exc:
-        if record["downloaded"]:
-            path.unlink(missing_ok=True)
-            fate = "It was deleted; rerun to download it again"
-        else:
-            fate = f"Delete {path} and rerun to download it again"
-        raise DownloadError(
-            f"{path.name} (from {record['url']}, {record['algorithm']} {record['checksum']}) is not a readable "
-            f"{what} ({type(exc).__name__}: {exc}); it is truncated or corrupted, or not the expected file. "
-            f"{fate}, or place a good copy at {path}."
-        ) from exc
-
-
 def build_1000_genomes(
     *,
     download_dir: str | os.PathLike,
@@ -530,10 +513,12 @@ def build_1000_genomes(
         records[role] = fetch(base + files[role], folder / files[role], checksums.get(role) or None,
                               progress=progress)
 
-    panel = _parse_downloaded(folder / files["panel"], records["panel"], "1000 Genomes panel file", read_panel)
-    G, samples = _parse_downloaded(
+    errors = (OSError, EOFError, zlib.error, ValueError)
+    panel = parse_downloaded(folder / files["panel"], records["panel"], "1000 Genomes panel file", read_panel,
+                             errors)
+    G, samples = parse_downloaded(
         folder / files["vcf"], records["vcf"], "VCF file",
-        lambda p: parse_vcf_genotypes(p, max_sites=max_sites, thin=thin, progress=progress))
+        lambda p: parse_vcf_genotypes(p, max_sites=max_sites, thin=thin, progress=progress), errors)
     absent = [s for s in samples if s not in panel]
     if absent:
         raise DownloadError(f"{len(absent)} sample(s) of {files['vcf']} are not in {files['panel']} "

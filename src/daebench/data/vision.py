@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .download import DownloadError, fetch
+from .download import DownloadError, fetch, parse_downloaded
 from .transforms import pad_images, quantize, resize_images
 
 __all__ = [
@@ -83,25 +83,6 @@ def _fetch_all(dataset: str, sources: dict[str, tuple[str, str]], download_dir: 
             for name, (url, checksum) in sources.items()}
 
 
-def _parse(path: Path, record: dict[str, Any], what: str, parser: Callable[[Path], Any]) -> Any:
-    """Run ``parser`` and turn format errors into a DownloadError naming the file."""
-    try:
-        return parser(path)
-    except _FORMAT_ERRORS as exc:
-        if record["downloaded"]:
-            # Just fetched by us and unusable: do not leave it to be trusted next time.
-            path.unlink(missing_ok=True)
-            fate = "It was deleted; rerun to download it again"
-        else:
-            fate = f"Delete {path} and rerun to download it again"
-        raise DownloadError(
-            f"{path.name} (from {record['url']}) matches the expected {record['algorithm']} "
-            f"{record['checksum']} but is not a readable {what} ({type(exc).__name__}: {exc}); "
-            f"the archive is truncated or corrupted, or the checksum given for it is wrong. "
-            f"{fate}, or place a verified copy at {path}."
-        ) from exc
-
-
 def _final_size(images: np.ndarray, size: int, native: int, pad_to: int | None) -> tuple[np.ndarray, str]:
     if size == native:
         return images, f"native {native}x{native}"
@@ -150,7 +131,7 @@ def build_mnist(*, download_dir: str | Path, image_size: int | None, base_url: s
     folder = Path(download_dir) / "mnist"
 
     def read(name: str, kind: str) -> np.ndarray:
-        return _parse(folder / name, records[name], f"gzipped idx {kind} file", read_idx)
+        return parse_downloaded(folder / name, records[name], f"gzipped idx {kind} file", read_idx, _FORMAT_ERRORS)
 
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -277,8 +258,8 @@ def build_cifar10(*, download_dir: str | Path, image_size: int | None, base_url:
     sources = _resolve_sources("cifar10", CIFAR10_FILES, base_url, checksums)
     records = _fetch_all("cifar10", sources, Path(download_dir), progress)
     path = Path(download_dir) / "cifar10" / CIFAR10_ARCHIVE
-    splits = _parse(path, records[CIFAR10_ARCHIVE], "CIFAR-10 python archive",
-                    read_cifar10_archive)
+    splits = parse_downloaded(path, records[CIFAR10_ARCHIVE], "CIFAR-10 python archive", read_cifar10_archive,
+                              _FORMAT_ERRORS)
     out = {}
     how = ""
     for split, (images, labels) in splits.items():
