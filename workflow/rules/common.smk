@@ -427,6 +427,9 @@ order_pulled_artefacts()
 # --- the DDVI study -----------------------------------------------------------------------------------
 from daebench.config import ddvi_method
 
+DDVI_LATENT_TITLES = {"unsup": "Test-digit codes by class (unsupervised, first seed)",
+                      "semi": "Test-digit codes by class (semi-supervised, first seed)",
+                      "cluster": "Genotype codes by population (clustering, first seed)"}
 DDVI_SETTING_TABLES = {"table1": "unsup", "table2": "semi", "table3": "cluster", "table8": "unsup"}
 
 
@@ -439,7 +442,7 @@ def ddvi_data(setting):
 
 
 def ddvi_manifest(wildcards):
-    return ddvi_data(wildcards.setting)[0] + "/manifest.json"
+    return os.path.join(ddvi_data(wildcards.setting)[0], "manifest.json")
 
 
 def ddvi_train_slice(setting, prior, method, seed):
@@ -483,16 +486,19 @@ def ddvi_table_cfg(w):
                     "labels": {m: study["methods"][m].get("label", m) for m in names}})
 
 
-def ddvi_latent_inputs(setting):
-    """The first seed's test codes of every row of the setting's table, prior by prior."""
+def ddvi_latent_rows(setting):
+    """(prior, method) of every row of the setting's table, prior by prior."""
     table = {"unsup": "table1", "semi": "table2", "cluster": "table3"}[setting]
+    return [(p, m) for p in ddvi_priors(setting) for m in config["ddvi"]["tables"][table]]
+
+
+def ddvi_latent_inputs(setting):
+    """The first seed's test codes of every row."""
     seed = config["ddvi"]["seeds"][0]
-    return [f"results/ddvi/runs/{setting}/{p}/{m}/seed{seed}.npz" for p in ddvi_priors(setting)
-            for m in config["ddvi"]["tables"][table]]
+    return [f"results/ddvi/runs/{setting}/{p}/{m}/seed{seed}.npz" for p, m in ddvi_latent_rows(setting)]
 
 
 def ddvi_latent_labels(setting):
-    study = config["ddvi"]
-    return " ".join(shlex.quote(f"{study['methods'][path.split('/')[-2]].get('label', path.split('/')[-2])}"
-                                + ("" if setting == "cluster" else f" / {path.split('/')[-3]}"))
-                    for path in ddvi_latent_inputs(setting))
+    methods = config["ddvi"]["methods"]
+    return " ".join(shlex.quote(methods[m].get("label", m) + ("" if setting == "cluster" else f" / {p}"))
+                    for p, m in ddvi_latent_rows(setting))

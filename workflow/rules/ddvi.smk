@@ -94,6 +94,7 @@ rule ddvi_latents:
         "results/ddvi/latents_{setting}.png",
     params:
         labels=lambda w: ddvi_latent_labels(w.setting),
+        title=lambda w: DDVI_LATENT_TITLES[w.setting],
     localrule: True
     conda:
         "../../envs/daebench.yaml"
@@ -103,7 +104,7 @@ rule ddvi_latents:
         "logs/benchmarks/ddvi/latents_{setting}.tsv"
     shell:
         "python -m daebench ddvi-latents --out {output} --inputs {input} --labels {params.labels}"
-        " --title {wildcards.setting} > {log} 2>&1"
+        " --title {params.title:q} > {log} 2>&1"
 
 
 rule ddvi_all:
