@@ -1,4 +1,6 @@
+import http.server
 import os
+import threading
 
 import pytest
 
@@ -14,3 +16,47 @@ def _isolated_mlflow_env():
     for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
         del os.environ[k]
     os.environ.update(saved)
+
+
+class FileServer:
+    """A local HTTP server on 127.0.0.1 for download tests: serves ``files`` (URL path -> bytes) and records
+    every request path."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.lying_length: set[str] = set()  # paths whose body is cut off after the headers
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in server.lying_length else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def file_server():
+    srv = FileServer()
+    yield srv
+    srv.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -18,7 +17,6 @@ import shutil
 import socket
 import struct
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -258,47 +256,9 @@ def tiny_cifar() -> dict:
     }
 
 
-class _Server:
-    """Serves ``files`` (URL path -> bytes) and records every request path."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.lying_length: set[str] = set()  # paths whose body is cut off after the headers
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if self.path in server.lying_length else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def server():
-    srv = _Server()
-    yield srv
-    srv.close()
+def server(file_server):
+    return file_server
 
 
 # --------------------------------------------------------------------------- downloads

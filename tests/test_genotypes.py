@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -270,52 +268,16 @@ def _kg_vcf(n_sites: int = 40, seed: int = 0) -> tuple[bytes, np.ndarray]:
     return gzip.compress(text.encode()), haps.sum(axis=2).T.astype(np.uint8)
 
 
-class _Server:
-    """Serves ``files`` (URL path -> bytes) and records every request path."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def kg_server():
-    srv = _Server()
+def kg_server(file_server):
+    srv = file_server
     vcf, counts = _kg_vcf()
     panel = PANEL_TEXT.encode()
     srv.files[f"/release/20130502/{THOUSAND_GENOMES['vcf']}"] = vcf
     srv.files[f"/release/20130502/{THOUSAND_GENOMES['panel']}"] = panel
     srv.base_url = srv.url + "/release/20130502"
     srv.vcf, srv.panel, srv.counts = vcf, panel, counts
-    yield srv
-    srv.close()
+    return srv
 
 
 def test_1000_genomes_download_labels_and_reuse(kg_server, tmp_path):

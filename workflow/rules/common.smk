@@ -488,7 +488,7 @@ def ddvi_table_cfg(w):
 
 def ddvi_latent_rows(setting):
     """(prior, method) of every row of the setting's table, prior by prior."""
-    table = {"unsup": "table1", "semi": "table2", "cluster": "table3"}[setting]
+    table = next(t for t, s in DDVI_SETTING_TABLES.items() if s == setting)  # table1, not table8
     return [(p, m) for p in ddvi_priors(setting) for m in config["ddvi"]["tables"][table]]
 
 

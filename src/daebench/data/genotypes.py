@@ -69,7 +69,7 @@ from typing import IO, Any
 import numpy as np
 
 from .download import DownloadError, fetch, parse_downloaded
-from .store import MANIFEST_NAME, IntegrityError, read_manifest, save_npz, sha256_file, write_manifest
+from .store import MANIFEST_NAME, IntegrityError, read_manifest, save_npz, verify_file, write_manifest
 
 __all__ = [
     "GENOTYPES_DEFAULTS",
@@ -679,14 +679,8 @@ def load_genotypes(out_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
         raise ValueError(f"{Path(out_dir) / MANIFEST_NAME} is not a genotypes manifest "
                          f"(dataset={manifest.get('dataset')!r}); run prepare_genotypes into {out_dir}")
     path = Path(out_dir) / manifest["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is listed in {MANIFEST_NAME} but missing; rerun the genotypes prepare step")
-    got = sha256_file(path)
-    if got != manifest["sha256"]:
-        raise IntegrityError(
-            f"{path} is corrupted or was modified: sha256 {got} does not match {manifest['sha256']} "
-            f"recorded in {Path(out_dir) / MANIFEST_NAME}. Delete {path} and rerun the genotypes prepare step."
-        )
+    verify_file(path, manifest["sha256"], Path(out_dir) / MANIFEST_NAME, "the genotypes prepare step",
+                f"Delete {path} and rerun the genotypes prepare step.")
     with np.load(path, allow_pickle=False) as npz:
         features = npz["features"]
         labels = npz["labels"]

@@ -32,6 +32,7 @@ __all__ = [
     "read_manifest",
     "save_npz",
     "sha256_file",
+    "verify_file",
     "write_manifest",
 ]
 
@@ -111,6 +112,16 @@ def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
         return json.load(fh)
 
 
+def verify_file(path: Path, sha256: str, manifest: Path, step: str, fix: str) -> None:
+    """The file a manifest lists exists and has the sha256 recorded there; errors say how to rebuild it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is listed in {MANIFEST_NAME} but missing; rerun {step}")
+    got = sha256_file(path)
+    if got != sha256:
+        raise IntegrityError(f"{path} is corrupted or was modified: sha256 {got} does not match {sha256} "
+                             f"recorded in {manifest}. {fix}")
+
+
 def load_split(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load one split after checking its sha256 against the manifest.
 
@@ -136,15 +147,8 @@ def load_split(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
         raise ValueError(f"unknown split {split!r} in {data_dir}; available: {sorted(splits)}")
     entry = splits[split]
     path = Path(data_dir) / entry["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is listed in {MANIFEST_NAME} but missing; rerun prepare")
-    got = sha256_file(path)
-    if got != entry["sha256"]:
-        raise IntegrityError(
-            f"{path} is corrupted or was modified: sha256 {got} does not match "
-            f"{entry['sha256']} recorded in {Path(data_dir) / MANIFEST_NAME}. "
-            "Delete the directory and rerun prepare (or `dvc checkout` it)."
-        )
+    verify_file(path, entry["sha256"], Path(data_dir) / MANIFEST_NAME, "prepare",
+                "Delete the directory and rerun prepare (or `dvc checkout` it).")
     with np.load(path, allow_pickle=False) as npz:
         images = npz["images"]
         labels = npz["labels"]
