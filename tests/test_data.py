@@ -17,6 +17,7 @@ import shutil
 import socket
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,14 @@ from daebench.data import (
     DATASETS,
     DownloadError,
     IntegrityError,
+    LocalDataError,
     from_tensor,
     load_split,
     prepare,
     to_tensor,
 )
+from daebench.data import images as image_io
+from daebench.data.transforms import quantize, resize_images
 
 
 def md5(data: bytes) -> str:
@@ -427,3 +431,292 @@ def test_checksum_override_for_unknown_file_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="cifar-10-python.tar.gz"):
         prepare("cifar10", tmp_path / "out", download_dir=tmp_path / "dl",
                 checksums={"cifar10.tgz": "0" * 32}, progress=False)
+
+
+# --------------------------------------------------------------------------- local copies: image folders,
+# CelebA, FFHQ, LSUN (LMDB, downloaded from a local server), downsampled ImageNet
+
+
+def _png(a: np.ndarray, fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+def _expected(a: np.ndarray, size: int, box=None) -> np.ndarray:
+    """What the reader should make of one RGB image: the crop, then transforms.resize_images (einsum)."""
+    top, left, s = box or image_io.center_crop_box(*a.shape[:2])
+    crop = a[top:top + s, left:left + s][None]
+    return crop[0] if s == size else quantize(resize_images(crop, size))[0]
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory) -> dict:
+    """Nine lossless images in nested folders, mixed sizes and orientations, plus a non-image file."""
+    rng = np.random.default_rng(5)
+    root = tmp_path_factory.mktemp("faces")
+    shapes = [(24, 24), (30, 20), (20, 30), (24, 24), (16, 16), (40, 24), (24, 24), (32, 32), (24, 24)]
+    arrays = {}
+    for i, (h, w) in enumerate(shapes):
+        rel = f"{i // 4:02d}/{i:05d}.png"
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_png(a))
+        arrays[rel] = a
+    (root / "LICENSE.txt").write_text("not an image")
+    return {"root": root, "arrays": arrays, "names": sorted(arrays)}
+
+
+def test_image_folder_reads_sorted_crops_resizes_and_splits(face_folder, tmp_path):
+    out = tmp_path / "out"
+    manifest = prepare("ffhq128", out, path=str(face_folder["root"]), image_size=16, test_fraction=0.25, seed=3,
+                       progress=False)
+    names, arrays = face_folder["names"], face_folder["arrays"]
+    train_idx, test_idx = image_io.seeded_split(len(names), 0.25, 3)
+    assert manifest["counts"] == {"train": 7, "test": 2} and manifest["split"] == "seeded"
+    assert manifest["image_shape"] == [16, 16, 3] and manifest["test_fraction"] == 0.25
+    assert str(face_folder["root"].resolve()) in manifest["source"] and "(9 images)" in manifest["source"]
+    for split, idx in (("train", train_idx), ("test", test_idx)):
+        x, y = load_split(out, split)
+        want = np.stack([_expected(arrays[names[i]], 16) for i in idx])
+        # BLAS (tensordot) vs einsum summation order may move a value across .5: at most 1 level, rarely
+        assert np.abs(x.astype(int) - want.astype(int)).max() <= 1
+        assert (x != want).mean() < 0.01
+        assert not y.any() and y.dtype == np.int64
+    # the 16x16 image is only cropped (square already, no resize)
+    i16 = names.index("01/00004.png")
+    x_all = {int(i): load_split(out, s)[0][k] for s, idx in (("train", train_idx), ("test", test_idx))
+             for k, i in enumerate(idx)}
+    np.testing.assert_array_equal(x_all[i16], arrays["01/00004.png"])
+
+
+def test_image_folder_is_deterministic_and_the_zip_reads_the_same(face_folder, tmp_path):
+    a = prepare("ffhq128", tmp_path / "a", path=face_folder["root"], image_size=8, test_fraction=0.3, progress=False)
+    b = prepare("ffhq128", tmp_path / "b", path=face_folder["root"], image_size=8, test_fraction=0.3, progress=False)
+    assert a["splits"] == b["splits"]  # same sha256
+    c = prepare("ffhq128", tmp_path / "c", path=face_folder["root"], image_size=8, test_fraction=0.3, seed=1,
+                progress=False)
+    assert c["splits"]["test"]["sha256"] != a["splits"]["test"]["sha256"]
+    archive = tmp_path / "ffhq.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for rel in reversed(face_folder["names"]):  # member order must not matter
+            zf.write(face_folder["root"] / rel, f"images/{rel}")
+    z = prepare("ffhq128", tmp_path / "z", path=archive, image_size=8, test_fraction=0.3, progress=False)
+    assert z["splits"]["train"]["sha256"] == a["splits"]["train"]["sha256"]
+    assert z["splits"]["test"]["sha256"] == a["splits"]["test"]["sha256"]
+
+
+def test_caps_are_applied_before_decoding_as_prepare_would(face_folder, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    prepare("ffhq128", full, path=face_folder["root"], image_size=8, test_fraction=0.3, progress=False)
+    decoded = []
+    real = image_io._decode
+    monkeypatch.setattr(image_io, "_decode", lambda data, name, crop: decoded.append(name) or real(data, name, crop))
+    capped = tmp_path / "capped"
+    m = prepare("ffhq128", capped, path=face_folder["root"], image_size=8, test_fraction=0.3, max_train=3,
+                max_test=1, progress=False)
+    assert m["counts"] == {"train": 3, "test": 1} and len(decoded) == 4
+    for split, n, stream in (("train", 3, 1), ("test", 1, 2)):
+        x_full, _ = load_split(full, split)
+        x_cap, _ = load_split(capped, split)
+        np.testing.assert_array_equal(x_cap, x_full[image_io.subset_indices(len(x_full), n, 0, stream)])
+
+
+def test_missing_local_copy_says_what_to_put_where(tmp_path):
+    with pytest.raises(LocalDataError) as err:
+        prepare("ffhq128", tmp_path / "out", path=None, progress=False)
+    msg = str(err.value)
+    assert "dataset_paths.ffhq128" in msg and "images1024x1024" in msg and "thumbnails128x128" in msg
+    with pytest.raises(LocalDataError, match="dataset_paths.celeba64") as err:
+        prepare("celeba64", tmp_path / "out", progress=False)
+    assert "img_align_celeba" in str(err.value) and "list_eval_partition.txt" in str(err.value)
+    with pytest.raises(LocalDataError, match="does not exist") as err:
+        prepare("celeba64", tmp_path / "out", path=str(tmp_path / "nowhere"), progress=False)
+    assert str(tmp_path / "nowhere") in str(err.value) and "img_align_celeba" in str(err.value)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(LocalDataError, match="holds no"):
+        prepare("ffhq128", tmp_path / "out", path=tmp_path / "empty", progress=False)
+    assert files_under(tmp_path / "out") == []
+    assert issubclass(LocalDataError, DownloadError)
+
+
+def test_undecodable_image_is_named(face_folder, tmp_path):
+    root = tmp_path / "imgs"
+    shutil.copytree(face_folder["root"], root)
+    (root / "00" / "00002.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(LocalDataError, match="00/00002.png"):
+        prepare("ffhq128", tmp_path / "out", path=root, image_size=8, progress=False)
+
+
+def test_celeba_official_split_and_diffae_crop(tmp_path):
+    root = tmp_path / "celeba" / "img_align_celeba"
+    root.mkdir(parents=True)
+    lines = []
+    for i in range(1, 7):
+        a = np.full((218, 178, 3), 10, np.uint8)
+        a[57:185, 25:153] = (40 * i, 255 - 40 * i, 7)  # the crop box: uniform, distinct per image
+        name = f"{i:06d}.jpg" if i % 2 else f"{i:06d}.png"
+        (root / name).write_bytes(_png(a, "JPEG" if i % 2 else "PNG"))
+        lines.append(f"{name} {[0, 0, 1, 2, 0, 2][i - 1]}")
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    m = prepare("celeba64", tmp_path / "out", path=root, image_size=16, progress=False)
+    assert m["counts"] == {"train": 3, "test": 2} and m["split"].startswith("official")
+    assert m["test_fraction"] is None and m["image_shape"] == [16, 16, 3]
+    x, _ = load_split(tmp_path / "out", "test")  # images 4 and 6
+    for k, i in enumerate((4, 6)):
+        np.testing.assert_allclose(x[k].reshape(-1, 3).mean(0), (40 * i, 255 - 40 * i, 7), atol=3)
+        assert np.ptp(x[k].reshape(-1, 3), axis=0).max() <= 6  # nothing of the border: inside the box only
+    # without the partition file: a seeded split of test_fraction
+    (tmp_path / "celeba" / "list_eval_partition.txt").unlink()
+    m = prepare("celeba64", tmp_path / "out2", path=root, image_size=16, test_fraction=0.5, progress=False)
+    assert m["split"] == "seeded" and m["counts"] == {"train": 3, "test": 3}
+
+
+# ----- LSUN: an LMDB of encoded images, as bedroom_train_lmdb.zip on a local server
+
+
+@pytest.fixture(scope="module")
+def tiny_lsun(tmp_path_factory) -> dict:
+    lmdb = pytest.importorskip("lmdb")
+    rng = np.random.default_rng(9)
+    root = tmp_path_factory.mktemp("lsun")
+    db = root / "bedroom_train_lmdb"
+    env = lmdb.open(str(db), map_size=1 << 24)
+    arrays = {}
+    with env.begin(write=True) as txn:
+        for i in range(6):
+            key = hashlib.sha1(str(i).encode()).hexdigest()  # LSUN's keys: hex ids
+            a = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+            txn.put(key.encode(), _png(a, "WEBP" if i % 2 else "PNG"))  # LSUN stores WebP
+            arrays[key] = a
+    env.close()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(db.iterdir()):
+            zf.write(f, f"bedroom_train_lmdb/{f.name}")
+    return {"db": db, "arrays": arrays, "keys": sorted(arrays), "archive": buf.getvalue()}
+
+
+def test_lsun_downloads_extracts_once_and_reads_the_lmdb(server, tiny_lsun, tmp_path):
+    server.files["/lsun/bedroom_train_lmdb.zip"] = tiny_lsun["archive"]
+    dl = tmp_path / "dl"
+    m = prepare("lsun_bedroom128", tmp_path / "out", download_dir=dl, base_url=server.url + "/lsun", image_size=8,
+                test_fraction=0.34, progress=False)
+    assert server.requests == ["/lsun/bedroom_train_lmdb.zip"]
+    rec = m["source_checksums"]["bedroom_train_lmdb.zip"]
+    assert rec["checksum"] == hashlib.sha256(tiny_lsun["archive"]).hexdigest() and "not verified" in rec["note"]
+    assert m["counts"] == {"train": 4, "test": 2} and m["image_shape"] == [8, 8, 3]
+    train_idx, _ = image_io.seeded_split(6, 0.34, 0)
+    x, _ = load_split(tmp_path / "out", "train")
+    keys, arrays = tiny_lsun["keys"], tiny_lsun["arrays"]
+    want = np.stack([_expected(arrays[keys[i]], 8) for i in train_idx])
+    assert np.abs(x.astype(int) - want.astype(int)).max() <= 1
+    assert (dl / "lsun_bedroom128" / "bedroom_train_lmdb" / "data.mdb").is_file()
+    # again: the verified archive and its extracted LMDB are reused, nothing is fetched
+    server.requests.clear()
+    m2 = prepare("lsun_bedroom128", tmp_path / "out2", download_dir=dl, base_url=server.url + "/lsun", image_size=8,
+                 test_fraction=0.34, progress=False)
+    assert server.requests == [] and m2["splits"] == m["splits"]
+    # a local LMDB given by path reads the same, with no download
+    m3 = prepare("lsun_bedroom128", tmp_path / "out3", path=tiny_lsun["db"], image_size=8, test_fraction=0.34,
+                 progress=False)
+    assert m3["splits"]["train"]["sha256"] == m["splits"]["train"]["sha256"] and m3["source_checksums"] == {}
+
+
+def test_lsun_archive_without_an_lmdb_is_rejected(server, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("bedroom_train_lmdb/readme.txt", "no database here")
+    server.files["/bedroom_train_lmdb.zip"] = buf.getvalue()
+    with pytest.raises(LocalDataError, match="no data.mdb"):
+        prepare("lsun_bedroom128", tmp_path / "out", download_dir=tmp_path / "dl", base_url=server.url,
+                progress=False)
+
+
+# ----- downsampled ImageNet 32x32
+
+
+def _imagenet_batch(n: int, rng, npz: bool, mean: bool) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A batch file in the official layout: data uint8 (N, 3072) = R, G, B planes; labels 1-based."""
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(1, 1001, n)
+    data = images.transpose(0, 3, 1, 2).reshape(n, 3072)
+    payload = {"data": data, "labels": labels.tolist()}
+    if mean:
+        payload["mean"] = data.mean(0)
+    if npz:
+        buf = io.BytesIO()
+        np.savez(buf, **payload)
+        return buf.getvalue(), images, labels - 1
+    return pickle.dumps(payload, protocol=2), images, labels - 1
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet32(tmp_path_factory) -> dict:
+    rng = np.random.default_rng(11)
+    out = {"npz": {}, "pickle": {}}
+    for kind in out:
+        train = [_imagenet_batch(2 + i % 2, rng, kind == "npz", True) for i in range(10)]
+        val = _imagenet_batch(3, rng, kind == "npz", False)
+        ext = ".npz" if kind == "npz" else ""
+        files = {f"train_data_batch_{i + 1}{ext}": b[0] for i, b in enumerate(train)}
+        files[f"val_data{ext}"] = val[0]
+        out[kind] = {"files": files,
+                     "train": (np.concatenate([b[1] for b in train]), np.concatenate([b[2] for b in train])),
+                     "test": (val[1], val[2])}
+    return out
+
+
+def _check_imagenet(out: Path, ref: dict) -> None:
+    for split in ("train", "test"):
+        x, y = load_split(out, split)
+        np.testing.assert_array_equal(x, ref[split][0])
+        np.testing.assert_array_equal(y, ref[split][1])
+
+
+def test_imagenet32_npz_zips_as_downloaded(tiny_imagenet32, tmp_path):
+    ref = tiny_imagenet32["npz"]
+    root = tmp_path / "imagenet32"
+    root.mkdir()
+    for zname, prefix in (("Imagenet32_train_npz.zip", "train"), ("Imagenet32_val_npz.zip", "val")):
+        with zipfile.ZipFile(root / zname, "w") as zf:
+            for name, payload in ref["files"].items():
+                if name.startswith(prefix):
+                    zf.writestr(f"{zname[:-4]}/{name}", payload)
+    m = prepare("imagenet32", tmp_path / "out", path=root, progress=False)
+    _check_imagenet(tmp_path / "out", ref)
+    assert m["split"].startswith("official") and m["num_classes"] == 1000 and m["counts"] == {"train": 25, "test": 3}
+    assert m["image_shape"] == [32, 32, 3]
+
+
+def test_imagenet32_extracted_pickles(tiny_imagenet32, tmp_path):
+    ref = tiny_imagenet32["pickle"]
+    root = tmp_path / "Imagenet32_train"
+    root.mkdir()
+    for name, payload in ref["files"].items():
+        (root / name).write_bytes(payload)
+    prepare("imagenet32", tmp_path / "out", path=root, progress=False)
+    _check_imagenet(tmp_path / "out", ref)
+
+
+def test_imagenet32_missing_or_bad_files_are_named(tiny_imagenet32, tmp_path):
+    with pytest.raises(LocalDataError, match="dataset_paths.imagenet32") as err:
+        prepare("imagenet32", tmp_path / "out", progress=False)
+    assert "Imagenet32_train_npz.zip" in str(err.value)
+    root = tmp_path / "partial"
+    root.mkdir()
+    for name, payload in tiny_imagenet32["npz"]["files"].items():
+        if name not in ("train_data_batch_7.npz", "val_data.npz"):
+            (root / name).write_bytes(payload)
+    with pytest.raises(LocalDataError, match="lacks train_data_batch_7, val_data"):
+        prepare("imagenet32", tmp_path / "out", path=root, progress=False)
+    (root / "train_data_batch_7.npz").write_bytes(tiny_imagenet32["npz"]["files"]["train_data_batch_7.npz"])
+    buf = io.BytesIO()
+    np.savez(buf, data=np.zeros((2, 12288), np.uint8), labels=np.array([1, 2]))  # an Imagenet64 batch
+    (root / "val_data.npz").write_bytes(buf.getvalue())
+    with pytest.raises(LocalDataError, match="12288"):
+        prepare("imagenet32", tmp_path / "out", path=root, progress=False)
+    assert files_under(tmp_path / "out") == []

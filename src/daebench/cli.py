@@ -45,16 +45,28 @@ def cmd_prepare_data(a) -> None:
     d = cfg["data"]
     manifest = prepare(cfg["dataset"], a.out, download_dir=d["download_dir"], seed=d["seed"],
                        test_fraction=d["test_fraction"], base_url=d["base_url"], max_train=d["max_train"],
-                       max_test=d["max_test"])
+                       max_test=d["max_test"], path=cfg.get("path"))
     log.info("prepared %s: %s", cfg["dataset"], manifest["counts"])
 
 
+def _compute_settings(device_name: str) -> dict:
+    """compute.* for this job (DAEBENCH_COMPUTE), and what it uses on its device, for the run's params."""
+    from . import compute
+    from .train import resolve_device
+
+    settings = compute.from_env()
+    return {"settings": settings, "effective": compute.effective(settings, resolve_device(device_name))}
+
+
 def cmd_train(a) -> None:
+    import contextlib
+
     import torch
 
+    from . import compute
     from .data import load_split, read_manifest, to_tensor
     from .methods import get_family
-    from .tracking import start_run
+    from .tracking import NullRun, start_run
     from .train import load_checkpoint, num_params, phase_steps, train_phase
 
     _threads(a.threads)
@@ -83,8 +95,13 @@ def cmd_train(a) -> None:
     if ckpt_path.exists():  # continue the MLflow run of the interrupted attempt
         run_id = load_checkpoint(ckpt_path).get("mlflow_run_id") or None
     name = f"{a.method}/{phase['name']}"
-    with start_run(name=name, rule="train", dataset=cfg["dataset"], params=cfg,
-                   run_id=run_id) as run:
+    comp = _compute_settings(cfg["train"]["device"])
+    # Under torchrun only rank 0 logs the job (and writes its files, see train_phase).
+    main = compute.dist_info().is_main
+    with start_run(name=name, rule="train", dataset=cfg["dataset"], params=cfg, run_id=run_id) if main \
+            else contextlib.nullcontext(NullRun()) as run:
+        if run_id is None:
+            run.log_params({"compute": comp["effective"]})
         run.log_metrics({**{f"params/{n}": num_params(m) for n, m in model.named_children()},
                          "phase/steps": steps})
         def logger(metrics, step):
@@ -94,7 +111,7 @@ def cmd_train(a) -> None:
         final = train_phase(model, fam.phase_loss(method, phase), x, steps=steps, phase_index=i,
                             train_cfg=cfg["train"], ckpt_path=ckpt_path, out_path=out, config=cfg, init=init,
                             logger=logger, step_offset=offset, progress=not a.no_progress,
-                            extra={"mlflow_run_id": run.run_id})
+                            extra={"mlflow_run_id": run.run_id}, compute=comp["settings"])
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
     log.info("trained %s for %d steps -> %s (MLflow run %s)", name, steps, out, run.run_id)
 
@@ -271,11 +288,13 @@ def cmd_train_prior(a) -> None:
                  "device": cfg["device"]}
     out = Path(a.out)
     ckpt_path = Path(a.checkpoint_dir) / f"{out.stem}.prior.resume.pt"
+    comp = _compute_settings(cfg["device"])
     with start_run(name=f"{a.method}/prior", rule="train_prior", dataset=cfg["dataset"], params=pcfg) as run:
+        run.log_params({"compute": comp["effective"]})
         run.log_metrics({"params/prior": sum(q.numel() for q in prior.parameters()), "phase/steps": steps})
         train_phase(prior, latent_prior.loss(), u, steps=steps, phase_index=0, train_cfg=train_cfg,
                     ckpt_path=ckpt_path, out_path=out, config=pcfg, logger=run.log_metrics,
-                    progress=not a.no_progress, extra={"mlflow_run_id": run.run_id})
+                    progress=not a.no_progress, extra={"mlflow_run_id": run.run_id}, compute=comp["settings"])
     log.info("latent prior for %s: %d codes of dim %d, %d steps -> %s", a.method, len(z), z.shape[1], steps, out)
 
 
@@ -452,12 +471,16 @@ def cmd_ddvi_train(a) -> None:
     out = Path(a.out)
     ckpt_path = Path(a.checkpoint_dir) / f"{out.stem}.resume.pt"
     run_id = load_checkpoint(ckpt_path).get("mlflow_run_id") or None if ckpt_path.exists() else None
+    comp = _compute_settings(train["device"])
     with start_run(name=a.name, rule="ddvi_train", dataset=cfg["dataset"], params=cfg, run_id=run_id) as run:
+        if run_id is None:
+            run.log_params({"compute": comp["effective"]})
         run.log_metrics({**{f"params/{n}": num_params(m) for n, m in model.named_children()}, "phase/steps": steps})
         t0 = time.time()
         final = train_phase(model, loss, (data.x_train, lvm_study.partition_labels(cfg, data.y_train)), steps=steps,
                             phase_index=0, train_cfg=train, ckpt_path=ckpt_path, out_path=out, config=cfg,
-                            logger=run.log_metrics, progress=not a.no_progress, extra={"mlflow_run_id": run.run_id})
+                            logger=run.log_metrics, progress=not a.no_progress, extra={"mlflow_run_id": run.run_id},
+                            compute=comp["settings"])
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
     log.info("trained %s for %d steps -> %s (MLflow run %s)", a.name, steps, out, run.run_id)
 
@@ -571,11 +594,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that run as torchrun processes when compute.nproc > 1 (one DDP training job).
+DISTRIBUTED_COMMANDS = {"train"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.cmd in DISTRIBUTED_COMMANDS:
+        from . import compute
+
+        settings = compute.from_env()
+        if compute.wants_relaunch(settings):
+            cmd = compute.torchrun_argv(settings["nproc"], argv)
+            print(f"compute.nproc={settings['nproc']}: running as {' '.join(cmd)}", file=sys.stderr, flush=True)
+            os.execv(cmd[0], cmd)  # same pid: Snakemake's signals reach torchrun, which stops its workers
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args.fn(args)
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0

@@ -257,6 +257,18 @@ class Run:
         retry(lambda: self.client.log_dict(self.run_id, obj, name))
 
 
+class NullRun:
+    """A run handle that logs nothing: for the processes of a torchrun job other than rank 0."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

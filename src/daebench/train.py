@@ -1,9 +1,18 @@
 """One training loop for every method and phase: Adam with linear warm-up, EMA weights,
-atomic resumable checkpoints, per-term loss logging.
+atomic resumable checkpoints, per-term loss logging, DDP and the GPU fast paths (compute.py).
 
 Resumption is exact on CPU: the data order and every random draw of step k are functions of
 (seed, phase, k) alone (a fresh generator per step), so a run resumed from a checkpoint at step
 k replays steps k+1... exactly as an uninterrupted run would.
+
+Under torchrun (WORLD_SIZE > 1) ``train.batch_size`` is the global batch: each step's examples are
+the same as in one process, split into equal contiguous shards, and DDP averages the gradients, so
+the update equals the one-process update up to the noise each rank draws for its shard (rank 0 draws
+what one process would draw for those examples). Only rank 0 keeps the EMA, logs and writes files.
+
+A non-finite term is detected without a host sync per step: the first step at which each term was
+non-finite is tracked on the device and checked before every checkpoint and log point, so a bad
+update never reaches a checkpoint; the job stops naming the step and the terms.
 """
 from __future__ import annotations
 
@@ -20,6 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import compute as compute_mod
+
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
@@ -34,15 +45,32 @@ def resolve_device(name: str) -> torch.device:
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temp file then rename, so a crash mid-write never leaves a truncated file."""
+    """torch.save to a temp file, fsync, then rename: a process killed mid-write (SIGKILL, OOM, preemption)
+    leaves the previous file whole, and a node crash cannot leave a renamed but unwritten file. Temp files
+    of writers killed earlier are removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+class CorruptCheckpoint(RuntimeError):
+    pass
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (truncated or corrupted: {err}). Delete it "
+                                "and rerun the job that writes it (Snakemake: --forcerun that rule)") from None
 
 
 def _step_seed(seed: int, phase_index: int, step: int) -> int:
@@ -92,16 +120,56 @@ def _stage_optimizers(model: nn.Module, stages, lr: float) -> list[torch.optim.O
     return opts
 
 
+class _Step(nn.Module):
+    """One loss (or stage) evaluation as a module call: DDP synchronises gradients of what runs inside
+    a wrapped forward, and the losses call the networks' children directly."""
+
+    def __init__(self, model: nn.Module, fns: list[LossFn]):
+        super().__init__()
+        self.model = model
+        self.fns = tuple(fns)  # a tuple: a loss that is itself a Module is not registered as a child
+
+    def forward(self, index: int, x, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.fns[index](self.model, x, generator)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    return (seed + rank * 7_777_777_777) % (2**63 - 1)
+
+
+def _place_data(images, device: torch.device, on_device) -> tuple:
+    """The training tensors where batches are cut from: on the GPU when asked (``auto``: when the set takes
+    under a quarter of free memory), else in pinned host memory so copies overlap compute."""
+    tensors = images if isinstance(images, tuple) else (images,)
+    if device.type != "cuda":
+        return tensors
+    if on_device == "auto":
+        free, _ = torch.cuda.mem_get_info(device)
+        on_device = sum(t.numel() * t.element_size() for t in tensors) < free / 4
+    return tuple(t.to(device) if on_device else t.pin_memory() for t in tensors)
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def _f32(v: torch.Tensor) -> torch.Tensor:
+    # terms computed under bf16 autocast are reduced in float32; float64 (tests) stays float64
+    return v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+
+
 def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[torch.Tensor, ...], *, steps: int,
                 phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
                 logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
-                progress: bool = True, extra: dict | None = None) -> dict:
+                progress: bool = True, extra: dict | None = None, compute: dict | None = None) -> dict:
     """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
 
     ``init``: the previous phase's final checkpoint (model, EMA and optimizer state carry over).
     ``ckpt_path``: resumable checkpoint; if it exists with the same config hash, training resumes.
     ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
     ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
+    ``compute``: execution settings (compute.DEFAULTS; GPU fast paths apply on CUDA only). Under torchrun the
+    processes train one model with DDP.
     ``loss_fn.trainable`` (optional): names of the child modules this phase trains; the others are
     frozen (no gradients, eval mode, so a frozen network's dropout stays off).
     ``loss_fn.stages`` (optional): several updates per batch, each ``stage.fn(model, batch, generator)``
@@ -111,7 +179,15 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
     Returns the final checkpoint dict.
     """
     device = resolve_device(train_cfg["device"])
-    model.to(device)
+    dist = compute_mod.dist_info()
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
+    eff = compute_mod.effective(compute or compute_mod.DEFAULTS, device)
+    compute_mod.init_distributed(device)
+    if device.type == "cuda":
+        compute_mod.set_tf32(eff["tf32"])
+    fmt = torch.channels_last if eff["channels_last"] else torch.preserve_format
+    model.to(device, memory_format=fmt)
     trainable = getattr(loss_fn, "trainable", None)
     frozen = [m for name, m in model.named_children() if trainable is not None and name not in trainable]
     for m in frozen:
@@ -134,7 +210,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
             o.load_state_dict(st)
     # The resolved config travels in every checkpoint; a resume file from another config is ignored.
     cfg_json = json.dumps(config, sort_keys=True)
-    start = 0
+    start, last_saved = 0, None
     if init is not None:
         _load_carried(model, init["model"])
         _load_carried(ema, init["ema"])
@@ -147,7 +223,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
             model.load_state_dict(ck["model"])
             ema.load_state_dict(ck["ema"])
             load_opt_state(ck["optimizer"])
-            start = int(ck["step"])
+            start = last_saved = int(ck["step"])
             log.info("resumed from %s at step %d/%d", ckpt_path, start, steps)
         else:
             log.warning("ignoring %s: it was written with a different configuration", ckpt_path)
@@ -157,12 +233,30 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
         if m in frozen:
             m.load_state_dict(ema_children[name].state_dict())
     bs, seed = train_cfg["batch_size"], train_cfg["seed"]
+    if bs % dist.world_size:
+        raise ValueError(f"train.batch_size {bs} (the global batch) does not split evenly over "
+                         f"{dist.world_size} processes (compute.nproc); make it a multiple")
+    shard = slice(dist.rank * bs // dist.world_size, (dist.rank + 1) * bs // dist.world_size)
     warmup_steps = train_cfg["warmup_examples"] / bs
-    n = (images[0] if isinstance(images, tuple) else images).shape[0]
+    data = _place_data(images, device, eff["data_on_device"])
+    n = data[0].shape[0]
+    if eff["compile"]:
+        for m in model.children():
+            m.compile()  # in place: parameter names (and so checkpoints) stay as they are
+    step_module = _Step(model, step_fns)
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Each stage of a multi-stage loss leaves the other stages' networks without gradients; one-stage
+        # losses use every trainable parameter (checked for every image family), which keeps DDP's fast path.
+        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=len(step_fns) > 1)
+    amp_dtype = compute_mod.AMP_DTYPES[eff["amp"]]
     model.train()
     for m in frozen:
         m.eval()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
+    first_bad: dict[str, torch.Tensor] = {}
     count, t0 = 0, time.time()
 
     def snapshot(step: int) -> dict:
@@ -170,8 +264,29 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
                 "step": step, "config_json": cfg_json, "trainable": list(trainable) if trainable is not None else None,
                 **(extra or {})}
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}", disable=not progress,
-               mininterval=2.0)
+    def check_finite() -> None:
+        """Stop (on every rank) if a term was non-finite since the last check."""
+        if not first_bad:
+            return
+        names = list(first_bad)
+        at = torch.stack([first_bad[k] for k in names]).to(torch.float64)
+        at = torch.where(at < 0, torch.full_like(at, float("inf")), at)
+        if dist.world_size > 1:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(at, op=tdist.ReduceOp.MIN)
+        at = at.tolist()
+        bad_step = min(at)
+        if bad_step == float("inf"):
+            return
+        terms = [k for k, s in zip(names, at) if s == bad_step]
+        kept = (f"the last good checkpoint, {ckpt_path} (step {last_saved}), is kept" if last_saved is not None
+                else "no checkpoint was written yet")
+        raise NonFiniteLoss(f"non-finite loss at step {int(bad_step)} of phase {phase_index} (term(s): "
+                            f"{', '.join(terms)}); training stopped and {kept}. Lower train.lr or check the data.")
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}",
+               disable=not progress or not dist.is_main, mininterval=2.0)
     for step in bar:
         gstep = step_offset + step
         lr = train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
@@ -181,42 +296,55 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
         if hasattr(loss_fn, "set_progress"):
             loss_fn.set_progress(step / max(steps, 1))
         s = _step_seed(seed, phase_index, step)
-        torch.manual_seed(s)  # dropout
-        gen = torch.Generator().manual_seed(s + 1)
-        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)
-        if isinstance(images, tuple):
-            x0 = tuple(t[idx].to(device, non_blocking=True) for t in images)
-        else:
-            x0 = images[idx].to(device, non_blocking=True)
-        for fn, opt in zip(step_fns, opts):
-            terms = fn(model, x0, gen)
-            loss = sum(v.mean() for v in terms.values())
-            if not torch.isfinite(loss):
-                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-                raise FloatingPointError(f"non-finite loss at step {step} (terms: {', '.join(bad)}); "
-                                         f"last good checkpoint: {ckpt_path}")
+        torch.manual_seed(_rank_seed(s, dist.rank))  # dropout
+        gen = torch.Generator().manual_seed(_rank_seed(s + 1, dist.rank))
+        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)[shard].to(data[0].device)
+        x0 = tuple(t[idx].to(device, non_blocking=True) for t in data)
+        if eff["channels_last"]:
+            x0 = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in x0)
+        x0 = x0 if isinstance(images, tuple) else x0[0]
+        for i, opt in enumerate(opts):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                terms = step_module(i, x0, gen)
+            loss = sum(_f32(v).mean() for v in terms.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach().mean())
-        ema_update(ema, model, train_cfg["ema_decay"], gstep)
+                v = _f32(v.detach())
+                sums[k] = sums.get(k, 0.0) + v.mean()
+                bad = first_bad.get(k, torch.full((), -1, dtype=torch.long, device=v.device))
+                first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v).all(), step, bad)
+        if dist.is_main:
+            ema_update(ema, model, train_cfg["ema_decay"], gstep)
         count += 1
         done = step + 1
+        save = done % train_cfg["checkpoint_every"] == 0 and done < steps
+        if done % train_cfg["log_every"] == 0 or done == steps or save:
+            check_finite()
         if done % train_cfg["log_every"] == 0 or done == steps:
-            means = {f"loss/{k}": v / count for k, v in sums.items()}
+            keys = sorted(sums)
+            totals = torch.stack([sums[k] for k in keys]) / count
+            if dist.world_size > 1:
+                import torch.distributed as tdist
+
+                tdist.all_reduce(totals)
+                totals /= dist.world_size
+            means = {f"loss/{k}": v for k, v in zip(keys, totals.tolist())}
             means["lr"] = lr
             means["examples_per_s"] = count * bs / max(time.time() - t0, 1e-9)
             bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
-            if logger:
+            if logger and dist.is_main:
                 logger(means, step_offset + done)
             sums, count, t0 = {}, 0, time.time()
-        if done % train_cfg["checkpoint_every"] == 0 and done < steps:
+        if save and dist.is_main:
             atomic_save(snapshot(done), ckpt_path)
+            last_saved = done
     final = snapshot(steps)
-    atomic_save(final, out_path)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
+    if dist.is_main:
+        atomic_save(final, out_path)
+        if ckpt_path.exists():
+            ckpt_path.unlink()
     return final
 
 
@@ -232,5 +360,5 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["atomic_save", "batch_indices", "load_checkpoint", "num_params", "phase_steps", "resolve_device",
-           "train_phase"]
+__all__ = ["CorruptCheckpoint", "NonFiniteLoss", "atomic_save", "batch_indices", "load_checkpoint", "num_params", "phase_steps",
+           "resolve_device", "train_phase"]

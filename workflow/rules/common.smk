@@ -17,11 +17,14 @@ except ConfigError as err:
 # in params, so that changing it never reruns the work itself.
 os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
+# So do the execution settings (compute.*: AMP, DDP processes, ...): how a job runs is not what it computes.
+os.environ.update(DAEBENCH_COMPUTE=json.dumps(config["compute"], sort_keys=True))
 
 
 envvars:
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_NAME",
+    "DAEBENCH_COMPUTE",
 
 
 onstart:
@@ -62,7 +65,12 @@ def as_json(obj):
 
 
 def data_slice(dataset):
-    return {"dataset": dataset, "data": config["data"]}
+    # A dataset read from a local copy (dataset_paths.<name>) also depends on that path; the others' slices
+    # stay exactly {"dataset", "data"}, so adding datasets reruns none of their work.
+    out = {"dataset": dataset, "data": config["data"]}
+    if dataset in config["dataset_paths"]:
+        out["path"] = config["dataset_paths"][dataset]
+    return out
 
 
 def data_dir(dataset):
@@ -438,7 +446,7 @@ def ddvi_data(setting):
     if setting == "cluster":
         g = config["ddvi"]["genotypes"]
         return f"resources/data/genotypes/{g['source']}", {"genotypes": g}
-    return data_dir(config["dataset"]), {"dataset": config["dataset"], "data": config["data"]}
+    return data_dir(config["dataset"]), data_slice(config["dataset"])
 
 
 def ddvi_manifest(wildcards):

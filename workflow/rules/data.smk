@@ -1,13 +1,19 @@
 # Datasets -> uint8 arrays + manifest; pretrained metric weights.
 
 
+# Under a cluster executor (workflow/profiles/slurm) data preparation runs on the submit node: it may
+# download, and compute nodes often have no network.
+localrules:
+    prepare_data,
+
+
 rule prepare_data:
     output:
         manifest="resources/data/{dataset}/manifest.json",
         train="resources/data/{dataset}/train.npz",
         test="resources/data/{dataset}/test.npz",
     params:
-        cfg=lambda w: as_json({"dataset": w.dataset, "data": config["data"]}),
+        cfg=lambda w: as_json(data_slice(w.dataset)),
         out=lambda w: data_dir(w.dataset),
     conda:
         "../../envs/daebench.yaml"

@@ -2,6 +2,11 @@
 # the seeds. Settings: unsup (Tables 1 and 8), semi (Table 2), cluster (Table 3, genotypes).
 
 
+# Downloads (1000 Genomes source): on the submit node under a cluster executor.
+localrules:
+    ddvi_genotypes,
+
+
 rule ddvi_genotypes:
     output:
         manifest="resources/data/genotypes/{source}/manifest.json",

@@ -3,6 +3,12 @@
 # MLFLOW_EXPERIMENT_NAME in the environment (set in common.smk), so they never rerun the report.
 
 
+# Light jobs that read the finished tables: on the submit node under a cluster executor.
+localrules:
+    claims,
+    report,
+
+
 rule claims:
     input:
         "results/table4.csv",

@@ -7,6 +7,7 @@ sha256; ``to_tensor``/``from_tensor`` convert to and from NCHW floats in
 """
 
 from .download import DownloadError
+from .images import LocalDataError
 from .registry import DATASETS, DatasetInfo, prepare
 from .store import IntegrityError, load_split, read_manifest
 from .transforms import from_tensor, to_tensor
@@ -16,6 +17,7 @@ __all__ = [
     "DatasetInfo",
     "DownloadError",
     "IntegrityError",
+    "LocalDataError",
     "from_tensor",
     "load_split",
     "prepare",

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from . import digits, vision
+from . import digits, imagenet32, vision
+from . import images as local_images
 from .store import MANIFEST_NAME, SPLITS, save_npz, write_manifest
 
 __all__ = ["DATASETS", "DatasetInfo", "prepare"]
@@ -31,10 +32,12 @@ class DatasetInfo:
     native_size: int
     default_image_size: int
     label_names: tuple[str, ...]
-    split: str  # "official" or "stratified-seeded"
+    split: str  # "official", "stratified-seeded", "seeded" or "official-or-seeded"
     base_url: str | None  # None: embedded, no download
     files: Mapping[str, str] = field(default_factory=dict)  # file name -> "algo:hex"
     builder: Callable[..., dict] | None = field(default=None, repr=False, compare=False)
+    # Read from a local copy named by ``dataset_paths.<name>`` (an LSUN path may be left null: downloaded).
+    local: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -62,6 +65,58 @@ def _build_cifar10(*, download_dir, image_size, base_url, checksums, progress, *
                                 base_url=base_url, checksums=checksums, progress=progress)
 
 
+_CELEBA_HINT = (
+    "celeba64 needs the CelebA images (distributed through Google Drive, "
+    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, so they are not downloaded here): set "
+    "dataset_paths.celeba64 in params.yaml (or your --configfile) to the img_align_celeba folder (202,599 aligned "
+    "and cropped 178x218 JPEGs) or to img_align_celeba.zip; put list_eval_partition.txt beside it for the official "
+    "train/test split (otherwise a seeded split of data.test_fraction) - see README, 'Paper-scale presets'.")
+_FFHQ_HINT = (
+    "ffhq128 needs the FFHQ images (distributed through Google Drive, https://github.com/NVlabs/ffhq-dataset, so "
+    "they are not downloaded here): set dataset_paths.ffhq128 in params.yaml (or your --configfile) to a folder "
+    "(searched recursively) or a .zip of the PNGs of the images1024x1024 or thumbnails128x128 release; the split "
+    "is a seeded one of data.test_fraction - see README, 'Paper-scale presets'.")
+_LSUN_HINT = (
+    "lsun_bedroom128 reads dataset_paths.lsun_bedroom128: the bedroom_train_lmdb folder of the LSUN release "
+    "(needs `python -m pip install lmdb`) or a folder / .zip of images exported from it; left null, "
+    f"{local_images.LSUN_BEDROOM_ARCHIVE} (about 43 GB) is downloaded from {local_images.LSUN_URL} (or "
+    "data.base_url) - see README, 'Paper-scale presets'.")
+
+
+def _build_celeba64(*, path, image_size, seed, test_fraction, max_train, max_test, progress, **_: Any) -> dict:
+    size = 64 if image_size is None else int(image_size)
+    return local_images.build_image_dataset(
+        "celeba64", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
+        max_test=max_test, progress=progress, hint=_CELEBA_HINT, crop=local_images.celeba_crop_box,
+        official="celeba",
+        preprocessing=f"RGB; DiffAE's CelebA crop (128x128 at rows 57-185, cols 25-153 of the 218x178 aligned "
+                      f"images; other sizes: centre square); antialiased bicubic resize to {size}; uint8")
+
+
+def _build_ffhq128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, **_: Any) -> dict:
+    size = 128 if image_size is None else int(image_size)
+    return local_images.build_image_dataset(
+        "ffhq128", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
+        max_test=max_test, progress=progress, hint=_FFHQ_HINT,
+        preprocessing=f"RGB; centre square; antialiased bicubic resize to {size} (none for 128x128 thumbnails); uint8")
+
+
+def _build_lsun_bedroom128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, download_dir,
+                           base_url, checksums, **_: Any) -> dict:
+    size = 128 if image_size is None else int(image_size)
+    checksums = dict(checksums or {})
+    unknown = sorted(set(checksums) - {local_images.LSUN_BEDROOM_ARCHIVE})
+    if unknown:
+        raise ValueError(f"checksums given for unknown lsun_bedroom128 files {unknown}; "
+                         f"expected names: {[local_images.LSUN_BEDROOM_ARCHIVE]}")
+    return local_images.build_image_dataset(
+        "lsun_bedroom128", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
+        max_test=max_test, progress=progress, hint=_LSUN_HINT,
+        download=lambda: local_images.lsun_download(
+            download_dir, base_url, checksums.get(local_images.LSUN_BEDROOM_ARCHIVE), progress),
+        preprocessing=f"RGB; centre square; antialiased bicubic resize to {size}; uint8")
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         name="digits",
@@ -84,6 +139,32 @@ DATASETS: dict[str, DatasetInfo] = {
         label_names=vision.CIFAR10_LABELS, split="official", base_url=vision.CIFAR10_URL,
         files=dict(vision.CIFAR10_FILES), builder=_build_cifar10,
     ),
+    "celeba64": DatasetInfo(
+        name="celeba64",
+        description="CelebA aligned faces (202,599), DiffAE's 128x128 crop resized to 64x64; local copy",
+        channels=3, native_size=128, default_image_size=64,
+        label_names=("face",), split="official-or-seeded", base_url=None, builder=_build_celeba64, local=True,
+    ),
+    "lsun_bedroom128": DatasetInfo(
+        name="lsun_bedroom128",
+        description="LSUN Bedroom (3,033,042 training images), centre square resized to 128x128",
+        channels=3, native_size=256, default_image_size=128,
+        label_names=("bedroom",), split="seeded", base_url=local_images.LSUN_URL,
+        builder=_build_lsun_bedroom128, local=True,
+    ),
+    "imagenet32": DatasetInfo(
+        name="imagenet32",
+        description="Downsampled ImageNet 32x32 (Chrabaszcz et al. 2017), 1000 classes; local copy",
+        channels=3, native_size=32, default_image_size=32,
+        label_names=tuple(str(i) for i in range(imagenet32.NUM_CLASSES)), split="official", base_url=None,
+        builder=imagenet32.build_imagenet32, local=True,
+    ),
+    "ffhq128": DatasetInfo(
+        name="ffhq128",
+        description="FFHQ faces (70,000), resized to 128x128; local copy",
+        channels=3, native_size=1024, default_image_size=128,
+        label_names=("face",), split="seeded", base_url=None, builder=_build_ffhq128, local=True,
+    ),
 }
 
 
@@ -97,8 +178,7 @@ def _subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int, st
     if n is None or n >= len(labels):
         return images, labels
     # Own stream per split so max_train does not change which test images are kept.
-    rng = np.random.default_rng([seed, stream])
-    idx = np.sort(rng.permutation(len(labels))[:n])
+    idx = local_images.subset_indices(len(labels), n, seed, stream)
     return images[idx], labels[idx]
 
 
@@ -115,12 +195,13 @@ def prepare(
     max_train: int | None = None,
     max_test: int | None = None,
     progress: bool = True,
+    path: str | os.PathLike | None = None,
 ) -> dict:
     """Build a dataset and write ``train.npz``, ``test.npz`` and ``manifest.json``.
 
     Parameters
     ----------
-    name : {"digits", "mnist", "cifar10"}
+    name : {"digits", "mnist", "cifar10", "celeba64", "lsun_bedroom128", "imagenet32", "ffhq128"}
     out_dir : path
         Destination directory (created if needed).
     download_dir : path
@@ -128,8 +209,8 @@ def prepare(
     seed : int
         Seeds the digits split and the ``max_*`` subsets.
     test_fraction : float
-        Test share for datasets without an official split (digits); recorded
-        as ``None`` for official splits, where it is ignored.
+        Test share for datasets without an official split (digits, stratified; the image
+        folders, seeded); recorded as ``None`` for official splits, where it is ignored.
     image_size : int, optional
         Output height = width; dataset default when None (digits 16,
         mnist 32 by zero padding, cifar10 32).
@@ -142,6 +223,10 @@ def prepare(
         Keep the first N of a seeded permutation (order then restored), for smoke runs.
     progress : bool
         Show download progress bars.
+    path : path, optional
+        The local copy of a dataset that reads one (``DatasetInfo.local``: celeba64, ffhq128,
+        imagenet32, lsun_bedroom128), from ``dataset_paths.<name>``; ignored by the others. Left
+        None, lsun_bedroom128 is downloaded and the others raise an error naming what to put where.
 
     Returns
     -------
@@ -153,7 +238,8 @@ def prepare(
     ValueError
         Unknown dataset name or invalid argument.
     DownloadError
-        A source file could not be downloaded, verified or parsed.
+        A source file could not be downloaded, verified or parsed (``LocalDataError``, a subclass: a
+        local copy is missing, incomplete or unreadable).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
@@ -167,7 +253,8 @@ def prepare(
 
     built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
                          download_dir=Path(download_dir), base_url=base_url,
-                         checksums=checksums, progress=progress)
+                         checksums=checksums, progress=progress, path=path if info.local else None,
+                         max_train=max_train, max_test=max_test)
 
     arrays = {
         "train": _subset(*built["train"], max_train, seed, stream=1),

@@ -1,0 +1,97 @@
+"""Execution settings of a job (params.yaml ``compute``): the GPU fast paths and multi-process (DDP) training.
+
+They reach a job through the DAEBENCH_COMPUTE environment variable, which the workflow sets from the
+config, and never through Snakemake params: how a job runs must not rerun finished work. On CPU the GPU
+fast paths are off whatever is set; :func:`effective` is what a job actually uses, and runs log it.
+
+Multi-process training follows torchrun's contract (RANK, WORLD_SIZE, LOCAL_RANK in the environment):
+``python -m daebench train ...`` with ``compute.nproc > 1`` re-executes itself under
+``torch.distributed.run``, so the Snakemake rule's command stays the same for any process count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+ENV = "DAEBENCH_COMPUTE"
+# Must equal the defaults of `compute` in workflow/schemas/params.schema.yaml (a test checks).
+DEFAULTS = {"amp": "bf16", "tf32": True, "channels_last": True, "compile": False, "nproc": 1,
+            "data_on_device": "auto"}
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
+
+
+def from_env(environ: Mapping[str, str] = os.environ) -> dict:
+    """The job's compute settings: DAEBENCH_COMPUTE (JSON) over the defaults."""
+    raw = environ.get(ENV)
+    if not raw:
+        return dict(DEFAULTS)
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{ENV} is not a JSON object ({err}): {raw[:120]!r}") from None
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"{ENV}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    if cfg.get("amp", "none") not in AMP_DTYPES:
+        raise ValueError(f"{ENV}: amp must be one of {sorted(AMP_DTYPES)}, not {cfg['amp']!r}")
+    return {**DEFAULTS, **cfg}
+
+
+def effective(compute: dict, device: torch.device) -> dict:
+    """What a job on ``device`` uses: the GPU fast paths only on CUDA."""
+    cuda = device.type == "cuda"
+    return {"amp": compute["amp"] if cuda else "none", "tf32": bool(compute["tf32"] and cuda),
+            "channels_last": bool(compute["channels_last"] and cuda), "compile": bool(compute["compile"] and cuda),
+            "nproc": int(compute["nproc"]), "data_on_device": compute["data_on_device"] if cuda else False}
+
+
+def set_tf32(enabled: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info(environ: Mapping[str, str] = os.environ) -> Dist:
+    """This process's place in a torchrun job (one process outside torchrun)."""
+    return Dist(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun job's process group (NCCL on CUDA, gloo on CPU); a no-op for one process."""
+    import torch.distributed as dist
+
+    info = dist_info()
+    if info.world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info
+
+
+def torchrun_argv(nproc: int, argv: list[str]) -> list[str]:
+    """The command that runs ``python -m daebench <argv>`` as ``nproc`` torchrun processes on this node."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "daebench", *argv]
+
+
+def wants_relaunch(compute: dict, environ: Mapping[str, str] = os.environ) -> bool:
+    return int(compute["nproc"]) > 1 and "WORLD_SIZE" not in environ
+
+
+__all__ = ["AMP_DTYPES", "DEFAULTS", "ENV", "Dist", "dist_info", "effective", "from_env", "init_distributed",
+           "set_tf32", "torchrun_argv", "wants_relaunch"]

@@ -1,0 +1,293 @@
+"""The SLURM profile (workflow/profiles/slurm) end to end on a real one-node SLURM cluster that the test
+starts itself: munged, slurmctld and slurmd on 127.0.0.1, configured under a temporary directory
+(`SLURM_CONF`), no accounting database. The smoke Table 4 DAG is submitted through sbatch by
+snakemake-executor-plugin-slurm; the test checks the table and what SLURM ran (one batch job per
+non-local job, GPU jobs with `--gpus=1`).
+
+Layered on the real profile, a test profile only adapts it to the test node: 1 CPU thread and 2 GB per
+job (the node has few cores), fast status polling, and job status from `squeue` (without slurmdbd,
+`sacct` has nothing to report). The node declares fake GPUs (gres files that are not devices), so the
+profile's GPU requests are scheduled as on a cluster; the networks still run on the CPU.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "workflow/profiles/slurm"
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")
+SBIN = os.pathsep.join(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+
+
+def find(name):
+    return shutil.which(name) or shutil.which(name, path=SBIN)
+
+
+def missing_slurm():
+    return [name for name in DAEMONS + CLIENTS if find(name) is None]
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def node_hardware():
+    """`slurmd -C`: the node's CPUs, topology and memory as slurmd itself sees them."""
+    out = subprocess.run([find("slurmd"), "-C"], capture_output=True, text=True, timeout=30, check=True).stdout
+    fields = dict(re.findall(r"(\w+)=(\S+)", out.splitlines()[0]))
+    return {k: int(fields[k]) for k in ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore",
+                                         "RealMemory")}
+
+
+def wait_for(predicate, timeout, what, logs=()):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:] if p.exists() else '(absent)'}" for p in logs)
+    raise AssertionError(f"{what} (waited {timeout}s)\n{tails}")
+
+
+class SlurmCluster:
+    """munged + slurmctld + slurmd for one node, `localhost`, with 2 fake GPUs; torn down by stop()."""
+
+    def __init__(self):
+        # A short path: munged's socket path must fit in a sockaddr_un (108 bytes).
+        self.dir = Path(tempfile.mkdtemp(prefix="daebench-slurm-"))
+        self.procs = []
+        self.env = None
+
+    def start(self):
+        d = self.dir
+        for sub in ("munge", "state", "spool", "log", "bin"):
+            (d / sub).mkdir()
+        key = d / "munge/munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        sock = d / "munge/munge.socket"
+        self._spawn([find("munged"), "--foreground", "--force", f"--socket={sock}", f"--key-file={key}",
+                     f"--pid-file={d}/munge/munged.pid", f"--seed-file={d}/munge/munged.seed",
+                     f"--log-file={d}/log/munged.log"], "munged")
+        wait_for(sock.exists, 30, "munged did not create its socket", [d / "log/munged.out"])
+
+        hw = node_hardware()
+        self.gpus = 2
+        self.mem_mb = int(hw["RealMemory"] * 0.8)  # not above what slurmd reports, or the node is INVALID
+        for i in range(self.gpus):
+            (d / f"gpu{i}").touch()  # slurmd logs that these are no devices, and counts them
+        ctld_port, slurmd_port = free_ports(2)
+        user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        conf = d / "slurm.conf"
+        conf.write_text(f"""\
+ClusterName=daebenchtest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser={user}
+SlurmdUser={user}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={sock}
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd.log
+# no cgroups in a container: plain process tracking, no task confinement
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/builtin
+MpiDefault=none
+ReturnToService=2
+# no slurmdbd: sacct reports nothing, so job states come from squeue, which keeps finished jobs MinJobAge s
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MinJobAge=3600
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={hw['CPUs']} Boards={hw['Boards']} \
+SocketsPerBoard={hw['SocketsPerBoard']} CoresPerSocket={hw['CoresPerSocket']} \
+ThreadsPerCore={hw['ThreadsPerCore']} RealMemory={self.mem_mb} Gres=gpu:{self.gpus} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+""")
+        (d / "gres.conf").write_text(f"NodeName=localhost Name=gpu File={d}/gpu[0-{self.gpus - 1}]\n")
+        # The jobstep plugin removes SLURM_* variables (SLURM_CONF among them) before it calls srun inside
+        # a job; a cluster node reads /etc/slurm/slurm.conf, this node needs SLURM_CONF back.
+        srun = d / "bin/srun"
+        srun.write_text(f"#!/bin/sh\nSLURM_CONF='{conf}'\nexport SLURM_CONF\nexec '{find('srun')}' \"$@\"\n")
+        srun.chmod(0o755)
+        self.env = dict(os.environ, SLURM_CONF=str(conf), PATH=f"{d}/bin{os.pathsep}{os.environ['PATH']}",
+                        PYTHONUNBUFFERED="1")
+
+        self._spawn([find("slurmctld"), "-D", "-i"], "slurmctld")
+        self._spawn([find("slurmd"), "-D", "-N", "localhost"], "slurmd")
+        logs = [d / "log/slurmctld.out", d / "log/slurmd.out"]
+        wait_for(lambda: self.node_state() == "idle", 60, "the SLURM node did not become idle", logs)
+
+    def _spawn(self, cmd, name):
+        with open(self.dir / f"log/{name}.out", "w") as out:
+            self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                               env=self.env or os.environ, start_new_session=True))
+
+    def run(self, cmd, **kw):
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=60, check=False, **kw)
+
+    def node_state(self):
+        return self.run(["sinfo", "--noheader", "--Node", "--format=%t"]).stdout.strip()
+
+    def jobs(self):
+        """Every job slurmctld knows (finished ones for MinJobAge), as dicts of `scontrol show job` fields."""
+        out = self.run(["scontrol", "--oneliner", "show", "job"]).stdout
+        return [dict(re.findall(r"(\S+?)=(\S*)", line)) for line in out.splitlines() if line.startswith("JobId=")]
+
+    def stop(self):
+        if self.env is not None:
+            ids = self.run(["squeue", "--noheader", "--format=%i"]).stdout.split()
+            if ids:
+                self.run(["scancel", *ids])
+        for proc in reversed(self.procs):  # slurmd, slurmctld, munged
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def slurm():
+    missing = missing_slurm()
+    if any(name in missing for name in DAEMONS):
+        pytest.skip(f"SLURM/munge not installed (missing {', '.join(missing)}); "
+                    "apt-get install slurm-wlm munge, as .ci/run does")
+    assert not missing, f"SLURM daemons found but not the client commands {missing}"
+    cluster = SlurmCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture()
+def project(tmp_path):
+    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
+        src = ROOT / item
+        dst = tmp_path / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    return tmp_path
+
+
+def test_profile_gives_gpus_to_network_jobs_only():
+    """Static: every rule that runs a network asks for a GPU, tables ask for none (the dry run shows both)."""
+    cfg = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert cfg["executor"] == "slurm"
+    rules = {m.group(1): m.group(2) for f in sorted((ROOT / "workflow/rules").glob("*.smk"))
+             for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", f.read_text(), re.MULTILINE | re.DOTALL)}
+    gpu_in_rule = {name for name, body in rules.items() if re.search(r"^\s+gpu=GPU", body, re.MULTILINE)}
+    gpu_in_profile = {name for name, res in cfg["set-resources"].items() if res.get("gpu")}
+    assert gpu_in_rule <= gpu_in_profile, gpu_in_rule - gpu_in_profile
+    assert set(cfg["set-resources"]) <= set(rules), set(cfg["set-resources"]) - set(rules)
+    assert not {"table4", "dbae_table", "scorevae_table"} & gpu_in_profile
+
+
+def test_profile_dry_run_shows_gpu_requests(project):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm", "-n",
+                           "results/table4.csv"],
+                          cwd=project, capture_output=True, text=True, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    blocks = out.split("\nrule ")[1:]
+    train = [b for b in blocks if b.startswith("train_phase:")]
+    assert len(train) == 4
+    for block in train:
+        resources = re.search(r"resources: (.*)", block).group(1)
+        assert "gpu=1" in resources and "runtime=720" in resources, resources
+    table = next(b for b in blocks if b.startswith("table4:"))
+    assert "gpu=" not in re.search(r"resources: (.*)", table).group(1)
+
+
+@pytest.mark.slow
+def test_smoke_table4_through_slurm(project, slurm):
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    mem = 2000
+    overlay = {
+        "set-resources": {rule: {**res, "mem_mb": min(res.get("mem_mb", mem), mem)}
+                          for rule, res in profile["set-resources"].items()},
+        "set-threads": {rule: 1 for rule in profile["set-threads"]},
+        "latency-wait": 5,
+        "retries": 0,
+        "keep-going": False,
+        "max-status-checks-per-second": 10,
+        "seconds-between-status-checks": 1,
+        "slurm-init-seconds-before-status-checks": 1,
+        "slurm-status-command": "squeue",
+        "slurm-keep-successful-logs": True,
+    }
+    (project / "testprofile").mkdir()
+    (project / "testprofile/config.yaml").write_text(yaml.safe_dump(overlay))
+
+    cmd = [sys.executable, "-m", "snakemake", "results/table4.csv", "--profile", "workflow/profiles/slurm",
+           "--profile", "testprofile", "--configfile", "tests/smoke.yaml"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=900, env=slurm.env, check=False)
+    elapsed = time.time() - t0
+    out = proc.stdout + proc.stderr
+    (project / "snakemake.out").write_text(out)
+    assert proc.returncode == 0, out[-5000:]
+
+    table = pd.read_csv(project / "results/table4.csv")
+    assert len(table) == 6
+    assert set(table["mode"]) == {"stochastic", "inversion"}
+    assert set(table["label"]) == {"Preechakul et al.", "1-phase SC-4", "2-phase SC-4"}
+    assert table["psnr"].notna().all() and (table["n_images"] == 32).all()
+
+    # every non-local job went through sbatch, and SLURM ran it to completion
+    run_id = re.search(r"SLURM run ID: (\S+)", out).group(1)
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", out)
+    jobs = {j["JobId"]: j for j in slurm.jobs() if j.get("JobName") == run_id}
+    assert sorted(jobs, key=int) == sorted(submitted, key=int)
+    rules = {}
+    for job in jobs.values():
+        rule = re.match(r"rule_(\w+?)(_wildcards_|$)", job["Comment"]).group(1)
+        rules[rule] = rules.get(rule, 0) + 1
+        assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
+        assert job["NumCPUs"] == "1" and job["MinMemoryNode"] == f"{mem}M", job
+        assert (job.get("TresPerJob") == "gres:gpu:1") == (rule != "table4"), job
+    assert rules == {"train_classifier": 1, "train_phase": 4, "reconstruct": 6, "metrics": 6, "table4": 1}
+    # prepare_data is a local rule (it may download): it ran beside snakemake, not through sbatch
+    assert "localrule prepare_data:" in out and "rule_prepare_data" not in str([j["Comment"] for j in jobs.values()])
+    logs = list((project / ".snakemake/slurm_logs").rglob("*.log"))
+    assert len(logs) == len(jobs), logs
+    train_log = next((project / ".snakemake/slurm_logs/rule_train_phase").glob("*dae_2phase_sc4_phase2/*.log"))
+    assert "Finished jobid: 0 (Rule: train_phase)" in train_log.read_text()
+    # the profile's time limits reached sbatch (runtime minutes -> TimeLimit)
+    limits = {re.match(r"rule_(\w+?)(_wildcards_|$)", j["Comment"]).group(1): j["TimeLimit"] for j in jobs.values()}
+    assert limits["train_phase"] == "12:00:00" and limits["table4"] == "00:15:00", limits
+    print(f"smoke Table 4 through SLURM: {len(jobs)} batch jobs, {elapsed:.0f}s")
