@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Attention, Downsample, ResBlock, Upsample, group_norm, timestep_embedding
+from .layers import Attention, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, to_layout
 
 
 class UNet(nn.Module):
@@ -71,6 +71,7 @@ class UNet(nn.Module):
 
     @staticmethod
     def _run(blocks, h, emb, cond):
+        h = to_layout(h)
         for blk in blocks:
             h = blk(h, emb, cond) if isinstance(blk, ResBlock) else blk(h)
         return h
@@ -80,7 +81,7 @@ class UNet(nn.Module):
         if self.z_emb is not None:
             emb = emb + self.z_emb(z)
         cond = self.z_mlp(z) if self.z_mlp is not None else None
-        h = self.inp(x)
+        h = self.inp(to_layout(x))
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb, cond)
@@ -88,7 +89,7 @@ class UNet(nn.Module):
         h = self._run(self.mid, h, emb, cond)
         for blocks in self.up:
             h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, cond)
-        return self.out(h)
+        return self.out(h).contiguous()
 
 
 class Encoder(nn.Module):
@@ -125,6 +126,7 @@ class Encoder(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.model_channels)) if self.time_mlp is not None else None
         h = x
         for layer in self.body:
+            h = to_layout(h)
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         h = F.silu(self.norm(h)).mean(dim=(2, 3))
         return self.head(h)
@@ -163,7 +165,9 @@ class MirrorDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self.start, self.res, self.res)
-        return self.out(self.body(h))
+        for layer in self.body:
+            h = layer(to_layout(h))
+        return self.out(to_layout(h)).contiguous()
 
 
 class EndpointDecoder(nn.Module):
@@ -191,4 +195,6 @@ class EndpointDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = F.silu(self.fc(z)).view(z.shape[0], self.start, 4, 4)
-        return self.out(self.body(h))
+        for layer in self.body:
+            h = layer(to_layout(h)) if isinstance(layer, nn.Conv2d) else layer(h)
+        return self.out(to_layout(h)).contiguous()

@@ -1,0 +1,98 @@
+"""Cost of the latent of one image: DBAE's encoder -> endpoint decoder (one forward each) against the
+DAE's encoder + DDIM inversion (NFE U-Net evaluations), in ms per image, at several NFEs.
+
+The same functions the evaluation uses (methods.<family>.encode and .infer_endpoint: the tractable z and
+the endpoint x_T), with the networks of params.yaml (or --configfile) in eval mode under no_grad;
+Table 5 of DBAE (results/dbae/table5.csv) measures the same on trained models. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C
+from sampling import build
+
+
+def main(argv=None) -> int:
+    p = C.base_parser(__doc__.split("\n")[0])
+    p.add_argument("--configfile", type=Path, default=None, help="preset merged over params.yaml (sizes)")
+    p.add_argument("--nfe", default="10,20,50,100", help="comma-separated DDIM inversion steps")
+    p.add_argument("--batch", type=int, default=32, help="images per call (ms/image = call time / batch)")
+    p.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (median reported)")
+    args = p.parse_args(argv)
+    device = C.setup(args)
+    env = C.environment(device)
+    C.print_environment(env)
+    cfg = C.load_config(args.configfile)
+    h, c = C.image_shape(cfg)
+    nfes = [2, 4] if args.quick else [int(n) for n in args.nfe.split(",")]
+    batch = 2 if args.quick else args.batch
+    repeats = 1 if args.quick else args.repeats
+    if args.quick:
+        from train_step import shrink
+        cfg = shrink(cfg)
+    dae, dae_method, dae_model, dae_name = build(cfg, "dae", "dae_baseline", device, c, h)
+    dbae, dbae_method, dbae_model, dbae_name = build(cfg, "dbae", "dbae", device, c, h)
+    ddim_opts = {"clip_x0": cfg["table4"]["clip_x0"]}
+    bridge_opts = dict(cfg["dbae"]["sampler"])
+    x = (torch.rand(batch, c, h, h) * 2 - 1).to(device)
+
+    def dbae_latent():
+        with torch.no_grad():
+            z = dbae.encode(dbae_model, x)
+            return z, dbae.infer_endpoint(dbae_model, dbae_method, x, z, 1, bridge_opts)
+
+    def dae_latent(nfe):
+        def run():
+            with torch.no_grad():
+                z = dae.encode(dae_model, x)
+                return z, dae.infer_endpoint(dae_model, dae_method, x, z, nfe, ddim_opts)
+        return run
+
+    fns = {"dbae": dbae_latent}
+    for nfe in nfes:
+        fns[f"dae@{nfe}"] = dae_latent(nfe)
+    with torch.no_grad():
+        flops = {"dbae": C.count_flops(dbae_latent)}
+        f_enc = C.count_flops(lambda: dae.encode(dae_model, x))
+        z = dae.encode(dae_model, x)
+        f_unet = C.count_flops(lambda: dae_model.decoder(x, torch.full((batch,), 0.5, device=device), z))
+    for nfe in nfes:
+        flops[f"dae@{nfe}"] = f_enc + nfe * f_unet
+    dbae_latent()
+    dae_latent(nfes[0])()  # warm-up, not timed
+    load0 = C.loadavg()
+    times = C.time_interleaved(fns, device, warmup=0, iters=repeats)
+    load1 = C.loadavg()
+    t_dbae = C.median(times["dbae"])
+    dbae_cost = dbae.cost(dbae_method, "endpoint", 1, bridge_opts)
+    rows = [{"method": f"DBAE ({dbae_name})", "how": "encoder + endpoint decoder", "nfe": 0,
+             "networks": dbae_cost["nfe_encoder"] + dbae_cost["nfe_endpoint"], "ms_per_image": 1e3 * t_dbae / batch,
+             "spread": C.spread(times["dbae"]), "ratio_to_dbae": 1.0, "flops_per_image": flops["dbae"] / batch}]
+    for nfe in nfes:
+        t = C.median(times[f"dae@{nfe}"])
+        cost = dae.cost(dae_method, "inversion", nfe, ddim_opts)
+        rows.append({"method": f"DAE ({dae_name})", "how": f"encoder + DDIM inversion, {nfe} steps", "nfe": nfe,
+                     "networks": cost["nfe_encoder"] + cost["nfe_endpoint"], "ms_per_image": 1e3 * t / batch,
+                     "spread": C.spread(times[f"dae@{nfe}"]), "ratio_to_dbae": t / t_dbae,
+                     "flops_per_image": flops[f"dae@{nfe}"] / batch})
+    C.print_table([{**r, "mflop": r["flops_per_image"] / 1e6} for r in rows],
+                  [("method", "method"), ("how", "latent (z, x_T) by"), ("networks", "network calls"),
+                   ("ms_per_image", "ms/image"), ("spread", "IQR/med"), ("ratio_to_dbae", "x DBAE"),
+                   ("mflop", "MFLOP/image")],
+                  title=f"latent inference, {cfg['dataset']} {h}x{h}x{c}, batch {batch}, median of {repeats} "
+                        f"interleaved runs; load {load0} -> {load1}")
+    out = {"env": env, "dataset": cfg["dataset"], "image_shape": [c, h, h], "batch": batch, "repeats": repeats,
+           "quick": args.quick, "loadavg": [load0, load1], "rows": rows,
+           "ratio_dae_over_dbae": {str(r["nfe"]): r["ratio_to_dbae"] for r in rows[1:]}}
+    C.write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
