@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
-from sampling import build
+from sampling import setup
 
 
 def main(argv=None) -> int:
@@ -25,22 +25,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32, help="images per call (ms/image = call time / batch)")
     p.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (median reported)")
     args = p.parse_args(argv)
-    device = C.setup(args)
-    env = C.environment(device)
-    C.print_environment(env)
-    cfg = C.load_config(args.configfile)
-    h, c = C.image_shape(cfg)
-    nfes = [2, 4] if args.quick else [int(n) for n in args.nfe.split(",")]
-    batch = 2 if args.quick else args.batch
-    repeats = 1 if args.quick else args.repeats
-    if args.quick:
-        from train_step import shrink
-        cfg = shrink(cfg)
-    dae, dae_method, dae_model, dae_name = build(cfg, "dae", "dae_baseline", device, c, h)
-    dbae, dbae_method, dbae_model, dbae_name = build(cfg, "dbae", "dbae", device, c, h)
-    ddim_opts = {"clip_x0": cfg["table4"]["clip_x0"]}
-    bridge_opts = dict(cfg["dbae"]["sampler"])
-    x = (torch.rand(batch, c, h, h) * 2 - 1).to(device)
+    b = setup(args)
+    device, env, cfg, h, c, nfes, batch, repeats, x = b.device, b.env, b.cfg, b.h, b.c, b.nfes, b.batch, b.repeats, b.x
+    dae, dae_method, dae_model, dae_name = b.dae, b.dae_method, b.dae_model, b.dae_name
+    dbae, dbae_method, dbae_model, dbae_name = b.dbae, b.dbae_method, b.dbae_model, b.dbae_name
+    ddim_opts, bridge_opts = b.ddim_opts, b.bridge_opts
 
     def dbae_latent():
         with torch.no_grad():

@@ -30,6 +30,32 @@ def build(cfg: dict, family: str, prefer: str, device, c: int, h: int):
     return fam, sl["method"], model, method
 
 
+def setup(args):
+    """What sampling.py and latent_inference.py share: device, config (shrunk under --quick), the NFE list,
+    batch, repeats, the DAE and DBAE methods with fresh networks, their sampler options and a random batch."""
+    from types import SimpleNamespace
+
+    device = C.setup(args)
+    env = C.environment(device)
+    C.print_environment(env)
+    cfg = C.load_config(args.configfile)
+    h, c = C.image_shape(cfg)
+    if args.quick:
+        from train_step import shrink
+        cfg = shrink(cfg)
+    batch = 2 if args.quick else args.batch
+    dae, dae_method, dae_model, dae_name = build(cfg, "dae", "dae_baseline", device, c, h)
+    dbae, dbae_method, dbae_model, dbae_name = build(cfg, "dbae", "dbae", device, c, h)
+    return SimpleNamespace(
+        device=device, env=env, cfg=cfg, h=h, c=c, batch=batch,
+        nfes=[2, 4] if args.quick else [int(n) for n in args.nfe.split(",")],
+        repeats=1 if args.quick else args.repeats,
+        dae=dae, dae_method=dae_method, dae_model=dae_model, dae_name=dae_name,
+        dbae=dbae, dbae_method=dbae_method, dbae_model=dbae_model, dbae_name=dbae_name,
+        ddim_opts={"clip_x0": cfg["table4"]["clip_x0"]}, bridge_opts=dict(cfg["dbae"]["sampler"]),
+        x=(torch.rand(batch, c, h, h) * 2 - 1).to(device))
+
+
 def main(argv=None) -> int:
     p = C.base_parser(__doc__.split("\n")[0])
     p.add_argument("--configfile", type=Path, default=None, help="preset merged over params.yaml (sizes)")
@@ -37,23 +63,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32, help="images per sampler call")
     p.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (median reported)")
     args = p.parse_args(argv)
-    device = C.setup(args)
-    env = C.environment(device)
-    C.print_environment(env)
-    cfg = C.load_config(args.configfile)
-    h, c = C.image_shape(cfg)
-    nfes = [2, 4] if args.quick else [int(n) for n in args.nfe.split(",")]
-    batch = 2 if args.quick else args.batch
-    repeats = 1 if args.quick else args.repeats
-    if args.quick:
-        from train_step import shrink
-        cfg = shrink(cfg)
-
-    dae, dae_method, dae_model, dae_name = build(cfg, "dae", "dae_baseline", device, c, h)
-    dbae, dbae_method, dbae_model, dbae_name = build(cfg, "dbae", "dbae", device, c, h)
-    ddim_opts = {"clip_x0": cfg["table4"]["clip_x0"]}
-    bridge_opts = dict(cfg["dbae"]["sampler"])
-    x = (torch.rand(batch, c, h, h) * 2 - 1).to(device)
+    b = setup(args)
+    device, env, cfg, h, c, nfes, batch, repeats, x = b.device, b.env, b.cfg, b.h, b.c, b.nfes, b.batch, b.repeats, b.x
+    dae, dae_method, dae_model, dae_name = b.dae, b.dae_method, b.dae_model, b.dae_name
+    dbae, dbae_method, dbae_model, dbae_name = b.dbae, b.dbae_method, b.dbae_model, b.dbae_name
+    ddim_opts, bridge_opts = b.ddim_opts, b.bridge_opts
     with torch.no_grad():
         z_dae, z_dbae = dae.encode(dae_model, x), dbae.encode(dbae_model, x)
 

@@ -1,8 +1,12 @@
 import http.server
 import os
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +20,17 @@ def _isolated_mlflow_env():
     for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
         del os.environ[k]
     os.environ.update(saved)
+
+
+@pytest.fixture()
+def project(tmp_path):
+    """A copy of the workflow (Snakefile, params, rules, envs, the smoke preset) to run Snakemake in."""
+    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
+        src = ROOT / item
+        dst = tmp_path / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    return tmp_path
 
 
 class FileServer:

@@ -206,22 +206,18 @@ def test_compute_settings_defaults_match_the_schema_and_errors_name_the_key():
     assert not compute.wants_relaunch({"nproc": 1}, {})
 
 
-def test_changing_compute_settings_reruns_nothing(tmp_path):
+def test_changing_compute_settings_reruns_nothing(project):
     """compute.* reaches jobs through DAEBENCH_COMPUTE, not params: the jobs' commands are the same."""
-    import shutil
-
-    for item in ("Snakefile", "params.yaml", "workflow"):
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
 
     def commands(*extra):
         proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "results/table4.csv",
-                               *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+                               *extra], cwd=project, capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return sorted(line for line in proc.stdout.splitlines() if "python -m daebench" in line)
 
     base = commands()
     assert len(base) == 19
-    (tmp_path / "gpu.yaml").write_text("compute: {nproc: 2, amp: none, compile: true, data_on_device: false}\n")
+    (project / "gpu.yaml").write_text("compute: {nproc: 2, amp: none, compile: true, data_on_device: false}\n")
     assert commands("--configfile", "gpu.yaml") == base
 
 

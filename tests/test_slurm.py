@@ -194,16 +194,6 @@ def slurm():
         cluster.stop()
 
 
-@pytest.fixture()
-def project(tmp_path):
-    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
-        src = ROOT / item
-        dst = tmp_path / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-    return tmp_path
-
-
 def test_profile_gives_gpus_to_network_jobs_only():
     """Static: every rule that runs a network asks for a GPU, tables ask for none (the dry run shows both)."""
     cfg = yaml.safe_load((PROFILE / "config.yaml").read_text())

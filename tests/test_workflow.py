@@ -2,7 +2,6 @@
 job killed by SIGKILL halfway and the rerun resuming it."""
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,16 +17,6 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def run(args, cwd, timeout=600, env=None):
     return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
-@pytest.fixture()
-def project(tmp_path):
-    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
-        src = ROOT / item
-        dst = tmp_path / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-    return tmp_path
 
 
 def test_lint_is_clean():
