@@ -18,6 +18,8 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from daebench.train import resolve_device
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -50,19 +52,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but no CUDA device is visible")
-    return torch.device(name)
-
-
 def setup(args) -> torch.device:
     """Fix the thread count (--quick: 1, robust on a loaded machine) and the seed; return the device."""
     torch.set_num_threads(max(1, args.threads or (1 if args.quick else os.cpu_count() or 1)))
     torch.manual_seed(0)
-    return resolve_device(args.device)
+    return resolve_device(args.device, setting="--device")
 
 
 def loadavg() -> list[float]:

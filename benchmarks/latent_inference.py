@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import torch
 
@@ -19,28 +18,20 @@ from sampling import setup
 
 
 def main(argv=None) -> int:
-    p = C.base_parser(__doc__.split("\n")[0])
-    p.add_argument("--configfile", type=Path, default=None, help="preset merged over params.yaml (sizes)")
-    p.add_argument("--nfe", default="10,20,50,100", help="comma-separated DDIM inversion steps")
-    p.add_argument("--batch", type=int, default=32, help="images per call (ms/image = call time / batch)")
-    p.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (median reported)")
-    args = p.parse_args(argv)
-    b = setup(args)
+    args, b = setup(argv, __doc__.split("\n")[0], nfe_help="comma-separated DDIM inversion steps",
+                     batch_help="images per call (ms/image = call time / batch)", repeats=5)
     device, env, cfg, h, c, nfes, batch, repeats, x = b.device, b.env, b.cfg, b.h, b.c, b.nfes, b.batch, b.repeats, b.x
-    dae, dae_method, dae_model, dae_name = b.dae, b.dae_method, b.dae_model, b.dae_name
-    dbae, dbae_method, dbae_model, dbae_name = b.dbae, b.dbae_method, b.dbae_model, b.dbae_name
-    ddim_opts, bridge_opts = b.ddim_opts, b.bridge_opts
 
     def dbae_latent():
         with torch.no_grad():
-            z = dbae.encode(dbae_model, x)
-            return z, dbae.infer_endpoint(dbae_model, dbae_method, x, z, 1, bridge_opts)
+            z = b.dbae.encode(b.dbae_model, x)
+            return z, b.dbae.infer_endpoint(b.dbae_model, b.dbae_method, x, z, 1, b.bridge_opts)
 
     def dae_latent(nfe):
         def run():
             with torch.no_grad():
-                z = dae.encode(dae_model, x)
-                return z, dae.infer_endpoint(dae_model, dae_method, x, z, nfe, ddim_opts)
+                z = b.dae.encode(b.dae_model, x)
+                return z, b.dae.infer_endpoint(b.dae_model, b.dae_method, x, z, nfe, b.ddim_opts)
         return run
 
     fns = {"dbae": dbae_latent}
@@ -48,9 +39,9 @@ def main(argv=None) -> int:
         fns[f"dae@{nfe}"] = dae_latent(nfe)
     with torch.no_grad():
         flops = {"dbae": C.count_flops(dbae_latent)}
-        f_enc = C.count_flops(lambda: dae.encode(dae_model, x))
-        z = dae.encode(dae_model, x)
-        f_unet = C.count_flops(lambda: dae_model.decoder(x, torch.full((batch,), 0.5, device=device), z))
+        f_enc = C.count_flops(lambda: b.dae.encode(b.dae_model, x))
+        z = b.dae.encode(b.dae_model, x)
+        f_unet = C.count_flops(lambda: b.dae_model.decoder(x, torch.full((batch,), 0.5, device=device), z))
     for nfe in nfes:
         flops[f"dae@{nfe}"] = f_enc + nfe * f_unet
     dbae_latent()
@@ -59,14 +50,14 @@ def main(argv=None) -> int:
     times = C.time_interleaved(fns, device, warmup=0, iters=repeats)
     load1 = C.loadavg()
     t_dbae = C.median(times["dbae"])
-    dbae_cost = dbae.cost(dbae_method, "endpoint", 1, bridge_opts)
-    rows = [{"method": f"DBAE ({dbae_name})", "how": "encoder + endpoint decoder", "nfe": 0,
+    dbae_cost = b.dbae.cost(b.dbae_method, "endpoint", 1, b.bridge_opts)
+    rows = [{"method": f"DBAE ({b.dbae_name})", "how": "encoder + endpoint decoder", "nfe": 0,
              "networks": dbae_cost["nfe_encoder"] + dbae_cost["nfe_endpoint"], "ms_per_image": 1e3 * t_dbae / batch,
              "spread": C.spread(times["dbae"]), "ratio_to_dbae": 1.0, "flops_per_image": flops["dbae"] / batch}]
     for nfe in nfes:
         t = C.median(times[f"dae@{nfe}"])
-        cost = dae.cost(dae_method, "inversion", nfe, ddim_opts)
-        rows.append({"method": f"DAE ({dae_name})", "how": f"encoder + DDIM inversion, {nfe} steps", "nfe": nfe,
+        cost = b.dae.cost(b.dae_method, "inversion", nfe, b.ddim_opts)
+        rows.append({"method": f"DAE ({b.dae_name})", "how": f"encoder + DDIM inversion, {nfe} steps", "nfe": nfe,
                      "networks": cost["nfe_encoder"] + cost["nfe_endpoint"], "ms_per_image": 1e3 * t / batch,
                      "spread": C.spread(times[f"dae@{nfe}"]), "ratio_to_dbae": t / t_dbae,
                      "flops_per_image": flops[f"dae@{nfe}"] / batch})

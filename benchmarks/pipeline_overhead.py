@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     cfgs = [str(Path(c).resolve()) for c in args.configfile]
     cfg_args = ["--configfile", *cfgs] if cfgs else []
     repeats = 1 if args.quick else args.repeats
-    env = {"date": C.environment(C.resolve_device("cpu"))["date"], "loadavg_start": C.loadavg(),
+    env = {"date": C.environment(torch.device("cpu"))["date"], "loadavg_start": C.loadavg(),
            "cpu": C.cpu_name(), "cpu_count": os.cpu_count()}
     print(f"# {env['date']}  CPU {env['cpu']} ({env['cpu_count']} cores), load average {env['loadavg_start']}")
     print(f"# workdir {workdir}; targets {' '.join(targets)}" + (f"; --configfile {' '.join(cfgs)}" if cfgs else ""))

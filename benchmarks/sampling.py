@@ -30,11 +30,18 @@ def build(cfg: dict, family: str, prefer: str, device, c: int, h: int):
     return fam, sl["method"], model, method
 
 
-def setup(args):
-    """What sampling.py and latent_inference.py share: device, config (shrunk under --quick), the NFE list,
-    batch, repeats, the DAE and DBAE methods with fresh networks, their sampler options and a random batch."""
+def setup(argv, description: str, *, nfe_help: str, batch_help: str, repeats: int):
+    """What sampling.py and latent_inference.py share: their options, then device, config (shrunk under
+    --quick), the NFE list, batch, repeats, the DAE and DBAE methods with fresh networks, their sampler
+    options and a random batch. Returns (args, bundle)."""
     from types import SimpleNamespace
 
+    p = C.base_parser(description)
+    p.add_argument("--configfile", type=Path, default=None, help="preset merged over params.yaml (sizes)")
+    p.add_argument("--nfe", default="10,20,50,100", help=nfe_help)
+    p.add_argument("--batch", type=int, default=32, help=batch_help)
+    p.add_argument("--repeats", type=int, default=repeats, help="timed interleaved rounds (median reported)")
+    args = p.parse_args(argv)
     device = C.setup(args)
     env = C.environment(device)
     C.print_environment(env)
@@ -46,7 +53,7 @@ def setup(args):
     batch = 2 if args.quick else args.batch
     dae, dae_method, dae_model, dae_name = build(cfg, "dae", "dae_baseline", device, c, h)
     dbae, dbae_method, dbae_model, dbae_name = build(cfg, "dbae", "dbae", device, c, h)
-    return SimpleNamespace(
+    return args, SimpleNamespace(
         device=device, env=env, cfg=cfg, h=h, c=c, batch=batch,
         nfes=[2, 4] if args.quick else [int(n) for n in args.nfe.split(",")],
         repeats=1 if args.quick else args.repeats,
@@ -57,48 +64,40 @@ def setup(args):
 
 
 def main(argv=None) -> int:
-    p = C.base_parser(__doc__.split("\n")[0])
-    p.add_argument("--configfile", type=Path, default=None, help="preset merged over params.yaml (sizes)")
-    p.add_argument("--nfe", default="10,20,50,100", help="comma-separated network-evaluation budgets")
-    p.add_argument("--batch", type=int, default=32, help="images per sampler call")
-    p.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (median reported)")
-    args = p.parse_args(argv)
-    b = setup(args)
+    args, b = setup(argv, __doc__.split("\n")[0], nfe_help="comma-separated network-evaluation budgets",
+                     batch_help="images per sampler call", repeats=3)
     device, env, cfg, h, c, nfes, batch, repeats, x = b.device, b.env, b.cfg, b.h, b.c, b.nfes, b.batch, b.repeats, b.x
-    dae, dae_method, dae_model, dae_name = b.dae, b.dae_method, b.dae_model, b.dae_name
-    dbae, dbae_method, dbae_model, dbae_name = b.dbae, b.dbae_method, b.dbae_model, b.dbae_name
-    ddim_opts, bridge_opts = b.ddim_opts, b.bridge_opts
     with torch.no_grad():
-        z_dae, z_dbae = dae.encode(dae_model, x), dbae.encode(dbae_model, x)
+        z_dae, z_dbae = b.dae.encode(b.dae_model, x), b.dbae.encode(b.dbae_model, x)
 
     def ddim(nfe):
         def run():
             g = torch.Generator().manual_seed(0)
             with torch.no_grad():
-                return dae.decode(dae_model, dae_method, z_dae, nfe, g, ddim_opts, shape=x.shape)
+                return b.dae.decode(b.dae_model, b.dae_method, z_dae, nfe, g, b.ddim_opts, shape=x.shape)
         return run
 
     def bridge(nfe):
         def run():
             g = torch.Generator().manual_seed(0)
             with torch.no_grad():
-                return dbae.decode(dbae_model, dbae_method, z_dbae, nfe, g, bridge_opts)
+                return b.dbae.decode(b.dbae_model, b.dbae_method, z_dbae, nfe, g, b.bridge_opts)
         return run
 
     # FLOPs of one network evaluation on the batch (the samplers' own arithmetic is elementwise)
     t1 = torch.full((batch,), 0.5, device=device)
     with torch.no_grad():
-        f_unet = C.count_flops(lambda: dae_model.decoder(x, t1, z_dae))
-        f_bridge_net = C.count_flops(lambda: dbae_model.decoder(torch.cat([x, x], 1), t1, z_dbae))
-        f_endpoint = C.count_flops(lambda: dbae_model.endpoint(z_dbae))
+        f_unet = C.count_flops(lambda: b.dae_model.decoder(x, t1, z_dae))
+        f_bridge_net = C.count_flops(lambda: b.dbae_model.decoder(torch.cat([x, x], 1), t1, z_dbae))
+        f_endpoint = C.count_flops(lambda: b.dbae_model.endpoint(z_dbae))
 
     fns, meta = {}, {}
     for nfe in nfes:
         fns[f"ddim@{nfe}"] = ddim(nfe)
-        meta[f"ddim@{nfe}"] = ("ddim", nfe, dae.cost(dae_method, "stochastic", nfe, ddim_opts)["nfe_decode"],
+        meta[f"ddim@{nfe}"] = ("ddim", nfe, b.dae.cost(b.dae_method, "stochastic", nfe, b.ddim_opts)["nfe_decode"],
                                f_unet)
         fns[f"bridge@{nfe}"] = bridge(nfe)
-        meta[f"bridge@{nfe}"] = ("bridge", nfe, dbae.cost(dbae_method, "endpoint", nfe, bridge_opts)["nfe_decode"],
+        meta[f"bridge@{nfe}"] = ("bridge", nfe, b.dbae.cost(b.dbae_method, "endpoint", nfe, b.bridge_opts)["nfe_decode"],
                                  f_bridge_net)
     # warm-up at the smallest budget (kernels, allocator), not timed
     ddim(nfes[0])()
@@ -119,15 +118,15 @@ def main(argv=None) -> int:
                    ("seconds", "s/batch"), ("spread", "IQR/med"), ("images_per_s", "images/s"),
                    ("images_per_s_x_nfe", "images/s x NFE"), ("ms_per_image_per_nfe", "ms/(image NFE)"),
                    ("gflops", "GFLOP/s")],
-                  title=f"sampling, {cfg['dataset']} {h}x{h}x{c}, DAE {dae_name} (DDIM, clip_x0 "
-                        f"{ddim_opts['clip_x0']}) / DBAE {dbae_name} ({bridge_opts.get('solver', 'heun')}, churn "
-                        f"{bridge_opts.get('churn', 0.0)}); median of {repeats} interleaved runs; load {load0} -> "
+                  title=f"sampling, {cfg['dataset']} {h}x{h}x{c}, DAE {b.dae_name} (DDIM, clip_x0 "
+                        f"{b.ddim_opts['clip_x0']}) / DBAE {b.dbae_name} ({b.bridge_opts.get('solver', 'heun')}, churn "
+                        f"{b.bridge_opts.get('churn', 0.0)}); median of {repeats} interleaved runs; load {load0} -> "
                         f"{load1}")
     print("NFE used: DDIM takes NFE steps of one U-Net call; the Heun bridge sampler fits 2 calls per step "
           "(Euler last step) into the budget, so its NFE is odd.")
     out = {"env": env, "dataset": cfg["dataset"], "image_shape": [c, h, h], "batch": batch, "repeats": repeats,
-           "quick": args.quick, "dae_method": dae_name, "dbae_method": dbae_name, "ddim": ddim_opts,
-           "bridge": bridge_opts, "flops_per_eval": {"dae_unet": f_unet / batch, "dbae_unet": f_bridge_net / batch,
+           "quick": args.quick, "dae_method": b.dae_name, "dbae_method": b.dbae_name, "ddim": b.ddim_opts,
+           "bridge": b.bridge_opts, "flops_per_eval": {"dae_unet": f_unet / batch, "dbae_unet": f_bridge_net / batch,
                                                      "dbae_endpoint": f_endpoint / batch},
            "loadavg": [load0, load1], "rows": rows}
     C.write_json(args.json, out)

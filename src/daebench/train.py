@@ -36,11 +36,12 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """auto | cpu | cuda -> a device; ``setting`` names where the choice came from, for the error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device: auto or cpu")
+        raise RuntimeError(f"{setting} is 'cuda' but no CUDA device is visible; use auto or cpu")
     return torch.device(name)
 
 
