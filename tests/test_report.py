@@ -53,14 +53,20 @@ def holds(claims: pd.DataFrame, claim_id: str, dataset: str = "digits"):
 
 def test_claims_columns_and_paper_like_table_holds():
     c = evaluate_claims(make_table())
-    assert list(c.columns) == ["paper", "table", "dataset", "claim_id", "statement", "measured", "holds"]
+    assert list(c.columns) == ["study", "paper", "table", "dataset", "claim_id", "statement", "estimator",
+                               "paper_datasets", "robust", "measured", "verdict", "holds"]
     assert str(c["holds"].dtype) == "boolean"
+    assert set(c["verdict"]) <= {"holds", "fails", "untestable"}  # one run per row: never inconclusive
     assert set(c["table"]) == {"Table 4"}
     for claim_id in BRIEF_CLAIMS:
         assert holds(c, claim_id) is True, claim_id
     m = c.set_index("claim_id")["measured"]
-    assert m["2phase_gt_1phase_stoch_psnr"] == "PSNR stochastic: 2-phase SC-4 30.351 vs 1-phase SC-4 25.955"
-    assert "inversion 50.113 vs stochastic 30.351" in m["inv_gt_stoch_psnr_2phase"]
+    assert m["2phase_gt_1phase_stoch_psnr"] == "PSNR: 2-phase SC-4 · stochastic 30.351 vs 1-phase SC-4 · stochastic 25.955"
+    assert "2-phase SC-4 · inversion 50.113 vs 2-phase SC-4 · stochastic 30.351" in m["inv_gt_stoch_psnr_2phase"]
+    # robustness comes from the paper's own Table 4: 1-phase < baseline fails on Bedroom
+    r = c.set_index("claim_id")
+    assert bool(r.loc["2phase_gt_1phase_stoch_ssim", "robust"]) and not bool(r.loc["1phase_lt_base_stoch_psnr", "robust"])
+    assert r.loc["1phase_lt_base_stoch_psnr", "paper_datasets"] == "cifar10_32, celeba_64, imagenet_32 (not bedroom_128)"
 
 
 def test_claims_false_when_order_reversed_or_tied():
@@ -84,7 +90,7 @@ def test_claims_na_when_rows_or_metrics_absent():
                      "inv_gt_stoch_psnr_1phase", "inv_gt_stoch_psnr_base", "2phase_best_inv_psnr",
                      "2phase_best_stoch_lpips", "2phase_best_inv_lpips"):  # no lpips column at all
         assert holds(c, claim_id) is pd.NA, claim_id
-    assert "no value for 1-phase SC-4 / stochastic" in c.set_index("claim_id").loc["2phase_gt_1phase_stoch_psnr",
+    assert "no value for 1-phase SC-4 · stochastic" in c.set_index("claim_id").loc["2phase_gt_1phase_stoch_psnr",
                                                                                     "measured"]
     assert holds(c, "2phase_gt_base_stoch_psnr") is True
     assert holds(c, "inv_gt_stoch_psnr_2phase") is True
@@ -137,7 +143,8 @@ def test_write_claims_atomic_roundtrip(tmp_path):
     t.to_csv(tmp_path / "table4.csv", index=False)
     from daebench.cli import main
 
-    assert main(["claims", "--table4", str(tmp_path / "table4.csv"), "--out", str(tmp_path / "out" / "claims.csv")]) == 0
+    assert main(["claims", "--study", "two_phase", "--tables", f"table4={tmp_path / 'table4.csv'}",
+                 "--out", str(tmp_path / "out" / "claims.csv")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["claims.csv"]  # no temp file left
     back = read_claims(tmp_path / "out" / "claims.csv")
     pd.testing.assert_frame_equal(back, evaluate_claims(t), check_dtype=False)
@@ -240,7 +247,8 @@ def test_report_command_renders_self_contained_html(rendered):
     html = (rendered / "results" / "report.html").read_text(encoding="utf-8")
     assert (rendered / "logs" / "report.executed.ipynb").is_file()
     assert not list((rendered / "results").glob(".*.tmp"))
-    for text in ("Findings", "testable claims hold", "2-phase SC-4 has higher stochastic PSNR than 1-phase SC-4",
+    for text in ("Findings", "claims hold", "robust claims", "Two-phase DAE training",
+                 "2-phase SC-4 has higher stochastic PSNR than 1-phase SC-4",
                  "paper · cifar10_32", "ours · digits", "The datasets differ", "Reconstructions",
                  "Training curves", "Protocol", "dae_2phase_sc4"):
         assert text in html, text

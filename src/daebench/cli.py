@@ -233,13 +233,31 @@ def cmd_validate(a) -> None:
     print(f"{a.params}: valid")
 
 
-def cmd_claims(a) -> None:
-    from .claims import write_claims
+def _claims_summary(df) -> str:
+    counts = df["verdict"].value_counts()
+    robust = df[df["robust"].fillna(False).astype(bool)]
+    return (", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("holds", "fails", "inconclusive", "untestable"))
+            + f"; robust claims: {int((robust['verdict'] == 'holds').sum())} of {len(robust)} hold")
 
-    df = write_claims(Path(a.table4), Path(a.out))
-    known = df["holds"].dropna()
-    log.info("wrote %s: %d of %d testable claims hold, %d not testable", a.out, int(known.sum()), len(known),
-             int(df["holds"].isna().sum()))
+
+def cmd_claims(a) -> None:
+    from .claims import write_study_claims
+
+    tables = {}
+    for item in a.tables:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--tables takes name=path pairs (e.g. table4=results/table4.csv); got {item!r}")
+        tables[name] = Path(path)
+    df = write_study_claims(a.study, tables, json.loads(a.cfg), Path(a.out))
+    log.info("wrote %s: %s", a.out, _claims_summary(df))
+
+
+def cmd_claims_all(a) -> None:
+    from .claims import combine
+
+    df = combine([Path(p) for p in a.inputs], Path(a.out))
+    log.info("wrote %s (%s): %s", a.out, ", ".join(df["study"].unique()), _claims_summary(df))
 
 
 def cmd_report(a) -> None:
@@ -584,8 +602,13 @@ def build_parser() -> argparse.ArgumentParser:
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
-    add("claims", cmd_claims, "test the paper's Table 4 claims on results/table4.csv",
-        (["--table4"], {"required": True}), out)
+    add("claims", cmd_claims, "test one study's claims on its tables and on the paper's",
+        (["--study"], {"required": True, "choices": ["two_phase", "dbae", "scorevae", "ddvi"]}),
+        (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
+        (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),
+        out)
+    add("claims-all", cmd_claims_all, "concatenate the studies' claims files into one",
+        (["--inputs"], {"nargs": "+", "required": True}), out)
     add("report", cmd_report, "execute notebooks/report.ipynb (papermill) and render it to HTML",
         (["--notebook"], {"default": "notebooks/report.ipynb"}), (["--out-html"], {"required": True}),
         (["--executed"], {"required": True, "help": "where the executed notebook goes (kept when a cell fails)"}),

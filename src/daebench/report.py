@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, TWO_PHASE, evaluate_claims
+from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE
 from .evaluate.reconstruction import montage, to_hwc01
 from .tracking import sqlite_path
 
@@ -43,51 +43,51 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 # findings
 
 
-def paper_support(reference: pd.DataFrame) -> pd.Series:
-    """Per claim_id, on how many of the paper's own datasets the claim holds in its published Table 4."""
-    c = evaluate_claims(reference)
-
-    def summary(g: pd.DataFrame) -> str:
-        known = g[g["holds"].notna()]
-        if known.empty:
-            return "not in the table"
-        fails = known.loc[~known["holds"].astype(bool), "dataset"].tolist()
-        text = f"{len(known) - len(fails)}/{len(known)} datasets"
-        return text + (f" (not {', '.join(fails)})" if fails else "")
-
-    return c.groupby("claim_id", sort=False)[["dataset", "holds"]].apply(summary)
-
-
 def claims_summary(claims: pd.DataFrame) -> str:
-    h = claims["holds"]
-    n_true, n_false, n_na = int(h.fillna(False).sum()), int((~h).fillna(False).sum()), int(h.isna().sum())
-    return (f"{n_true} of {n_true + n_false} testable claims hold, {n_false} do not"
-            + (f"; {n_na} cannot be tested with the columns this run produced" if n_na else "") + ".")
+    """One line: how many claims hold, fail, are inconclusive or untestable, and how the robust ones fare."""
+    v = claims["verdict"].value_counts()
+    robust = claims[claims["robust"].fillna(False).astype(bool)]
+    text = (f"{int(v.get('holds', 0))} of {len(claims)} claims hold, {int(v.get('fails', 0))} fail, "
+            f"{int(v.get('inconclusive', 0))} are inconclusive (95 % intervals overlap), "
+            f"{int(v.get('untestable', 0))} cannot be tested with the columns this run produced")
+    if len(robust):
+        text += (f"; of the {len(robust)} robust claims (those the paper shows on every one of its datasets), "
+                 f"{int((robust['verdict'] == 'holds').sum())} hold")
+    return text + "."
 
 
-def findings_table(claims: pd.DataFrame, reference: pd.DataFrame | None = None):
-    """Styled claims: the verdict first and coloured, the measured numbers, and (given the published
-    table) on how many of the paper's datasets the same statement holds."""
+_VERDICT = {"holds": "✔ holds", "fails": "✘ fails", "inconclusive": "≈ inconclusive", "untestable": "– untestable"}
+
+
+def findings_table(claims: pd.DataFrame):
+    """Styled claims of one study: the verdict first and coloured, the measured numbers, the estimator or
+    regime where it matters, and the paper's datasets on which the same statement holds (robust: all)."""
     df = claims.copy()
-    verdict = {True: "✔ holds", False: "✘ does not hold"}
-    df["verdict"] = [verdict[bool(v)] if pd.notna(v) else "– not testable" for v in df["holds"]]
-    cols = ["verdict", "statement", "measured"]
+    df["verdict"] = df["verdict"].map(_VERDICT).fillna(df["verdict"])
+    df["in the paper"] = [f"{'robust · ' if r is True else ''}{p}" for r, p in
+                          zip(df["robust"].astype(object).where(df["robust"].notna(), None), df["paper_datasets"])]
+    cols = ["verdict", "table", "statement", "measured"]
     if df["dataset"].nunique() > 1:
         cols.insert(1, "dataset")
-    if reference is not None:
-        df["in the paper's Table 4"] = df["claim_id"].map(paper_support(reference)).fillna("")
-        cols.append("in the paper's Table 4")
-    cols.append("claim_id")
+    if df["estimator"].fillna("").astype(str).str.len().any():
+        cols.append("estimator")
+    cols += ["in the paper", "claim_id"]
     colour = {"✔": "background-color:#d9f2d9;color:#145214;font-weight:bold",
               "✘": "background-color:#f8d7da;color:#7a1020;font-weight:bold",
+              "≈": "background-color:#fff3cd;color:#6b5200;font-weight:bold",
               "–": "background-color:#eeeeee;color:#555555"}
-    return (df[cols].style.hide(axis="index")
+    return (df[cols].fillna("").style.hide(axis="index")
             .map(lambda v: colour.get(str(v)[:1], ""), subset=["verdict"])
-            .set_properties(subset=["statement"], **{"text-align": "left", "max-width": "34em"})
+            .set_properties(subset=["statement"], **{"text-align": "left", "max-width": "30em"})
             .set_properties(subset=["measured"], **{"text-align": "left", "font-family": "monospace",
                                                     "font-size": "90%"})
             .set_table_styles([{"selector": "th", "props": "text-align:left"},
                                {"selector": "td", "props": "vertical-align:top;padding:3px 6px"}]))
+
+
+def claims_by_study(claims: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(the paper's name, its claims) for each study present, in the project's study order."""
+    return [(STUDIES[s].PAPER, claims[claims["study"] == s]) for s in STUDIES if (claims["study"] == s).any()]
 
 
 # --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ wildcard_constraints:
     setting=r"unsup|semi|cluster",
     prior=r"[a-z_]+",
     seed=r"\d+",
+    study=r"two_phase|dbae|scorevae|ddvi",
     source=r"prior|ae|simulated|1000_genomes",
 
 
@@ -218,6 +219,42 @@ def table4_provenance(wildcards):
     from daebench.config import params_hash
 
     return params_hash([table4_upstream(wildcards), table4_cfg(wildcards)])
+
+
+# --- the claims of every study ------------------------------------------------------------------
+
+
+def claims_study(study):
+    from daebench.claims import STUDIES
+
+    if study not in STUDIES:
+        raise WorkflowError(f"no claims for study {study!r}; known: {', '.join(STUDIES)}")
+    return STUDIES[study]
+
+
+def study_claims_inputs(wildcards):
+    # The study's tables that exist (all of them when none does yet, so asking for the claims builds them);
+    # the two-phase study's one table always.
+    tables = claims_study(wildcards.study).TABLES
+    have = {k: v for k, v in tables.items() if os.path.exists(v)}
+    return have if have and wildcards.study != "two_phase" else tables
+
+
+def study_claims_cfg(wildcards):
+    cfg = {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
+           "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}
+    return as_json(cfg[wildcards.study])
+
+
+def study_claims_provenance(wildcards):
+    return table4_provenance(wildcards) if wildcards.study == "two_phase" else ""
+
+
+def claims_files(wildcards):
+    from daebench.claims import STUDIES
+
+    ran = [s for s, mod in STUDIES.items() if s == "two_phase" or any(os.path.exists(p) for p in mod.TABLES.values())]
+    return [f"results/claims/{s}.csv" for s in ran]
 
 
 # --- the DBAE study -------------------------------------------------------------------------------
@@ -421,7 +458,8 @@ def order_pulled_artefacts():
         levels.append([model_path(ds, name, m["phases"][i]["name"]) for name, m in config["methods"].items()
                        if i < len(m["phases"])])
     levels += [glob.glob(f"results/recon/{ds}/*/*"), glob.glob(f"results/metrics/{ds}/*/*"),
-               ["results/table4.csv"], ["results/claims.csv"], ["results/report.html"]]
+               ["results/table4.csv"], glob.glob("results/claims/*.csv"), ["results/claims.csv"],
+               ["results/report.html"]]
     t0 = time.time() - len(levels) - 1
     for level, files in enumerate(levels):
         for f in files:

@@ -1,0 +1,101 @@
+"""DBAE's claims (Tables 1, 2, 3, 4 and 9), on results/dbae/table{1,2,3,4,9}.csv.
+
+Rows use the paper's roles: "DAE" is the DiffAE comparator (our ``dbae.dae`` method; the paper's
+DiffAE), "DAE (random x_T)" / "DAE (inferred x_T)" its two reconstructions, "DBAE", "DBAE-d",
+"DBAE+TC", and "+AE" for generation from encoded test codes. Table 9 rows are read at the fewest and
+the most NFE of the run (the paper's 10 and 100). The paper's contexts: CelebA-HQ (Table 2, 9), CelebA
+and FFHQ (Table 1), CelebA (Table 3), FFHQ at 1000/500/250 NFE (Table 4)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .core import Better, Claim, measurements, melt
+
+STUDY, PAPER = "dbae", "DBAE"
+DAE_R, DAE_I = "DAE (random x_T)", "DAE (inferred x_T)"
+FEW, MOST = " @ fewest NFE", " @ most NFE"
+FID = ("fid_tf", "fd_domain")
+PRECISION = ("precision", "precision_domain")
+
+CLAIMS: list[Claim] = [
+    Better("dbae_gt_dae_random_ssim", "Table 2", "DBAE's tractable z reconstructs better than DiffAE's z with a random "
+           "x_T (SSIM)", "ssim", "DBAE", DAE_R),
+    Better("dbae_lt_dae_random_mse", "Table 2", "DBAE's reconstruction MSE is lower than DiffAE's with a random x_T",
+           "mse", "DBAE", DAE_R),
+    Better("dbaed_gt_dbae_ssim", "Table 2", "DBAE-d reconstructs better than DBAE (SSIM; 'the deterministic encoder "
+           "performs better in this case')", "ssim", "DBAE-d", "DBAE"),
+    Better("dae_inferred_gt_dbae_ssim", "Table 2", "DiffAE with an inferred x_T (an image-sized latent) reconstructs "
+           "better than DBAE's z alone (SSIM)", "ssim", DAE_I, "DBAE"),
+    Better("dbae_gt_dae_random_ssim_fewest_nfe", "Table 9", "at the fewest NFE, DBAE reconstructs better than DiffAE "
+           "with a random x_T (SSIM)", "ssim", "DBAE" + FEW, DAE_R + FEW),
+    Better("dae_inferred_ssim_grows_with_nfe", "Table 9", "DiffAE with an inferred x_T needs NFE: its SSIM at the "
+           "most NFE is higher than at the fewest", "ssim", DAE_I + MOST, DAE_I + FEW),
+    Better("dbae_gt_dae_ap", "Table 1", "a linear probe on DBAE's z predicts attributes better than on DiffAE's (AP)",
+           "ap", "DBAE", "DAE"),
+    Better("dbae_gt_dbaed_ap", "Table 1", "the stochastic encoder is slightly better than the deterministic one for "
+           "the probe (AP)", "ap", "DBAE", "DBAE-d"),
+    Better("dbae_gt_dae_tad", "Table 3", "DBAE's z is more disentangled than DiffAE's (TAD)", "tad", "DBAE", "DAE"),
+    Better("dbaetc_gt_dbae_tad", "Table 3", "the TC regulariser raises DBAE's TAD", "tad", "DBAE+TC", "DBAE"),
+    Better("dbae_ae_lt_dae_ae_fid", "Table 4", "generation from encoded codes: DBAE+AE has a lower {metric} than "
+           "DiffAE+AE", FID, "DBAE+AE", "DAE+AE"),
+    Better("dbae_gt_dae_precision", "Table 4", "generation from the latent prior: DBAE has a higher {metric} than "
+           "DiffAE", PRECISION, "DBAE", "DAE"),
+]
+TABLES = {t: f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table4", "table9")}
+METRICS = ["ssim", "mse", "ap", "tad", "fid_tf", "fd_domain", "precision", "precision_domain"]
+
+
+def _role(method: str, label: str, dae: str) -> str:
+    """Our row -> the paper's role: the DAE comparator is "DAE" whatever its label."""
+    return label.replace(label.split("+")[0], "DAE", 1) if method == dae else label
+
+
+def ours(tables: dict[str, pd.DataFrame], cfg: dict) -> pd.DataFrame:
+    """``cfg``: {dataset, dae: the DiffAE comparator's method name}."""
+    dae, recs = cfg["dae"], []
+    if "table2" in tables:
+        t = tables["table2"]
+        rows = pd.Series([f"DAE ({x})" if m == dae else lab for m, lab, x in zip(t["method"], t["label"], t["x_T"])],
+                         index=t.index)
+        recs += melt(t, t["dataset"], rows, METRICS)
+    if "table9" in tables:
+        t = tables["table9"]
+        nfes = sorted(int(c[3:]) for c in t.columns if c.startswith("nfe") and c[3:].isdigit())
+        if nfes:
+            for _, x in t.iterrows():
+                name = (f"DAE ({'random x_T' if x['tractable'] == 'yes' else 'inferred x_T'})" if x["method"] == dae
+                        else x["label"])
+                for end, tag in ((nfes[0], FEW), (nfes[-1], MOST)):
+                    recs.append({"context": x["dataset"], "row": name + tag, "metric": x["metric"],
+                                 "value": x[f"nfe{end}"], "ci95": float("nan")})
+    for name in ("table1", "table3", "table4"):
+        if name in tables:
+            t = tables[name]
+            rows = pd.Series([_role(m, lab, dae) for m, lab in zip(t["method"], t["label"])], index=t.index)
+            recs += melt(t, t["dataset"], rows, METRICS)
+    return measurements(recs).drop_duplicates(["context", "row", "metric"]).reset_index(drop=True)
+
+
+_PAPER_NAMES = {"DiffAE": "DAE", "DiffAE+AE": "DAE+AE", "DiffAE (random x_T)": DAE_R, "DiffAE (inferred x_T)": DAE_I}
+
+
+def paper(ref_dir: Path) -> pd.DataFrame:
+    name = lambda m: _PAPER_NAMES.get(m, m)
+    recs = []
+    t2 = pd.read_csv(ref_dir / "dbae_table2_reconstruction.csv")
+    recs += melt(t2, "celeba_hq", t2["method"].map(name), METRICS)
+    t9 = pd.read_csv(ref_dir / "dbae_tables_9_10_nfe.csv")
+    for _, x in t9.iterrows():
+        for col, tag in (("nfe10", FEW), ("nfe100", MOST)):
+            recs.append({"context": "celeba_hq", "row": name(x["method"]) + tag, "metric": x["metric"],
+                         "value": x[col], "ci95": float("nan")})
+    t1 = pd.read_csv(ref_dir / "dbae_table1_downstream.csv")
+    for ds in ("celeba", "ffhq"):
+        recs += melt(t1.rename(columns={f"{ds}_ap": "ap"}), ds, t1["method"].map(name), ["ap"])
+    t3 = pd.read_csv(ref_dir / "dbae_table3_disentanglement.csv")
+    recs += melt(t3, "celeba", t3["method"].map(name), ["tad"])
+    t4 = pd.read_csv(ref_dir / "dbae_table4_generation_ffhq.csv").rename(columns={"fid50k": "fid_tf"})
+    recs += melt(t4, "ffhq @ NFE " + t4["nfe"].astype(str), t4["method"].map(name), ["fid_tf", "precision"])
+    return measurements(recs)
