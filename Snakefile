@@ -17,6 +17,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/dbae.smk"
 include: "workflow/rules/scorevae.smk"
 include: "workflow/rules/ddvi.smk"
+include: "workflow/rules/emergence.smk"
 include: "workflow/rules/report.smk"
 
 

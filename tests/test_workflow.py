@@ -214,6 +214,36 @@ def test_smoke_run_survives_a_killed_training_job(project):
     again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project, timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # the claims file: every Table 4 claim evaluates on the smoke run (LPIPS ones: no weights here)
+    proc = run(["--cores", "2", "results/claims.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert_claims_evaluate(project, "two_phase", untestable={"2phase_best_stoch_lpips", "2phase_best_inv_lpips"})
+    assert list(pd.read_csv(project / "results/claims.csv")["study"].unique()) == ["two_phase"]
+
+    # the emergence curve at the smoke preset's two budgets: two nested runs of the study, one CSV and figure
+    proc = run(["--cores", "2", "results/emergence/two_phase.csv", "--configfile", "tests/smoke.yaml"], project,
+               timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    em = pd.read_csv(project / "results/emergence/two_phase.csv")
+    assert sorted(em["scale"].unique()) == [1, 2] and sorted(em["examples"].unique()) == [1280, 2560]
+    assert set(em["claim_id"]) == set(pd.read_csv(project / "results/claims/two_phase.csv")["claim_id"])
+    ssim = em[(em["claim_id"] == "2phase_gt_1phase_stoch_ssim") & (em["row"] == "2-phase SC-4 · stochastic")]
+    assert len(ssim) == 2 and ssim["value"].between(0, 1).all()
+    assert (project / "results/emergence/two_phase.png").stat().st_size > 5000
+    point = project / "results/emergence/two_phase/x2"
+    assert "examples: 2560" in (point / "params.yaml").read_text()
+    assert (point / "resources/data").is_symlink()  # the prepared data are shared, never rebuilt
+
+
+def assert_claims_evaluate(project, study, untestable=()):
+    """Every claim of the study's claims file has a verdict; only the named ones are untestable."""
+    c = pd.read_csv(project / f"results/claims/{study}.csv")
+    from daebench.claims import STUDIES
+
+    assert set(c["claim_id"]) == {x.claim_id for x in STUDIES[study].CLAIMS}
+    assert set(c["verdict"]) <= {"holds", "fails", "inconclusive", "untestable"}
+    assert set(c.loc[c["verdict"] == "untestable", "claim_id"]) == set(untestable), c[["claim_id", "measured"]]
+
 
 def test_dry_run_shows_the_ddvi_study(project):
     proc = run(["-n", "results/ddvi/table1.csv", "results/ddvi/table3.csv"], project, timeout=120)

@@ -53,6 +53,7 @@ wildcard_constraints:
     prior=r"[a-z_]+",
     seed=r"\d+",
     study=r"two_phase|dbae|scorevae|ddvi",
+    scale=r"[0-9]+(\.[0-9]+)?",
     source=r"prior|ae|simulated|1000_genomes",
 
 

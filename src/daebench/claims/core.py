@@ -152,6 +152,16 @@ def evaluate_one(claim: Claim, ms: pd.DataFrame, context: str, lower_is_better=L
     return statement, measured, verdict
 
 
+def claim_values(claim: Claim, ms: pd.DataFrame, context: str) -> tuple[str, list[dict]]:
+    """(the metric used, [{row, value, ci95}] of every row the claim compares) in one context."""
+    metric = _metric(claim, ms, context)
+    out = []
+    for r in claim.rows():
+        v = _lookup(ms, context, r, metric)
+        out.append({"row": r, "value": math.nan if v is None else v[0], "ci95": math.nan if v is None else v[1]})
+    return metric, out
+
+
 def paper_support(claims: list[Claim], paper: pd.DataFrame) -> dict[str, tuple[str, object]]:
     """claim_id -> (the paper's datasets on which it holds, robust): robust when it holds on every one of the
     paper's datasets that has the numbers (NA when none has)."""

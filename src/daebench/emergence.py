@@ -1,0 +1,188 @@
+"""Emergence curves: a study's claims at a ladder of training budgets (issue: is a failing finding a
+matter of scale?).
+
+Each point of the ladder is the whole study run again in its own working directory,
+``results/emergence/<study>/x<scale>/``, by a nested Snakemake on the same Snakefile, with the study's
+training lengths (``SCALED``) multiplied by the scale and everything else as configured. The point's
+``params.yaml`` is the resolved configuration, so the nested run is an ordinary, resumable run of
+the pipeline: its own .snakemake metadata means a rerun after a change redoes only what the change
+affects, and it runs unchanged on a GPU box or through a cluster profile (``DAEBENCH_EMERGENCE_ARGS``
+adds Snakemake options, e.g. ``--profile workflow/profiles/slurm``). The prepared data are shared
+(symlinked), since no budget changes them. MLflow runs go to the same store under the experiment
+``<experiment>/emergence``.
+
+``collect`` reads every point's tables back through the study's claims module and writes, per claim
+and budget, the values of the rows the claim compares and its verdict."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .claims import STUDIES
+from .claims.core import claim_values, evaluate_one
+
+# The training lengths of each study (paths into the configuration) that a budget scales.
+SCALED = {
+    "two_phase": [("train", "examples")],
+    "dbae": [("train", "examples"), ("dbae", "prior", "examples")],
+    "scorevae": [("train", "examples"), ("methods", "scorevae", "examples")],
+    "ddvi": [("ddvi", "train", "examples")],
+}
+# What the nested run shares with the main one: nothing a budget changes.
+SHARED = ("resources/data", "resources/downloads", "resources/weights")
+COLUMNS = ["study", "table", "claim_id", "statement", "scale", "examples", "dataset", "metric", "row", "value", "ci95",
+           "verdict"]
+
+
+def _get(cfg: dict, path: tuple[str, ...]):
+    for k in path:
+        cfg = cfg[k]
+    return cfg
+
+
+def _set(cfg: dict, path: tuple[str, ...], value) -> None:
+    for k in path[:-1]:
+        cfg = cfg[k]
+    cfg[path[-1]] = value
+
+
+def base_examples(config: dict, study: str) -> int:
+    """The study's first scaled length at scale 1 (the x axis of its curves is this times the scale)."""
+    return int(_get(config, SCALED[_study(study)][0]))
+
+
+def _study(study: str) -> str:
+    if study not in SCALED:
+        raise ValueError(f"no emergence ladder for study {study!r}; known: {', '.join(SCALED)}")
+    return study
+
+
+def point_config(config: dict, study: str, scale: float) -> dict:
+    """The resolved configuration of one ladder point: the study's training lengths times ``scale``."""
+    if not scale > 0:
+        raise ValueError(f"emergence.scales must be positive; got {scale}")
+    cfg = copy.deepcopy(config)
+    for path in SCALED[_study(study)]:
+        _set(cfg, path, max(1, round(_get(config, path) * scale)))
+    return cfg
+
+
+def _tracking_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    uri = env.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str((root / uri[len("sqlite:///"):]).resolve())  # the main run's store
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["MLFLOW_EXPERIMENT_NAME"] = env.get("MLFLOW_EXPERIMENT_NAME", "daebench") + "/emergence"
+    return env
+
+
+def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Path, cores: int,
+              snakefile: Path) -> Path:
+    """Run the study at one budget in ``workdir``; returns its claims file."""
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "params.yaml").write_text("# written by `daebench emergence-point`: the resolved configuration of "
+                                         f"{study} at x{scale:g} the configured training length\n"
+                                         + yaml.safe_dump(point_config(config, study, scale), sort_keys=False))
+    for rel in SHARED:
+        src, dst = (root / rel).resolve(), workdir / rel
+        if src.exists() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src, target_is_directory=src.is_dir())
+    target = f"results/claims/{study}.csv"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile.resolve()), "--directory", str(workdir),
+           "--configfile", str((workdir / "params.yaml").resolve()), "--cores", str(cores), "--rerun-incomplete",
+           *shlex.split(os.environ.get("DAEBENCH_EMERGENCE_ARGS", "")), target]
+    print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    subprocess.run(cmd, check=True, env=_tracking_env(root))
+    return workdir / target
+
+
+def _claims_cfg(config: dict, study: str) -> dict:
+    return {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
+            "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
+
+
+def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.DataFrame:
+    """Per claim, budget and compared row: the value and the verdict, from each point's tables."""
+    mod = STUDIES[_study(study)]
+    base = base_examples(config, study)
+    out = []
+    for scale, workdir in sorted(points, key=lambda p: p[0]):
+        tables = {name: pd.read_csv(workdir / path) for name, path in mod.TABLES.items()
+                  if (workdir / path).exists()}
+        if not tables:
+            raise FileNotFoundError(f"emergence point x{scale:g} of {study} has none of its tables under {workdir}")
+        ms = mod.ours(tables, _claims_cfg(config, study))
+        for context in dict.fromkeys(ms["context"]):
+            for claim in mod.CLAIMS:
+                _, _, verdict = evaluate_one(claim, ms, context)
+                metric, values = claim_values(claim, ms, context)
+                for v in values:
+                    out.append({"study": study, "table": claim.table, "claim_id": claim.claim_id,
+                                "statement": claim.statement.replace("{metric}", metric), "scale": scale,
+                                "examples": round(base * scale), "dataset": context, "metric": metric,
+                                "row": v["row"], "value": v["value"], "ci95": v["ci95"], "verdict": verdict})
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def figure(df: pd.DataFrame, out: Path, title: str) -> None:
+    """One panel per testable claim: the compared rows' metric against training examples (log x); a filled
+    marker where the claim holds at that budget, hollow where it fails, grey where inconclusive."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    claims = [c for c, g in df.groupby("claim_id", sort=False) if g["value"].notna().any()]
+    n = max(1, len(claims))
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False)
+    for ax, claim_id in zip(axes.flat, claims):
+        g = df[df["claim_id"] == claim_id]
+        for row, gr in g.groupby("row", sort=False):
+            gr = gr.sort_values("examples")
+            line, = ax.plot(gr["examples"], gr["value"], "-", lw=1.2, label=row)
+            if gr["ci95"].notna().any():
+                ax.fill_between(gr["examples"], gr["value"] - gr["ci95"], gr["value"] + gr["ci95"],
+                                color=line.get_color(), alpha=0.15)
+            for _, x in gr.iterrows():
+                face = {"holds": line.get_color(), "fails": "white"}.get(x["verdict"], "lightgrey")
+                ax.plot(x["examples"], x["value"], "o", mfc=face, mec=line.get_color(), ms=6)
+        ax.set_xscale("log")
+        ticks = sorted(g["examples"].unique())
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_title(claim_id, fontsize=8)
+        ax.set_xlabel("training examples per method", fontsize=7)
+        ax.set_ylabel(g["metric"].iloc[0], fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(claims):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: claims against the training budget (filled: holds, hollow: fails, grey: "
+                 "inconclusive)", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def write(config: dict, study: str, points: list[tuple[float, Path]], out_csv: Path, out_png: Path) -> pd.DataFrame:
+    df = collect(config, study, points)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out_csv)
+    figure(df, out_png, STUDIES[study].PAPER)
+    return df

@@ -1,0 +1,53 @@
+# Emergence curves: each study's claims at a ladder of training budgets (src/daebench/emergence.py).
+# A point is the study rerun by a nested Snakemake in results/emergence/{study}/x{scale}/ on the resolved
+# configuration with the study's training lengths scaled; its own .snakemake keeps reruns incremental.
+
+
+def emergence_points(wildcards):
+    return {f"x{s:g}": f"results/emergence/{wildcards.study}/x{s:g}/results/claims/{wildcards.study}.csv"
+            for s in config["emergence"]["scales"]}
+
+
+rule emergence_point:
+    input:
+        # the prepared data are shared with the main run (never changed by a budget)
+        data=lambda w: f"resources/data/{config['dataset']}/manifest.json",
+    output:
+        "results/emergence/{study}/x{scale}/results/claims/{study}.csv",
+    params:
+        cfg=lambda w: as_json(config),
+        workdir=lambda w: f"results/emergence/{w.study}/x{w.scale}",
+        snakefile=workflow.main_snakefile,
+    threads: workflow.cores
+    log:
+        "logs/emergence/{study}/x{scale}.log",
+    benchmark:
+        "logs/benchmarks/emergence/{study}/x{scale}.tsv"
+    shell:
+        "python -m daebench emergence-point --study {wildcards.study} --scale {wildcards.scale} --cfg {params.cfg:q}"
+        " --workdir {params.workdir} --cores {threads} --snakefile {params.snakefile:q} > {log} 2>&1"
+
+
+rule emergence:
+    input:
+        unpack(emergence_points),
+    output:
+        csv="results/emergence/{study}.csv",
+        png="results/emergence/{study}.png",
+    params:
+        cfg=lambda w: as_json(config),
+        points=lambda w, input: " ".join(f"{k[1:]}=results/emergence/{w.study}/{k}" for k in input.keys()),
+    localrule: True
+    log:
+        "logs/emergence/{study}.log",
+    benchmark:
+        "logs/benchmarks/emergence/{study}.tsv"
+    shell:
+        "python -m daebench emergence --study {wildcards.study} --cfg {params.cfg:q} --points {params.points}"
+        " --out {output.csv} --figure {output.png} > {log} 2>&1"
+
+
+rule emergence_all:
+    input:
+        expand("results/emergence/{study}.csv", study=config["emergence"]["studies"]),
+    localrule: True
