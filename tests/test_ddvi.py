@@ -63,6 +63,27 @@ def test_swiss_roll_winds_outwards_with_its_partition():
     assert torch.bincount(k, minlength=10).float().div(len(k)).sub(0.1).abs().max() < 0.01
 
 
+def test_release_prior_shapes_are_selectable():
+    """swiss_roll form: release (radius 3 sqrt(u), angle 4.5 pi sqrt(u)); square noise_dir: normal (noise across
+    the side only, so the coordinate along the side stays on [-1, 1])."""
+    g = torch.Generator().manual_seed(0)
+    z, k = P.sample("swiss_roll", 20000, g, {"noise": 0.0, "form": "release"})
+    r = z.norm(dim=1)
+    assert float(r.max()) <= 3.0 + 1e-5 and float(r.max()) > 2.95
+    assert torch.allclose(torch.remainder(torch.atan2(z[:, 1], z[:, 0]) - 1.5 * math.pi * r, 2 * math.pi)
+                          .add(1e-3).remainder(2 * math.pi), torch.full_like(r, 1e-3), atol=2e-3)
+    means = [float(r[k == i].mean()) for i in range(10)]
+    assert all(a < b for a, b in itertools.pairwise(means))
+    normal, _ = P.sample("square", 20000, g, {"noise": 0.06, "noise_dir": "normal"})
+    iso, _ = P.sample("square", 20000, g, {"noise": 0.06, "noise_dir": "isotropic"})
+    assert float(normal.abs().min(1).values.max()) <= 1.0 + 1e-6       # the along-side coordinate is clean
+    assert float(iso.abs().min(1).values.max()) > 1.05
+    off = (normal.abs().max(1).values - 1).std()
+    assert 0.05 < float(off) < 0.07
+    with pytest.raises(ValueError, match="marsland, release"):
+        P.sample("swiss_roll", 3, g, {"noise": 0.0, "form": "spiral"})
+
+
 def test_unknown_prior_lists_the_known_ones():
     with pytest.raises(ValueError, match="pinwheel, swiss_roll, square"):
         P.sample("moons", 3, torch.Generator(), {})
@@ -175,33 +196,273 @@ def test_elbo_of_a_linear_gaussian_model_matches_its_closed_form():
         torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("family", ["ddvi", "aevb_iaf", "haevb"])
-def test_auxiliary_and_flow_elbos_lower_bound_the_exact_evidence(family):
-    """log p(x) >= ELBO for every posterior family (averaged over draws), on the linear-Gaussian model."""
-    torch.manual_seed(0)
-    dim = 5
-    W, b, cov_x, _ = _linear_gaussian()
-    nets = {"hidden": 16, "layers": 1, "context": 3, "made": {"hidden": 8, "layers": 2},
-            "aux": {"hidden": 8, "layers": 1}, "denoiser": {"hidden": 16, "layers": 2}}
-    method = {"steps": 5, "beta": [0.05, 0.3], "flows": 2, "sleep": "none"}
-    model = LVM_FAMILIES[family].build(nets, dim, method, False).double()
+class IsoNormal:
+    """p(z) = N(0, var I) in 2-D."""
+
+    def __init__(self, var=1.0):
+        self.var = var
+
+    def log_prob(self, z, part=None):
+        return -0.5 * (z.square() / self.var + math.log(2 * math.pi * self.var)).sum(1)
+
+    def sample(self, n, g, part=None):
+        return math.sqrt(self.var) * torch.randn(n, 2, generator=g)
+
+
+def _gaussian_case(prior_var, W, dim=5, seed=0):
+    """p(z) = N(0, prior_var I), p(x | z) = N(W z + b, I): (b, posterior matrix M with E[z | x] = M (x - b),
+    posterior covariance P (diagonal here), log p(x) as a function)."""
+    g = torch.Generator().manual_seed(seed)
+    b = torch.randn(dim, generator=g, dtype=torch.float64)
+    P = torch.linalg.inv(torch.eye(2, dtype=torch.float64) / prior_var + W.T @ W)
+    assert torch.allclose(P, torch.diag(torch.diagonal(P)))
+    cov_x = prior_var * W @ W.T + torch.eye(dim, dtype=torch.float64)
+    return b, P @ W.T, torch.diagonal(P), torch.distributions.MultivariateNormal(b, cov_x).log_prob
+
+
+def _linear(d_in, d_out, weight, bias):
+    lin = torch.nn.Linear(d_in, d_out).double()
     with torch.no_grad():
-        model.decoder = torch.nn.Linear(2, dim).double()
-        model.decoder.weight.copy_(W)
-        model.decoder.bias.copy_(b)
-    x = (torch.randn(3, dim, dtype=torch.float64) + b)
-    rep = torch.cat([x.float()] * 4000).double()
-    ctx = Ctx(prior=StdNormal(), likelihood="gaussian")
-    model.double()
+        lin.weight.copy_(weight)
+        lin.bias.copy_(bias)
+    return lin
+
+
+class ExactEps(torch.nn.Module):
+    """eps(y_t, m, t) = sqrt(1 - alpha_bar_t) (y_t - sqrt(alpha_bar_t) m): with it DDVI's reverse step
+    N(mu_phi, beta_t I) is the exact reverse of the noising process started at N(m, I)."""
+
+    def __init__(self, alpha_bar):
+        super().__init__()
+        self.alpha_bar = alpha_bar
+
+    def forward(self, h, t):
+        ab = self.alpha_bar[t].unsqueeze(1)
+        return (1 - ab).sqrt() * (h[:, :2] - ab.sqrt() * h[:, 2:4])
+
+
+W_UNIT = math.sqrt(0.5) * torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+                                       dtype=torch.float64)
+W_DIAG = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+NETS = {"hidden": 16, "layers": 1, "context": 3, "made": {"hidden": 8, "layers": 2},
+        "aux": {"hidden": 8, "layers": 0}, "denoiser": {"hidden": 16, "layers": 2}}
+
+
+def _exact_posterior_model(family, dim=5):
+    """A model of ``family`` whose decoder is the linear-Gaussian likelihood and whose posterior family
+    is set to the exact posterior p(z | x), so that its ELBO equals log p(x) for every single draw.
+    Returns (model, ctx, log p(x) function, b)."""
+    z2 = torch.zeros(2, dim, dtype=torch.float64)
+    if family == "ddvi":
+        # posterior covariance I (prior N(0, 2 I), W^T W = I / 2): a Gaussian whose noising keeps unit variance,
+        # so the fixed reverse variance beta_t is exact and eps_phi is linear (ExactEps)
+        b, M, P, log_px = _gaussian_case(2.0, W_UNIT, dim)
+        model = LVM_FAMILIES["ddvi"].build({**NETS, "context": 2}, dim, {"steps": 6, "beta": [0.05, 0.4]}, False)
+        model.double()
+        ab = model.alpha_bar
+        model.betas = 1 - ab[1:] / ab[:-1]          # exactly consistent with alpha_bar in float64
+        sab = ab[-1].sqrt()
+        model.encoder = _linear(dim, 6, torch.cat([sab * M, z2, M]), torch.cat([-sab * M @ b, torch.zeros(2), -M @ b]))
+        model.denoiser = ExactEps(ab)
+        prior = IsoNormal(2.0)
+    else:
+        b, M, P, log_px = _gaussian_case(1.0, W_DIAG, dim)
+        model = LVM_FAMILIES[family].build(NETS, dim, {"flows": 2}, False).double()
+        prior = IsoNormal(1.0)
+        z1 = torch.zeros(1, dim, dtype=torch.float64)
+        if family == "aevb":
+            model.encoder = _linear(dim, 4, torch.cat([M, z2]), torch.cat([-M @ b, P.log()]))
+        elif family == "aevb_iaf":
+            # constant gates and shifts: each IAF step is the affine map z -> s z + (1 - s) m, so a Gaussian base
+            # N(mu0, v0) ends at N(A mu0 + B, A^2 v0); choose the base so that this is the posterior
+            A, B = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+            for k, made in enumerate(model.flows):
+                m_k, s_k = torch.tensor([0.4, -0.3]) * (k + 1), torch.tensor([0.5, -1.0]) + k
+                with torch.no_grad():
+                    for prm in made.parameters():
+                        prm.zero_()
+                    made.head.bias.copy_(torch.cat([m_k, s_k]))
+                gate = torch.sigmoid(s_k.double())
+                A, B = gate * A, gate * B + (1 - gate) * m_k.double()
+            model.encoder = _linear(dim, 7, torch.cat([M / A.unsqueeze(1), z2, z2, z1]),
+                                    torch.cat([(-M @ b - B) / A, (P / A.square()).log(), torch.zeros(3)]))
+        elif family == "haevb":
+            # q(y | x) = N(m_y, v_y) free of x, q(z | y, x) = p(z | x), r(y | z, x) = q(y | x): the log-ratio is
+            # log p(z | x) - log p(z) for every draw
+            m_y, lv_y = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([0.5, 2.0]).log().double()
+            model.encoder = _linear(dim, 7, torch.cat([z2, z2, M, z1]), torch.cat([m_y, lv_y, -M @ b, torch.zeros(1)]))
+            pick_c = torch.zeros(4, 5, dtype=torch.float64)
+            pick_c[0, 2] = pick_c[1, 3] = 1.0
+            model.q_z = _linear(5, 4, pick_c, torch.cat([torch.zeros(2), P.log()]))
+            model.r_y = _linear(5, 4, torch.zeros(4, 5), torch.cat([m_y, lv_y]))
+    model.decoder = _linear(2, dim, W_UNIT if family == "ddvi" else W_DIAG, b)
+    return model, Ctx(prior=prior, likelihood="gaussian"), log_px, b
+
+
+def _elbo_draws(family, model, ctx, x, n, seed):
+    rep = torch.cat([x] * n)
     torch.set_default_dtype(torch.float64)
     try:
         est = LVM_FAMILIES[family].elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
-                                        torch.Generator().manual_seed(1))["elbo_nats"].view(4000, 3)
+                                        torch.Generator().manual_seed(seed))
     finally:
         torch.set_default_dtype(torch.float32)
-    log_px = torch.distributions.MultivariateNormal(b, cov_x).log_prob(x)
+    return {k: v.view(n, len(x)) for k, v in est.items()}
+
+
+@pytest.mark.parametrize("family", ["aevb", "aevb_iaf", "haevb", "ddvi"])
+def test_exact_bounds_equal_the_evidence_at_the_exact_posterior_and_fall_below_it_elsewhere(family):
+    """Two-sided: (1) with the posterior family set to the exact posterior, every single draw of the ELBO
+    equals log p(x) (a bound that is too low, or too high, fails here); (2) with the same model perturbed
+    away from it, the Monte Carlo mean falls below log p(x) by more than its noise; (3) with generic
+    random posterior networks it stays below log p(x)."""
+    torch.manual_seed(0)
+    model, ctx, log_px, b = _exact_posterior_model(family)
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 1.5 + b
+    exact = log_px(x)
+    tight = _elbo_draws(family, model, ctx, x, 50, seed=1)["elbo_nats"]
+    assert torch.allclose(tight, exact.expand_as(tight), atol=1e-8, rtol=0), (tight[:2], exact)
+    # (2) a perturbed posterior: the gap opens
+    with torch.no_grad():
+        if family == "ddvi":
+            model.encoder.bias[:2] += 0.5
+        else:
+            model.encoder.bias[0] += 0.5
+    loose = _elbo_draws(family, model, ctx, x, 4000, seed=2)["elbo_nats"]
+    se = loose.std(0) / math.sqrt(4000)
+    assert (loose.mean(0) < exact - 0.01).all() and (loose.mean(0) <= exact + 4 * se).all(), (loose.mean(0), exact)
+    # (3) generic networks for the posterior side, same decoder and prior
+    torch.manual_seed(3)
+    method = {"steps": 5, "beta": [0.05, 0.3], "flows": 2, "sleep": "none"}
+    generic = LVM_FAMILIES[family].build({**NETS, "aux": {"hidden": 8, "layers": 1}}, 5, method, False).double()
+    generic.decoder = model.decoder
+    est = _elbo_draws(family, generic, ctx, x, 4000, seed=4)["elbo_nats"]
     se = est.std(0) / math.sqrt(4000)
-    assert (est.mean(0) <= log_px + 4 * se).all(), (est.mean(0), log_px)
+    assert (est.mean(0) <= exact + 4 * se).all(), (est.mean(0), exact)
+
+
+def test_ddvi_regulariser_splits_into_endpoint_and_chain_and_chain_weight_uses_the_split():
+    """log q(y_{0:T}|x) - log r(y_{1:T}|z) = [log q(y_T|x) - log r(y_T|z)] + chain, draw by draw; the default
+    loss weights the whole regulariser by kl_weight, chain_weight w gives the chain part its own weight."""
+    from daebench.methods.ddvi import posterior_terms
+
+    torch.manual_seed(0)
+    nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
+    method = {"steps": 4, "beta": [0.05, 0.3], "sleep": "none", "kl_weight": 0.01}
+    model = LVM_FAMILIES["ddvi"].build(nets, 6, method, False)
+    x = torch.rand(5, 6)
+    p = posterior_terms(model, x, torch.Generator().manual_seed(3))
+    assert torch.allclose(p["endpoint_qr"] + p["chain"], p["log_qr"], atol=1e-4)
+    ctx = Ctx(prior=StdNormal(), likelihood="bce", kl_weight=0.01)
+    reg = p["log_qr"] - StdNormal().log_prob(p["z"])
+    batch = (x, torch.full((5,), -1))
+    default = LVM_FAMILIES["ddvi"].stages(method, ctx)[0].fn(model, batch, torch.Generator().manual_seed(3))
+    assert set(default) == {"recon", "kl"} and torch.allclose(default["kl"], 0.01 * reg, atol=1e-6)
+    split = LVM_FAMILIES["ddvi"].stages({**method, "chain_weight": 2.0}, ctx)[0].fn(
+        model, batch, torch.Generator().manual_seed(3))
+    assert torch.allclose(split["kl"], 0.01 * (p["endpoint_qr"] - StdNormal().log_prob(p["z"])), atol=1e-6)
+    assert torch.allclose(split["chain"], 2.0 * p["chain"], atol=1e-5)
+
+
+# --- the release's estimators (elbo_release), against hand computations ------------------------------
+def _np_bce_loglik(logits, x):
+    return (x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits)).mean(1)
+
+
+def test_release_aevb_estimator_matches_a_hand_computation():
+    """The release's AEVB ELBO (vanilla_vae.py get_elbo, utils.py::sample): rec averaged over pixels minus
+    (-sum(log s^2 + eps^2/2 + log(2 * 3.14)/2) - log p(z)), computed here in numpy from the same eps."""
+    dim = 4
+    g = np.random.default_rng(0)
+    We, be = g.normal(size=(4, dim)) * 0.5, np.array([0.2, -0.1, 2 * math.log(0.05), 2 * math.log(0.3)])
+    Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
+    model = LVM_FAMILIES["aevb"].build({"hidden": 4, "layers": 0}, dim, {}, False).double()
+    model.encoder = _linear(dim, 4, torch.from_numpy(We), torch.from_numpy(be))
+    model.decoder = _linear(2, dim, torch.from_numpy(Wd), torch.from_numpy(bd))
+    x = g.uniform(size=(3, dim))
+    est = LVM_FAMILIES["aevb"].elbo(model, (torch.from_numpy(x), torch.full((3,), -1)),
+                                    Ctx(prior=StdNormal(), likelihood="bce"), torch.Generator().manual_seed(5))
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(5)).double().numpy()
+    h = x @ We.T + be
+    mu, logvar = h[:, :2], h[:, 2:]
+    z = mu + np.exp(0.5 * logvar) * eps
+    rec = _np_bce_loglik(z @ Wd.T + bd, x)
+    log_q_release = -(logvar + eps**2 / 2 + np.log(2 * 3.14) / 2).sum(1)
+    log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(1)
+    assert np.allclose(est["elbo_release"].numpy(), rec - (log_q_release - log_p), atol=1e-10)
+    log_q = -0.5 * (logvar + eps**2 + np.log(2 * np.pi)).sum(1)
+    assert np.allclose(est["elbo"].numpy(), rec - (log_q - log_p), atol=1e-10)
+    # the issue's figure: at sigma = 0.05 in one dimension the release under-reports by 1/2 |log sigma^2| ~ 3 nats
+    gap = (est["elbo"] - est["elbo_release"]).numpy()
+    assert np.allclose(gap, -0.5 * logvar.sum(1) + np.log(2 * np.pi / (2 * 3.14)), atol=1e-10)
+    assert (gap > 0.5 * abs(2 * math.log(0.05)) - 0.5).all()
+
+
+@pytest.mark.parametrize("family", ["aevb_iaf", "haevb"])
+def test_release_estimator_of_flow_and_hierarchical_posteriors_matches_a_hand_computation(family):
+    """IAF: the release's log q of the Gaussian base (its log-dets are right); H-AEVB: of both Gaussian levels.
+    On the exact-posterior models above every Gaussian level has a known constant log s^2."""
+    model, ctx, _, b = _exact_posterior_model(family)
+    x = torch.randn(3, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64) + b
+    est = _elbo_draws(family, model, ctx, x, 2, seed=1)
+    if family == "aevb_iaf":
+        levels = [model.encoder.bias[2:4].detach().numpy()]
+    else:
+        levels = [model.encoder.bias[2:4].detach().numpy(), model.q_z.bias[2:4].detach().numpy()]
+    # release log q - exact log q per level: -1/2 sum log s^2 + d/2 (log(2 pi) - log(2 * 3.14)); elbo drops by it
+    excess = sum(-0.5 * lv.sum() + (np.log(2 * np.pi) - np.log(2 * 3.14)) for lv in levels)
+    assert np.allclose((est["elbo"] - est["elbo_release"]).numpy(), excess, atol=1e-10)
+
+
+class LinearEps(torch.nn.Module):
+    def __init__(self, A, C, E):
+        super().__init__()
+        self.A, self.C, self.E = A, C, E
+
+    def forward(self, h, t):
+        return h[:, :2] @ self.A + h[:, 2:] @ self.C + self.E[t]
+
+
+def test_release_ddvi_estimator_matches_a_hand_computation():
+    """DiffVAEWarmup.get_elbo on a tiny DDVI (T = 3, linear networks), recomputed in numpy: deterministic DDIM
+    chain from one y_T draw, rec averaged over pixels, KL(q(y_T|x) || N(0, I)), -log p(z), and the chain KLs
+    of t = T..2 with equal variances beta~_t, averaged over the latent dimensions; the step to y_0 dropped."""
+    from daebench.methods.ddvi import release_elbo
+
+    dim, T, beta = 4, 3, (0.1, 0.3)
+    g = np.random.default_rng(1)
+    We, be = g.normal(size=(6, dim)) * 0.5, g.normal(size=6) * 0.3
+    Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
+    A, C, E = g.normal(size=(2, 2)) * 0.3, g.normal(size=(2, 2)) * 0.3, g.normal(size=(T + 1, 2)) * 0.3
+    model = LVM_FAMILIES["ddvi"].build({"hidden": 4, "layers": 0, "context": 2,
+                                        "denoiser": {"hidden": 4, "layers": 1}}, dim,
+                                       {"steps": T, "beta": list(beta)}, False).double()
+    model.encoder = _linear(dim, 6, torch.from_numpy(We), torch.from_numpy(be))
+    model.decoder = _linear(2, dim, torch.from_numpy(Wd), torch.from_numpy(bd))
+    model.denoiser = LinearEps(*(torch.from_numpy(a) for a in (A, C, E)))
+    x = g.uniform(size=(3, dim))
+    got = release_elbo(model, (torch.from_numpy(x), torch.full((3,), -1)), Ctx(prior=StdNormal(), likelihood="bce"),
+                       torch.Generator().manual_seed(9)).numpy()
+    betas = np.linspace(*beta, T)
+    ab = np.concatenate([[1.0], np.cumprod(1 - betas)])
+    h = x @ We.T + be
+    mu, logvar, c = h[:, :2], h[:, 2:4], h[:, 4:]
+    eps0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(9)).double().numpy()
+    ys = {T: mu + np.exp(0.5 * logvar) * eps0}
+    for t in range(T, 0, -1):
+        e = ys[t] @ A + c @ C + E[t]
+        ys[t - 1] = np.sqrt(1 / (1 - betas[t - 1])) * (ys[t] - np.sqrt(1 - ab[t]) * e) + np.sqrt(1 - ab[t - 1]) * e
+    z = ys[0]
+    rec = _np_bce_loglik(z @ Wd.T + bd, x)
+    kl_T = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(1)
+    log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(1)
+    sm_kl = 0
+    for t in range(2, T + 1):  # the release's tt = 1..T-1 is step t = tt + 1
+        w0 = betas[t - 1] * np.sqrt(ab[t - 1]) / (1 - ab[t])
+        wt = np.sqrt(1 - betas[t - 1]) * (1 - ab[t - 1]) / (1 - ab[t])
+        var = betas[t - 1] * (1 - ab[t - 1]) / (1 - ab[t])
+        sm_kl = sm_kl + ((ys[t - 1] - (w0 * z + wt * ys[t]))**2 / (2 * var)).mean(1)
+    assert np.allclose(got, rec - kl_T + log_p - sm_kl, atol=1e-5, rtol=1e-6), (got, rec - kl_T + log_p - sm_kl)
 
 
 def test_ddvi_chain_log_ratio_matches_the_gaussian_densities():
@@ -249,8 +510,41 @@ def test_clustering_scores_match_sklearn():
     s = clustering_scores(labels, clusters)
     assert s["cluster_completeness"] == pytest.approx(completeness_score(labels, clusters))
     assert s["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
-    assert s["n_clusters_used"] == 4
+    assert s["clusters_used"] == 4
     assert clustering_scores(labels, labels)["nmi"] == pytest.approx(1.0)
+
+
+def test_cluster_codes_average_posterior_draws():
+    """chain_mean: the mean of z over draws (here a Gaussian posterior: it converges to mu); sample: one draw."""
+    from daebench.lvm_study import cluster_codes
+
+    fam = LVM_FAMILIES["aevb"]
+    model = fam.build({"hidden": 4, "layers": 0}, 3, {}, False)
+    with torch.no_grad():
+        model.encoder[0].weight.zero_()
+        model.encoder[0].bias.copy_(torch.tensor([1.0, -2.0, math.log(0.25), math.log(0.25)]))
+    x = torch.rand(6, 3)
+    mean = cluster_codes(fam, model, x, torch.Generator().manual_seed(0), "chain_mean", 400)
+    assert torch.allclose(mean, torch.tensor([1.0, -2.0]).expand(6, 2), atol=4 * 0.5 / 20)
+    one = cluster_codes(fam, model, x, torch.Generator().manual_seed(1), "sample", 400)
+    assert torch.equal(one, fam.encode(model, x, torch.Generator().manual_seed(1)))
+    assert (one - mean).abs().max() > 0.1
+    with pytest.raises(ValueError, match="chain_mean, sample"):
+        cluster_codes(fam, model, x, torch.Generator(), "mode", 4)
+
+
+def test_denoiser_pretraining_on_prior_samples_trains_only_the_denoiser():
+    from daebench.methods.ddvi import pretrain_denoiser
+
+    torch.manual_seed(0)
+    nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 32, "layers": 3}}
+    model = LVM_FAMILIES["ddvi"].build(nets, 4, {"steps": 10, "beta": [0.005, 0.3]}, False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
+    losses = pretrain_denoiser(model, prior, examples=64 * 300, batch_size=64, lr=3e-3, seed=0)
+    assert len(losses) == 300 and np.mean(losses[-30:]) < 0.8 * np.mean(losses[:30])
+    changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"denoiser"}
 
 
 # --- networks and training stages --------------------------------------------------------------------
@@ -306,6 +600,8 @@ def test_aaeb_alternates_reconstruction_discriminator_generator():
     ("    d2: {family: ddvi, sleep: wake_sleep, steps: 5, beta: [0.3, 0.1]}\n", "beta_1 must not exceed beta_T"),
     ("    d3: {family: ddvi, sleep: dream, steps: 5, beta: [0.1, 0.3]}\n", "sleep"),
     ("    d4: {family: vae}\n", "family"),
+    ("    a2: {family: aevb, chain_weight: 1}\n",
+     "ddvi.methods.a2.chain_weight: a aevb method has no such key (it belongs to ddvi)"),
 ])
 def test_config_errors_name_the_key(tmp_path, extra, message):
     text = (ROOT / "params.yaml").read_text()

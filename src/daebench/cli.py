@@ -260,6 +260,28 @@ def cmd_claims_all(a) -> None:
     log.info("wrote %s (%s): %s", a.out, ", ".join(df["study"].unique()), _claims_summary(df))
 
 
+def cmd_emergence_point(a) -> None:
+    from .emergence import run_point
+
+    run_point(json.loads(a.cfg), a.study, float(a.scale), Path(a.workdir), root=Path(a.root), cores=a.cores,
+              snakefile=Path(a.snakefile))
+
+
+def cmd_emergence(a) -> None:
+    from .emergence import write
+
+    points = []
+    for item in a.points:
+        scale, sep, workdir = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--points takes scale=workdir pairs; got {item!r}")
+        points.append((float(scale), Path(workdir)))
+    df = write(json.loads(a.cfg), a.study, points, Path(a.out), Path(a.figure))
+    held = df.drop_duplicates(["claim_id", "scale", "dataset"]).pivot_table(
+        index="claim_id", columns="scale", values="verdict", aggfunc="first")
+    log.info("wrote %s and %s; verdicts by budget:\n%s", a.out, a.figure, held.to_string())
+
+
 def cmd_report(a) -> None:
     from papermill.exceptions import PapermillExecutionError
 
@@ -495,6 +517,11 @@ def cmd_ddvi_train(a) -> None:
             run.log_params({"compute": comp["effective"]})
         run.log_metrics({**{f"params/{n}": num_params(m) for n, m in model.named_children()}, "phase/steps": steps})
         t0 = time.time()
+        if not ckpt_path.exists():  # a resumed run restores its pretrained denoiser from the checkpoint
+            pre = lvm_study.pretrain(cfg, model, ctx)
+            if pre:
+                run.log_metrics({"pretrain/loss": sum(pre[-20:]) / len(pre[-20:]), "pretrain/steps": len(pre),
+                                 "pretrain/seconds": time.time() - t0})
         final = train_phase(model, loss, (data.x_train, lvm_study.partition_labels(cfg, data.y_train)), steps=steps,
                             phase_index=0, train_cfg=train, ckpt_path=ckpt_path, out_path=out, config=cfg,
                             logger=run.log_metrics, progress=not a.no_progress, extra={"mlflow_run_id": run.run_id},
@@ -609,6 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
         out)
     add("claims-all", cmd_claims_all, "concatenate the studies' claims files into one",
         (["--inputs"], {"nargs": "+", "required": True}), out)
+    study = (["--study"], {"required": True, "choices": ["two_phase", "dbae", "scorevae", "ddvi"]})
+    add("emergence-point", cmd_emergence_point, "run one study at one training budget (a nested Snakemake run)",
+        study, (["--scale"], {"required": True}), (["--cfg"], {"required": True, "help": "the resolved config (JSON)"}),
+        (["--workdir"], {"required": True}), (["--root"], {"default": "."}), (["--cores"], {"type": int, "default": 1}),
+        (["--snakefile"], {"default": "Snakefile"}))
+    add("emergence", cmd_emergence, "a study's claims at each budget: CSV and figure", study,
+        (["--cfg"], {"required": True}), (["--points"], {"nargs": "+", "required": True, "help": "scale=workdir"}),
+        out, (["--figure"], {"required": True}))
     add("report", cmd_report, "execute notebooks/report.ipynb (papermill) and render it to HTML",
         (["--notebook"], {"default": "notebooks/report.ipynb"}), (["--out-html"], {"required": True}),
         (["--executed"], {"required": True, "help": "where the executed notebook goes (kept when a cell fails)"}),

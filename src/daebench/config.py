@@ -232,6 +232,7 @@ def _dbae_study_problems(config: dict) -> list[str]:
 DDVI_REQUIRED = {"ddvi": ("sleep", "steps", "beta"), "aevb": (), "aevb_iaf": ("flows",), "haevb": (),
                  "aaeb": ("noise", "noise_end")}
 DDVI_ONLY = {"sleep": ("ddvi",), "steps": ("ddvi",), "beta": ("ddvi",), "sleep_weight": ("ddvi",),
+             "chain_weight": ("ddvi",), "pretrain_examples": ("ddvi",),
              "flows": ("aevb_iaf",), "noise": ("aaeb",), "noise_end": ("aaeb",),
              "prior_weight": ("aevb", "aevb_iaf", "haevb"), "anneal": ("ddvi", "aevb", "aevb_iaf", "haevb"),
              "kl_weight": ("ddvi", "aevb", "aevb_iaf", "haevb")}

@@ -130,10 +130,43 @@ def evaluate(cfg: dict, family: LVMFamily, model: nn.Module, ctx: Ctx, data: Dat
         out["knn_acc"] = metrics.knn_accuracy(z_train.numpy(), data.y_train, z_test.numpy(), data.y_test,
                                               int(ev["knn_k"]))
     if cfg["setting"] == "cluster":
-        clusters = prior.assign(z_test).numpy()
+        z_cluster = cluster_codes(family, model, data.x_test, g, ev.get("cluster_codes", "chain_mean"),
+                                  int(ev.get("cluster_draws", 16)))
+        clusters = prior.assign(z_cluster).numpy()
         out |= metrics.clustering_scores(data.y_test, clusters)
         arrays["clusters"] = clusters
+        arrays["z_cluster"] = z_cluster.numpy()
     return out, arrays
+
+
+CLUSTER_CODES = ("chain_mean", "sample")
+
+
+@torch.no_grad()
+def cluster_codes(family: LVMFamily, model: nn.Module, x: torch.Tensor, g: torch.Generator, how: str,
+                  draws: int) -> torch.Tensor:
+    """The codes the clusters are read from: "chain_mean", the posterior mean of z estimated by ``draws``
+    draws (for DDVI the mean of the chain's final z over ``draws`` chains; AAEB's codes are deterministic),
+    or "sample", one draw z ~ q(z | x) per individual."""
+    if how == "sample":
+        return _batched(lambda xb: family.encode(model, xb, g), x)
+    if how != "chain_mean":
+        raise ValueError(f"unknown ddvi.eval.cluster_codes {how!r}; known: {', '.join(CLUSTER_CODES)}")
+    return _batched(lambda xb: torch.stack([family.encode(model, xb, g) for _ in range(draws)]).mean(0), x)
+
+
+def pretrain(cfg: dict, model: nn.Module, ctx: Ctx) -> list[float]:
+    """DDVI's optional warm-up of the denoiser on prior samples (method key ``pretrain_examples``, the
+    release's unconditional diffusion pretraining); nothing for other families or 0 examples."""
+    m = cfg["method"]
+    n = int(m.get("pretrain_examples", 0) or 0)
+    if m["family"] != "ddvi" or n <= 0:
+        return []
+    from .methods.ddvi import pretrain_denoiser
+
+    prior = model.prior if hasattr(model, "prior") else ctx.prior
+    tr = cfg["train"]
+    return pretrain_denoiser(model, prior, n, int(tr["batch_size"]), float(tr["lr"]), int(tr["seed"]))
 
 
 def _batched_elbo(family, model, ctx, x, part, g, bs: int = 512) -> dict[str, torch.Tensor]:

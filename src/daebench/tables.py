@@ -197,8 +197,10 @@ def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFr
 
 
 # --- DDVI study (`ddvi_denoising_diffusion_variational_inference` Tables 1, 2, 3, 8) -------------------------
-DDVI_METRICS = {"table1": ["elbo", "mmd", "latent_nll", "elbo_nats"], "table2": ["elbo", "knn_acc", "latent_nll"],
-                "table3": ["cluster_purity", "cluster_completeness", "nmi"], "table8": ["latent_nll"]}
+# elbo: the exact bound (primary); elbo_release: the official release's estimator on the same model (not a bound)
+DDVI_METRICS = {"table1": ["elbo", "elbo_release", "mmd", "latent_nll", "elbo_nats"],
+                "table2": ["elbo", "elbo_release", "knn_acc", "latent_nll"],
+                "table3": ["cluster_purity", "cluster_completeness", "nmi", "clusters_used"], "table8": ["latent_nll"]}
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:

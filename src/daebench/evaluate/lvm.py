@@ -8,7 +8,8 @@
 - Latent NLL: a Gaussian KDE (Scott's bandwidth) fitted on the codes of the test data, scored on
   samples of the prior: -mean log KDE(z), z ~ p(z). Low when the codes cover the prior.
 - KNN accuracy (§5.2): k = 20 nearest neighbours on the codes, fitted on the training codes.
-- Clustering (§5.3): purity, completeness and NMI of the learned clusters against the populations.
+- Clustering (§5.3): purity, completeness and NMI of the learned clusters against the populations, and
+  ``clusters_used``: how many mixture components receive at least one individual.
 """
 from __future__ import annotations
 
@@ -56,4 +57,4 @@ def clustering_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, flo
     return {"cluster_purity": purity(labels, clusters),
             "cluster_completeness": float(completeness_score(labels, clusters)),
             "nmi": float(normalized_mutual_info_score(labels, clusters)),
-            "n_clusters_used": len(np.unique(clusters))}
+            "clusters_used": len(np.unique(clusters))}

@@ -8,15 +8,36 @@ q_phi(z | x) = int q_phi(y_T | x) prod_t q_phi(y_{t-1} | y_t, x) dy_{1:T},  y_0 
 and the noising process r(y_t | y_{t-1}) = N(sqrt(1 - beta_t) y_{t-1}, beta_t I), beta linear from beta_1 to
 beta_T over T steps. beta_T stays well below 1: the reverse mean divides by sqrt(1 - beta_t), and DDPM's
 schedule rescaled to T = 20 (beta_T -> 1) amplifies y_T thirty-fold in the first reverse step (a 19-nat
-hole in the bound at that one step, measured); alpha_bar_T ~ 0.03 leaves the rest to q(y_T | x).
+hole in the bound at that one step, measured); alpha_bar_T ~ 0.03 leaves the rest to q(y_T | x). The
+release's schedule (DDPM's linear beta in [1e-4, 0.02], not rescaled, T = 40: alpha_bar_T ~ 0.67) is
+``beta: [1.0e-4, 0.02], steps: 40``.
 
 Wake / reconstruction term (eq. 4-5), one reparameterised sample of the whole chain:
   E_q[log p(x | z)] - E_q[log q(y_{0:T} | x) - log r(y_{1:T} | z) - log p(z)]
+The regulariser splits exactly, draw by draw (r is Markov, so r(y_{1:T} | y_0) = r(y_T | y_0)
+prod_{t>=2} r(y_{t-1} | y_t, y_0)), into
+  endpoint  E = log q(y_T | x) - log r(y_T | y_0) - log p(y_0)
+  chain     C = sum_{t=2}^T [log q(y_{t-1} | y_t, x) - log r(y_{t-1} | y_t, y_0)] + log q(y_0 | y_1, x)
+``chain_weight`` (null: the training loss weights E + C by kl_weight, the paper's "KL divergence weight"
+on the whole regulariser) or a number w: kl_weight * E + w * C, the release's split (its
+``diff_weight`` = 1 on the chain-consistency term, its KL weight on KL(y_T) - log p(z) only).
 Sleep term (eq. 6-11), phi only: z ~ p(z), x~ = E[x | z] from the decoder without gradient, then
   L_diff = E_t ||eps - eps_phi(sqrt(alpha_bar_t) z + sqrt(1 - alpha_bar_t) eps, c(x~), t)||^2
            + KL(r(y_T | z) || q_phi(y_T | x~))
 ``sleep``: "wake_sleep" (§3.3, an ELBO update then a sleep update per batch, App. F), "latent" (App. A:
 the sleep term uses the batch's own x and is added to the ELBO, one update), or "none" (Table 8).
+``pretrain_examples``: the release first trains its diffusion on prior samples alone (an unconditional
+denoiser, 100 x 1000 steps of 128); here that many prior samples train eps_phi with the context set to 0
+before the first step (0: no pretraining).
+
+Evaluation reports two estimators: ``elbo`` (the exact bound above, averaged over draws) and
+``elbo_release``, the release's ``DiffVAEWarmup.get_elbo`` (algorithms/vaes/diff_vae.py) applied to this
+model: one y_T ~ q(y_T | x), then a deterministic DDIM chain (the release's p_sample, eta = 0)
+  y_{t-1} = sqrt(1 / alpha_t) (y_t - sqrt(1 - alpha_bar_t) eps) + sqrt(1 - alpha_bar_{t-1}) eps,
+and  rec / D - KL(q(y_T | x) || N(0, I)) + log p(z) - sum_{t=2}^T mean_d (y_{t-1} - mu~_t(y_t, y_0))^2 / (2 beta~_t),
+mu~, beta~ the noising process's posterior r(y_{t-1} | y_t, y_0): y_T is charged against N(0, I) instead of
+r(y_T | y_0), the last step's density is dropped ("variance = 0 so pdf = 1"), the chain KLs are averaged
+over the latent dimensions, and the chain has no entropy. It is not a bound.
 """
 from __future__ import annotations
 
@@ -28,7 +49,7 @@ from torch import nn
 from ..diffusion.schedules import linear_beta_alpha_bar
 from ..nets.mlp import TimeMLP
 from . import lvm
-from .lvm import Z_DIM, Ctx, Stage
+from .lvm import LOG2PI, Z_DIM, Ctx, Stage
 
 SLEEP = ("wake_sleep", "latent", "none")
 
@@ -52,33 +73,60 @@ class DDVI(nn.Module):
     def eps(self, y: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.denoiser(torch.cat([y, c], 1), t)
 
+    def r_posterior(self, y_t: torch.Tensor, y0: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the noising process's posterior r(y_{t-1} | y_t, y_0), t >= 2 (Ho et al. eq. 7)."""
+        b, ab, ab_prev = self.betas[t - 1], self.alpha_bar[t], self.alpha_bar[t - 1]
+        mean = (ab_prev.sqrt() * b / (1 - ab)) * y0 + ((1 - b).sqrt() * (1 - ab_prev) / (1 - ab)) * y_t
+        return mean, b * (1 - ab_prev) / (1 - ab)
+
 
 def build(nets: dict, dim: int, method: dict, labelled: bool) -> DDVI:
     return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]))
 
 
-def posterior_chain(model: DDVI, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One reparameterised draw z ~ q_phi(z | x) and log q(y_{0:T} | x) - log r(y_{1:T} | z)."""
+def _normal_log_prob(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((y - mean).square() / var + var.log() + LOG2PI).sum(1)
+
+
+def posterior_terms(model: DDVI, x: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """One reparameterised draw of the chain y_T -> ... -> y_0 = z ~ q_phi(z | x) and, per example,
+    log q(y_{0:T} | x) - log r(y_{1:T} | z) split into the endpoint's and the chain's parts (module doc):
+    {z, log_qr, endpoint_qr (log q(y_T | x) - log r(y_T | z)), chain}; log_qr = endpoint_qr + chain."""
     mu, logvar, c = model.q_T(x)
-    y, log_q = lvm.reparam(mu, logvar, g)
-    log_r = torch.zeros_like(log_q)
+    y, log_qT = lvm.reparam(mu, logvar, g)
+    ys, log_q_steps = [y], []
+    log_qr = log_qT
     for t in range(model.T, 0, -1):
         b, ab = model.betas[t - 1], model.alpha_bar[t]
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         mean = (y - b / (1 - ab).sqrt() * model.eps(y, c, tt)) / (1 - b).sqrt()
         e = torch.randn(y.shape, generator=g).to(y)
         y_prev = mean + b.sqrt() * e
-        log_q = log_q - 0.5 * (e.square().sum(1) + Z_DIM * (math.log(2 * math.pi) + b.log()))
-        log_r = log_r - 0.5 * ((y - (1 - b).sqrt() * y_prev).square().sum(1) / b + Z_DIM * (math.log(2 * math.pi)
-                                                                                           + b.log()))
+        lq = -0.5 * (e.square().sum(1) + Z_DIM * (math.log(2 * math.pi) + b.log()))
+        log_qr = log_qr + lq - _normal_log_prob(y, (1 - b).sqrt() * y_prev, b)
+        log_q_steps.append(lq)            # log q(y_{t-1} | y_t, x), t = T..1
         y = y_prev
-    return y, log_q - log_r
+        ys.append(y)
+    z = y
+    ab_T = model.alpha_bar[model.T]
+    endpoint = log_qT - _normal_log_prob(ys[0], ab_T.sqrt() * z, 1 - ab_T)
+    chain = log_q_steps[-1]               # log q(y_0 | y_1, x): r's posterior at t = 1 is a point mass
+    for i, t in enumerate(range(model.T, 1, -1)):
+        mean, var = model.r_posterior(ys[i], z, t)
+        chain = chain + log_q_steps[i] - _normal_log_prob(ys[i + 1], mean, var)
+    return {"z": z, "log_qr": log_qr, "endpoint_qr": endpoint, "chain": chain}
 
 
-def _wake(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_chain(model: DDVI, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One reparameterised draw z ~ q_phi(z | x) and log q(y_{0:T} | x) - log r(y_{1:T} | z)."""
+    p = posterior_terms(model, x, g)
+    return p["z"], p["log_qr"]
+
+
+def _wake(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     x, part = batch
-    z, log_qr = posterior_chain(model, x, g)
-    return model.decoder(z), log_qr - lvm.log_prior(model, ctx, z, part)
+    p = posterior_terms(model, x, g)
+    return model.decoder(p["z"]), p | {"log_p": lvm.log_prior(model, ctx, p["z"], part)}
 
 
 def sleep_terms(model: DDVI, x_tilde: torch.Tensor, z: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -98,10 +146,14 @@ def sleep_terms(model: DDVI, x_tilde: torch.Tensor, z: torch.Tensor, g: torch.Ge
 def stages(method: dict, ctx: Ctx) -> list[Stage]:
     sleep = method["sleep"]
     w_sleep = float(method.get("sleep_weight", 1.0))
+    w_chain = method.get("chain_weight")
 
     def wake(model, batch, g):
-        out, reg = _wake(model, batch, ctx, g)
-        return lvm.elbo_terms(out, batch[0], reg, ctx)
+        out, p = _wake(model, batch, ctx, g)
+        if w_chain is None:  # kl_weight on the whole regulariser
+            return lvm.elbo_terms(out, batch[0], p["log_qr"] - p["log_p"], ctx)
+        terms = lvm.elbo_terms(out, batch[0], p["endpoint_qr"] - p["log_p"], ctx)
+        return terms | {"chain": float(w_chain) * p["chain"]}
 
     def model_sleep(model, batch, g):
         # sleep (§3.3): the model dreams (z, x~); only phi learns from it
@@ -126,10 +178,65 @@ def stages(method: dict, ctx: Ctx) -> list[Stage]:
     raise ValueError(f"unknown DDVI sleep {sleep!r}; known: {', '.join(SLEEP)}")
 
 
+def pretrain_denoiser(model: DDVI, prior, examples: int, batch_size: int, lr: float, seed: int) -> list[float]:
+    """The release's warm-up: eps_phi fitted to prior samples alone (context 0, an unconditional diffusion
+    model of p(z)) with the sleep term's denoising loss, ``examples`` samples in batches. Returns the losses."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
+    dev = next(model.parameters()).device
+    losses = []
+    for _ in range(max(0, round(examples / batch_size))):
+        with torch.no_grad():
+            z = prior.sample(batch_size, g).to(dev)
+        t = torch.randint(1, model.T + 1, (batch_size,), generator=g).to(dev)
+        ab = model.alpha_bar[t].unsqueeze(1)
+        eps = torch.randn(z.shape, generator=g).to(z)
+        pred = model.eps(ab.sqrt() * z + (1 - ab).sqrt() * eps, torch.zeros(batch_size, model.ctx_dim).to(z), t)
+        loss = (pred - eps).square().sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def ddim_chain(model: DDVI, y_T: torch.Tensor, c: torch.Tensor) -> list[torch.Tensor]:
+    """The release's deterministic chain (GaussianDiffusionNoise.p_sample, DDIM with eta = 0):
+    [y_T, y_{T-1}, ..., y_0]."""
+    ys = [y_T]
+    y = y_T
+    for t in range(model.T, 0, -1):
+        ab, ab_prev = model.alpha_bar[t], model.alpha_bar[t - 1]
+        tt = torch.full((y.shape[0],), t, dtype=torch.long, device=y.device)
+        e = model.eps(y, c, tt)
+        y = (ab_prev / ab).sqrt() * (y - (1 - ab).sqrt() * e) + (1 - ab_prev).sqrt() * e
+        ys.append(y)
+    return ys
+
+
+@torch.no_grad()
+def release_elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> torch.Tensor:
+    """``DiffVAEWarmup.get_elbo`` of the release per example (module doc): not a bound."""
+    x, part = batch
+    mu, logvar, c = model.q_T(x)
+    y_T, _ = lvm.reparam(mu, logvar, g)
+    ys = ddim_chain(model, y_T, c)
+    z = ys[-1]
+    rec = lvm.log_px(model.decoder(z), x, ctx.likelihood) / x.shape[1]
+    kl_yT = 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)     # KL(q(y_T | x) || N(0, I))
+    sm_kl = torch.zeros_like(rec)
+    for i, t in enumerate(range(model.T, 1, -1)):                       # t = T .. 2; the step to y_0 is dropped
+        mean, var = model.r_posterior(ys[i], z, t)
+        sm_kl = sm_kl + ((ys[i + 1] - mean).square() / (2 * var)).mean(1)
+    return rec - kl_yT + lvm.log_prior(model, ctx, z, part) - sm_kl
+
+
 @torch.no_grad()
 def elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> dict[str, torch.Tensor]:
-    out, reg = _wake(model, batch, ctx, g)
-    return lvm.evaluation_elbo(out, batch[0], reg, ctx.likelihood)
+    out, p = _wake(model, batch, ctx, g)
+    res = lvm.evaluation_elbo(out, batch[0], p["log_qr"] - p["log_p"], ctx.likelihood)
+    return res | {"kl_endpoint": p["endpoint_qr"] - p["log_p"], "kl_chain": p["chain"],
+                  "elbo_release": release_elbo(model, batch, ctx, g)}
 
 
 @torch.no_grad()

@@ -11,7 +11,10 @@ sleep update of phi only (App. F), AAEB alternates reconstruction, discriminator
 Training loss (App. F): the reconstruction term is averaged over the data dimensions and the
 regulariser log q(y, z | x) - log r(y | z) p(z) (nats, Monte Carlo) is weighted by ``kl_weight``.
 The reported ELBO follows §5.1: the reconstruction log-likelihood averaged across pixels, minus the
-unweighted regulariser; ``elbo_nats`` is the plain ELBO with the log-likelihood summed.
+unweighted regulariser; ``elbo_nats`` is the plain ELBO with the log-likelihood summed. ``elbo_release``
+is the estimator of the official release (topwasu/DDVI) on the same model, in the units of ``elbo``:
+for the Gaussian posteriors it uses the release's log q (``release_log_q_excess``), for DDVI its
+``DiffVAEWarmup.get_elbo`` (methods/ddvi.py). Neither is a bound; evaluation only, nothing trains on it.
 
 Semi-supervised setting (§4.1) as implemented here: p(x, z, l) = p(x | z) p(z | l) p(l) with q(z | x);
 a labelled example's regulariser uses the partition's prior p(z | l), an unlabelled one the marginal
@@ -79,6 +82,18 @@ def reparam(mu: torch.Tensor, logvar: torch.Tensor, g: torch.Generator) -> tuple
     return z, -0.5 * (eps.square() + logvar + LOG2PI).sum(1)
 
 
+# The release's Gaussian log-density (topwasu/DDVI, algorithms/vaes/utils.py::sample(..., ret_log_prob=True)):
+#   -sum(log sigma^2 + eps^2 / 2 + log(2 * 3.14) / 2)
+# log sigma^2 where 1/2 log sigma^2 belongs (and 3.14 for pi). Its ``elbo_release`` columns reproduce it.
+RELEASE_LOG2PI = math.log(2 * 3.14)
+
+
+def release_log_q_excess(logvar: torch.Tensor) -> torch.Tensor:
+    """log q_release(z) - log N(z; mu, sigma^2) for a draw z = mu + sigma eps (it does not depend on eps):
+    -1/2 sum log sigma^2 - d/2 (log(2 * 3.14) - log(2 pi))."""
+    return -0.5 * logvar.sum(1) - 0.5 * logvar.shape[1] * (RELEASE_LOG2PI - LOG2PI)
+
+
 def log_px(out: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
     """log p(x | z) summed over dimensions; ``out`` is the decoder's output (logits for bce)."""
     if likelihood == "bce":
@@ -112,6 +127,8 @@ def elbo_terms(recon_out: torch.Tensor, x: torch.Tensor, reg: torch.Tensor, ctx:
 
 
 def evaluation_elbo(recon_out: torch.Tensor, x: torch.Tensor, reg: torch.Tensor, likelihood: str) -> dict:
+    """Per example: ``elbo`` (§5.1: log p(x | z) averaged over dimensions, minus the regulariser in nats),
+    ``elbo_nats`` (the plain ELBO) and ``kl`` (the regulariser)."""
     lp = log_px(recon_out, x, likelihood)
     return {"elbo": lp / x.shape[1] - reg, "elbo_nats": lp - reg, "kl": reg}
 

@@ -16,6 +16,10 @@ AAEB (Makhzani et al. 2015): deterministic encoder z = E(x), MSE reconstruction 
   at epoch 150 of 200). Three updates per batch: reconstruction, discriminator, generator. No density,
   so no ELBO (N/A in the paper's tables). In the semi-supervised setting the discriminator also sees the
   one-hot label (an 11th slot for "unlabelled"), as in Makhzani et al. §5.
+Evaluation also reports ``elbo_release``, the release's estimator on the same draw (its ``get_elbo`` of VAE,
+IAF_VAE and H_IAF_VAE in algorithms/vaes/vanilla_vae.py, all through utils.py::sample's log q): each
+Gaussian level's log density with log sigma^2 in place of 1/2 log sigma^2. The release's H-AEVB scores y
+against N(0, I) where ours has the learned r(y | z, x); ours keeps its own r.
 """
 from __future__ import annotations
 
@@ -72,10 +76,13 @@ def _split(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return h[:, :Z_DIM], h[:, Z_DIM:].clamp(-12, 8)
 
 
-def posterior(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z ~ q(z | x), the regulariser's q-side: log q(z | x), or log q(y, z | x) - log r(y | z, x))."""
+def posterior_terms(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+    """(z ~ q(z | x), the regulariser's q-side: log q(z | x), or log q(y, z | x) - log r(y | z, x), and the
+    excess of the release's log q over it: -1/2 sum log sigma^2 + const per Gaussian level, lvm.RELEASE_LOG2PI)."""
     mu, logvar, c = model.q(x)
     z, log_q = lvm.reparam(mu, logvar, g)
+    excess = lvm.release_log_q_excess(logvar)
     if isinstance(model, AEVBIAF):
         for made in model.flows:
             m, s = made(z, c)
@@ -84,9 +91,16 @@ def posterior(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[to
             log_q = log_q - F.logsigmoid(s).sum(1)
     elif isinstance(model, HAEVB):
         y = z
-        z, log_qz = lvm.reparam(*_split(model.q_z(torch.cat([y, c], 1))), g)
+        mu_z, logvar_z = _split(model.q_z(torch.cat([y, c], 1)))
+        z, log_qz = lvm.reparam(mu_z, logvar_z, g)
         log_q = log_q + log_qz - lvm.gaussian_log_prob(y, *_split(model.r_y(torch.cat([z, c], 1))))
-    return z, log_q
+        excess = excess + lvm.release_log_q_excess(logvar_z)
+    return z, log_q, excess
+
+
+def posterior(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z ~ q(z | x), the regulariser's q-side: log q(z | x), or log q(y, z | x) - log r(y | z, x))."""
+    return posterior_terms(model, x, g)[:2]
 
 
 def _forward(model, batch, ctx: Ctx, g, prior_weight: float = 1.0):
@@ -159,8 +173,14 @@ def _mixed(prior, part: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def variational_elbo(model, batch, ctx: Ctx, g) -> dict[str, torch.Tensor]:
-    out, reg = _forward(model, batch, ctx, g)
-    return lvm.evaluation_elbo(out, batch[0], reg, ctx.likelihood)
+    """The exact bound (``elbo``, ``elbo_nats``) and, on the same draw, the release's estimator
+    (``elbo_release``: its log q, algorithms/vaes/utils.py::sample, charges log sigma^2 where 1/2 log sigma^2
+    belongs, so it sits 1/2 sum |log sigma^2| below the bound when sigma < 1)."""
+    x, part = batch
+    z, log_q, excess = posterior_terms(model, x, g)
+    reg = log_q - lvm.log_prior(model, ctx, z, part)
+    res = lvm.evaluation_elbo(model.decoder(z), x, reg, ctx.likelihood)
+    return res | {"elbo_release": res["elbo"] - excess}
 
 
 @torch.no_grad()

@@ -2,11 +2,16 @@
 (`ddvi_denoising_diffusion_variational_inference`, App. D).
 
 - pinwheel (Johnson et al. 2016): ``arms`` Gaussian blobs N((1, 0), diag(radial_std^2, tangential_std^2))
-  rotated by 2 pi k / arms + rate * exp(radial coordinate), so each arm curls outwards.
-- swiss roll (Marsland 2014): position u ~ U[0, 1] along the roll, angle a = 1.5 pi (1 + 2u), point
-  a (cos a, sin a) / (4.5 pi) plus isotropic noise, so the outer end sits at radius 1.
+  rotated by 2 pi k / arms + rate * exp(radial coordinate), so each arm curls outwards. App. D names only
+  the source and 10 arms; Johnson et al.'s values are radial 0.3, tangential 0.05, rate 0.25; the release
+  (topwasu/DDVI priors.py PinWheelPrior) uses radial 0.15, tangential 0.005 (its comments keep 0.3 / 0.05).
+- swiss roll (Marsland 2014), ``form``: "marsland": position u ~ U[0, 1] along the roll, angle
+  a = 1.5 pi (1 + 2u), point a (cos a, sin a) / (4.5 pi) plus isotropic noise, so the outer end sits at
+  radius 1; "release" (its SwissRollPrior, noise 0 in the Table 1 config): radius 3 sqrt(u), angle
+  4.5 pi sqrt(u), so it winds out from the origin to radius 3.
 - square: position s ~ U[0, 8) along the perimeter of [-1, 1]^2 from the top-left corner, clockwise,
-  plus isotropic noise sigma = 0.06 (App. D).
+  plus noise sigma = 0.06 (App. D). ``noise_dir``: "isotropic" (2-D), or "normal", across the side only,
+  as the release's SquarePrior (``less_noisy_square``: noise_level 3 / 50 = 0.06) does.
 Semi-supervised partitions (App. D): a pinwheel's arms; ten equal intervals of the 1-D position (u, s)
 for the swiss roll and the square. ``sample(..., part=l)`` draws from p(z | l).
 
@@ -44,10 +49,21 @@ def _position(n: int, g: torch.Generator, part: torch.Tensor | None) -> tuple[to
     return u, (u * N_PARTS).long().clamp_max(N_PARTS - 1)
 
 
-def _swiss_roll(n: int, g: torch.Generator, part: torch.Tensor | None, *, noise: float, **_):
+SWISS_ROLL_FORMS = ("marsland", "release")
+SQUARE_NOISE = ("isotropic", "normal")
+
+
+def _swiss_roll(n: int, g: torch.Generator, part: torch.Tensor | None, *, noise: float, form: str = "marsland",
+                **_):
     u, k = _position(n, g, part)
-    a = 1.5 * math.pi * (1 + 2 * u)
-    z = torch.stack([a * torch.cos(a), a * torch.sin(a)], 1) / (4.5 * math.pi)
+    if form == "marsland":
+        a = 1.5 * math.pi * (1 + 2 * u)
+        z = torch.stack([a * torch.cos(a), a * torch.sin(a)], 1) / (4.5 * math.pi)
+    elif form == "release":  # topwasu/DDVI priors.py SwissRollPrior: radius 3 sqrt(u), angle 4.5 pi sqrt(u)
+        r, a = 3.0 * u.sqrt(), 4.5 * math.pi * u.sqrt()
+        z = torch.stack([r * torch.cos(a), r * torch.sin(a)], 1)
+    else:
+        raise ValueError(f"unknown swiss_roll form {form!r}; known: {', '.join(SWISS_ROLL_FORMS)}")
     return z + noise * torch.randn(n, 2, generator=g), k
 
 
@@ -60,9 +76,19 @@ def square_perimeter(s: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.gather(1, pick), y.gather(1, pick)], 1)
 
 
-def _square(n: int, g: torch.Generator, part: torch.Tensor | None, *, noise: float, **_):
+def _square(n: int, g: torch.Generator, part: torch.Tensor | None, *, noise: float, noise_dir: str = "isotropic",
+            **_):
     u, k = _position(n, g, part)
-    return square_perimeter(8 * u) + noise * torch.randn(n, 2, generator=g), k
+    s = 8 * u
+    if noise_dir == "isotropic":
+        e = torch.randn(n, 2, generator=g)
+    elif noise_dir == "normal":  # the release's SquarePrior: noise across the side only (x on the left/right sides)
+        vertical = torch.remainder(torch.div(s, 2, rounding_mode="floor"), 2) == 1     # sides 1 and 3
+        e1 = torch.randn(n, generator=g)
+        e = torch.stack([torch.where(vertical, e1, 0.0), torch.where(vertical, 0.0, e1)], 1)
+    else:
+        raise ValueError(f"unknown square noise_dir {noise_dir!r}; known: {', '.join(SQUARE_NOISE)}")
+    return square_perimeter(s) + noise * e, k
 
 
 _SAMPLERS = {"pinwheel": _pinwheel, "swiss_roll": _swiss_roll, "square": _square}
