@@ -94,6 +94,9 @@ def test_smoke_scorevae_study_end_to_end(project):
     # ScoreVAE+ carries the corrector's parameters on top of ScoreVAE's
     assert t1["n_params"][3] > t1["n_params"][1]
     assert (project / "results/scorevae/recon_grid.png").stat().st_size > 1000
+    claims = run(["--cores", "2", "results/claims/scorevae.csv", "--configfile", "tests/smoke.yaml"], project)
+    assert claims.returncode == 0, (claims.stdout + claims.stderr)[-4000:]
+    assert_claims_evaluate(project, "scorevae")  # LPIPS claims through the featdist_domain stand-in
 
     # swapping the prior retrains only the encoder side: the new prior, ScoreVAE's two phases and their rows
     (project / "swap.yaml").write_text(
@@ -141,6 +144,9 @@ def test_smoke_dbae_study_end_to_end(project):
     t5 = pd.read_csv(project / "results/dbae/table5.csv")
     assert list(t5["nfe_endpoint"]) == [5, 1, 1] and t5["endpoint_by"].iloc[0] == "DDIM inversion"
     assert (t5["ms_total"] > 0).all()
+    claims = run(["--cores", "2", "results/claims/dbae.csv", "--configfile", "tests/smoke.yaml"], project)
+    assert claims.returncode == 0, (claims.stdout + claims.stderr)[-4000:]
+    assert_claims_evaluate(project, "dbae")
 
     # editing DBAE's endpoint generator reruns exactly the DBAE side, never the DAE comparator
     (project / "endpoint.yaml").write_text("nets: {endpoint: {model_channels: 8}}\n")
@@ -273,6 +279,17 @@ def test_smoke_ddvi_study_end_to_end(project):
     t8 = pd.read_csv(project / "results/ddvi/table8.csv")
     assert "ddvi_nosleep" in set(t8["method"]) and t8["latent_nll"].notna().all()
     assert (project / "results/ddvi/latents_cluster.png").stat().st_size > 5000
+    claims = run(["--cores", "2", "results/claims/ddvi.csv", "--configfile", "tests/smoke.yaml"], project)
+    assert claims.returncode == 0, (claims.stdout + claims.stderr)[-4000:]
+    # the smoke preset runs the pinwheel prior unsupervised and no Table 2: the other priors' and the
+    # semi-supervised claims have no rows
+    from daebench.claims import STUDIES
+
+    absent = {c.claim_id for c in STUDIES["ddvi"].CLAIMS
+              if c.table == "Table 2" or c.claim_id.endswith(("_swiss_roll", "_square"))}
+    assert_claims_evaluate(project, "ddvi", untestable=absent)
+    c = pd.read_csv(project / "results/claims/ddvi.csv").set_index("claim_id")
+    assert c.loc["ddvi_gt_aevb_elbo_release_pinwheel", "estimator"].startswith("the release")
     # one changed knob of one baseline reruns exactly that baseline's runs and the tables
     (project / "knob.yaml").write_text("ddvi:\n  methods:\n    aaeb: {noise: 0.2}\n")
     dry = run(["-n", *targets, "--configfile", "tests/smoke.yaml", "knob.yaml"], project, timeout=120)

@@ -86,9 +86,18 @@ def _tracking_env(root: Path) -> dict[str, str]:
 
 def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Path, cores: int,
               snakefile: Path) -> Path:
-    """Run the study at one budget in ``workdir``; returns its claims file."""
+    """Run the study at one budget in ``workdir`` (its tables in ``emergence.tables``, all by default), then
+    write the point's claims file from the tables; returns the claims file."""
     import yaml
 
+    from .claims import write_study_claims
+
+    mod = STUDIES[_study(study)]
+    names = (config["emergence"].get("tables") or {}).get(study) or list(mod.TABLES)
+    unknown = sorted(set(names) - set(mod.TABLES))
+    if unknown:
+        raise ValueError(f"emergence.tables.{study}: unknown table(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(mod.TABLES)}")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text("# written by `daebench emergence-point`: the resolved configuration of "
                                          f"{study} at x{scale:g} the configured training length\n"
@@ -98,13 +107,15 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
         if src.exists() and not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to(src, target_is_directory=src.is_dir())
-    target = f"results/claims/{study}.csv"
+    targets = [mod.TABLES[n] for n in names]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile.resolve()), "--directory", str(workdir),
            "--configfile", str((workdir / "params.yaml").resolve()), "--cores", str(cores), "--rerun-incomplete",
-           *shlex.split(os.environ.get("DAEBENCH_EMERGENCE_ARGS", "")), target]
+           *shlex.split(os.environ.get("DAEBENCH_EMERGENCE_ARGS", "")), *targets]
     print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, env=_tracking_env(root))
-    return workdir / target
+    out = workdir / "results" / "claims" / f"{study}.csv"
+    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, _claims_cfg(config, study), out)
+    return out
 
 
 def _claims_cfg(config: dict, study: str) -> dict:
