@@ -62,7 +62,7 @@ def test_schema_documents_every_top_level_key():
     (lambda c: c["methods"]["dbae"].update(encoder="vq"),
      "methods.dbae.encoder: 'vq' is not allowed; allowed values: stochastic, deterministic"),
     (lambda c: c["methods"]["dbae"].update(bridge={"beta_max": 20}), "unknown key(s) 'beta_max' under 'methods.dbae.bridge'"),
-    (lambda c: c["methods"]["dae_baseline"].update(encoder="stochastic"), "methods.dae_baseline.encoder: a dae method has no such key (it belongs to dbae)"),
+    (lambda c: c["methods"]["dae_baseline"].update(encoder="stochastic"), "methods.dae_baseline.encoder: a dae method has no such key (it belongs to dbae, diffdec)"),
     (lambda c: c["dbae"].update(dae="dbae"), "dbae.dae: 'dbae' is a dbae method; a dae method is needed here"),
     (lambda c: c["dbae"].update(table2_nfe=7), "dbae.table2_nfe: 7 is not in dbae.nfe"),
     (lambda c: c["dbae"]["sampler"].update(solver="rk4"), "dbae.sampler.solver: 'rk4' is not allowed"),

@@ -31,7 +31,7 @@ def _with_defaults(validator_cls):
 
 
 # Keys a family's methods get by default (schema defaults would put them on every method).
-FAMILY_DEFAULTS = {"dbae": {"bridge": {}}, "scorevae": {"weighting": "likelihood", "log_q": "full"},
+FAMILY_DEFAULTS = {"dbae": {"bridge": {}}, "scorevae": {"weighting": "likelihood", "log_q": "release"},
                    "diffdec": {"weighting": "likelihood"}}
 # The nets.* blocks each family builds from: a job's params carry only these, so editing one block
 # retrains only the families that use it.
@@ -39,7 +39,8 @@ FAMILY_NETS = {"dae": ("z_dim", "decoder", "encoder"), "dbae": ("z_dim", "decode
                "uncond": ("decoder",), "scorevae": ("z_dim", "encoder"), "diffdec": ("z_dim", "decoder", "encoder"),
                "vae": ("z_dim", "encoder")}
 FAMILY_KEYS = {"dae": {"prediction"}, "dbae": {"encoder", "tc_weight", "bridge"}, "uncond": set(),
-               "scorevae": {"prior", "beta", "weighting", "log_q"}, "diffdec": {"beta", "weighting"}, "vae": {"beta"}}
+               "scorevae": {"prior", "beta", "weighting", "log_q"}, "diffdec": {"beta", "weighting", "encoder"},
+               "vae": {"beta"}}
 
 
 def nets_keys(method: dict) -> tuple[str, ...]:

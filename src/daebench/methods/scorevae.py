@@ -110,7 +110,7 @@ class ScoreVAELoss:
         with torch.set_grad_enabled(train_encoder):
             mu, logvar = _posterior0(model, x0)
             z = vpvae.sample_z(mu, logvar, generator)
-        t, w = vpvae.sample_t(self.weighting, model.schedule, x0.shape[0], generator)
+        t, w = vpvae.sample_t(self.weighting, model.schedule, x0.shape[0], generator, vpvae.T_MIN_LATENT)
         t = t.to(x0.device, x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         x_t, _, _ = vpvae.perturb(model.schedule, x0, t, eps)
@@ -118,7 +118,7 @@ class ScoreVAELoss:
                                   create_graph=train_encoder)
         terms = {"dsm": vpvae.dsm(eps_hat, eps, w)}
         if train_encoder:
-            terms["kl"] = self.beta * vpvae.kl_standard_normal(mu, logvar).float()
+            terms["kl"] = self.beta * vpvae.full_precision(vpvae.kl_standard_normal(mu, logvar))
         return terms
 
 

@@ -36,9 +36,9 @@ class BetaVAELoss:
     def __call__(self, model: BetaVAE, x0: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         mu, logvar = vpvae.posterior(model.encoder(x0))
         z = vpvae.sample_z(mu, logvar, generator)
-        terms = {"recon": 0.5 * (model.decoder(z) - x0).float().square().flatten(1).sum(1)}
+        terms = {"recon": 0.5 * vpvae.full_precision(model.decoder(z) - x0).square().flatten(1).sum(1)}
         if self.beta > 0:
-            terms["kl"] = self.beta * vpvae.kl_standard_normal(mu, logvar).float()
+            terms["kl"] = self.beta * vpvae.full_precision(vpvae.kl_standard_normal(mu, logvar))
         return terms
 
 

@@ -28,7 +28,10 @@ WEIGHTINGS = ("simple", "likelihood")
 LATENTS = ("sample", "mean")
 MODES = ("sde", "ode")
 SAMPLERS = {"sde": sample_vp_sde, "ode": sample_vp_ode}
-T_MIN_TRAIN = 1e-5  # the release's eps: t ~ U(eps, 1)
+T_MIN_TRAIN = 1e-5  # the release's prior (get_general_sde_loss_fn's default eps): t ~ U(eps, 1)
+# ScoreVAE's encoder and DiffDecoder: the release passes its VP sampling_eps, 1e-3, as the loss's eps
+# (lightning_modules/EncoderOnlyPretrainedScoreVAEmodel.py: t_dist = Uniform(sampling_eps, 1); ScoreVAEmodel.py).
+T_MIN_LATENT = 1e-3
 
 
 def schedule_of(method: dict) -> Schedule:
@@ -82,8 +85,14 @@ def perturb(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Te
     return alpha * x0 + sigma * eps, alpha, sigma
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """A loss term in at least float32 (reduced-precision AMP outputs are promoted; float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def dsm(eps_hat: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return weight.to(eps.device, torch.float32) * (eps_hat - eps).float().square().flatten(1).sum(1)
+    err = full_precision(eps_hat - eps)
+    return weight.to(eps.device, err.dtype) * err.square().flatten(1).sum(1)
 
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
