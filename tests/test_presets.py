@@ -33,6 +33,12 @@ EXPECTED = {
     # Table 1: 5 methods x 3 priors x 3 seeds; Table 2: 4 x 3 x 3; Table 3: 4 x 3; Table 8 adds ddvi_nosleep: 3 x 3
     "mnist": {"prepare_data": 1, "ddvi_genotypes": 1, "ddvi_train": 102, "ddvi_evaluate": 102, "ddvi_table": 4,
               "total": 210},
+    # every study's tables on the digits at 8x the default training: Table 4 + DBAE (its DAE shared) + ScoreVAE + DDVI
+    "digits_long": {"prepare_data": 1, "ddvi_genotypes": 1, "train_classifier": 1, "train_phase": 13, "reconstruct": 6,
+                    "metrics": 6, "table4": 1, "train_prior": 3, "dbae_reconstruct": 16, "dbae_recon_metrics": 16,
+                    "generate": 5, "gen_metrics": 5, "probe": 3, "disentangle": 3, "dbae_table": 5,
+                    "scorevae_reconstruct": 9, "scorevae_metrics": 9, "scorevae_table": 1, "ddvi_train": 102,
+                    "ddvi_evaluate": 102, "ddvi_table": 4, "total": 312},
 }
 LOCAL = {"celeba64", "lsun_bedroom128", "imagenet32", "ffhq128"}  # datasets read through dataset_paths
 
@@ -107,6 +113,13 @@ def test_preset_dry_runs_its_targets_and_its_sizes_reach_the_jobs(project, name,
     assert job_counts(out) == EXPECTED[name]
     (prep,) = job_cfgs(out, "prepare-data")
     assert prep["dataset"] == ds and prep.get("path", "absent") == (f"/data/{ds}" if ds in LOCAL else "absent")
+    if name == "digits_long":  # every study's training lengths are the preset's
+        for cfg in job_cfgs(out, "train"):
+            own = preset.get("methods", {}).get(cfg["_method"], {})
+            assert cfg["train"]["examples"] == preset["train"]["examples"]
+            assert cfg["method"].get("examples", own.get("examples")) == own.get("examples"), cfg["_method"]
+        assert {c["train"]["examples"] for c in job_cfgs(out, "ddvi-train")} == {preset["ddvi"]["train"]["examples"]}
+        return
     if name == "mnist":
         runs = job_cfgs(out, "ddvi-train")
         assert len(runs) == EXPECTED[name]["ddvi_train"]
