@@ -50,7 +50,7 @@ def test_schema_documents_every_top_level_key():
     (lambda c: c["table4"].update(ddim_steps=0), "table4.ddim_steps: 0 is less than the minimum of 1"),
     (lambda c: c["train"].update(batch_size="64"), "train.batch_size: '64' is not of type 'integer'"),
     (lambda c: c.update(dataset="imagenet"), "dataset: 'imagenet' is not allowed; allowed values: digits, mnist, cifar10"),
-    (lambda c: c["methods"]["dae_2phase_sc4"]["phases"][0].update(fraction=0.5),
+    (lambda c: c["methods"]["dae_2phase_sc4"]["phases"][0].update(fraction=1.0),
      "methods.dae_2phase_sc4.phases: fractions must sum to 1, got 1.25"),
     (lambda c: c["methods"]["dae_baseline"]["phases"].insert(0, {"name": "p1", "t": "one", "fraction": 0.0001}),
      "teaches nothing"),

@@ -71,8 +71,8 @@ def test_repro_after_param_change_then_push_pull(tmp_path):
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = dvc("repro", cwd=a)
     jobs = executed_jobs(second)
-    assert jobs == Counter({"train_phase": 1, "reconstruct": 2, "metrics": 2, "table4": 1, "claims": 1,
-                            "report": 1}), second[-3000:]
+    assert jobs == Counter({"train_phase": 1, "reconstruct": 2, "metrics": 2, "table4": 1, "study_claims": 1,
+                            "claims": 1, "report": 1}), second[-3000:]
     assert "output: resources/models/digits/dae_2phase_sc4/phase2.pt" in second  # phase 1 is kept
     third = dvc("repro", cwd=a)
     assert executed_jobs(third) == Counter(), third[-2000:]

@@ -2,25 +2,6 @@
 # the seeds. Settings: unsup (Tables 1 and 8), semi (Table 2), cluster (Table 3, genotypes).
 
 
-# Options added after models were trained (issue 14) leave a job's slice untouched at their neutral value, so
-# that existing models stay valid and only evaluation reruns (elbo_release, clusters on the chain mean).
-DDVI_NEUTRAL = {"method": {"chain_weight": None, "pretrain_examples": 0},
-                "prior_params": {"form": "marsland", "noise_dir": "isotropic"}}
-
-
-def ddvi_job_slice(setting, prior, method, seed):
-    out = ddvi_train_slice(setting, prior, method, seed)
-    out["method"] = {k: v for k, v in out["method"].items() if DDVI_NEUTRAL["method"].get(k, ...) != v}
-    if "params" in out["prior"]:
-        out["prior"] = {**out["prior"], "params": {k: v for k, v in out["prior"]["params"].items()
-                                                   if DDVI_NEUTRAL["prior_params"].get(k, ...) != v}}
-    return out
-
-
-def ddvi_job_eval_slice(w):
-    return as_json({**ddvi_job_slice(w.setting, w.prior, w.method, w.seed), "eval": config["ddvi"]["eval"]})
-
-
 # Downloads (1000 Genomes source): on the submit node under a cluster executor.
 localrules:
     ddvi_genotypes,

@@ -3,11 +3,6 @@
 # configuration with the study's training lengths scaled; its own .snakemake keeps reruns incremental.
 
 
-def emergence_points(wildcards):
-    return {f"x{s:g}": f"results/emergence/{wildcards.study}/x{s:g}/results/claims/{wildcards.study}.csv"
-            for s in config["emergence"]["scales"]}
-
-
 rule emergence_point:
     input:
         # the prepared data are shared with the main run (never changed by a budget)
@@ -19,6 +14,8 @@ rule emergence_point:
         workdir=lambda w: f"results/emergence/{w.study}/x{w.scale}",
         snakefile=workflow.main_snakefile,
     threads: workflow.cores
+    conda:
+        "../../envs/daebench.yaml"
     log:
         "logs/emergence/{study}/x{scale}.log",
     benchmark:
@@ -38,6 +35,8 @@ rule emergence:
         cfg=lambda w: as_json(config),
         points=lambda w, input: " ".join(f"{k[1:]}=results/emergence/{w.study}/{k}" for k in input.keys()),
     localrule: True
+    conda:
+        "../../envs/daebench.yaml"
     log:
         "logs/emergence/{study}.log",
     benchmark:
