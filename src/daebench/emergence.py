@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import STUDIES
-from .claims.core import claim_values, evaluate_one
+from .claims.core import claim_values, contexts_of, evaluate_one
 
 # The training lengths of each study (paths into the configuration) that a budget scales.
 SCALED = {
@@ -134,8 +134,8 @@ def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.Da
         if not tables:
             raise FileNotFoundError(f"emergence point x{scale:g} of {study} has none of its tables under {workdir}")
         ms = mod.ours(tables, _claims_cfg(config, study))
-        for context in dict.fromkeys(ms["context"]):
-            for claim in mod.CLAIMS:
+        for claim in mod.CLAIMS:
+            for context in contexts_of(claim, ms):
                 _, _, verdict = evaluate_one(claim, ms, context)
                 metric, values = claim_values(claim, ms, context)
                 for v in values:

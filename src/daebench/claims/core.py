@@ -182,13 +182,22 @@ def paper_support(claims: list[Claim], paper: pd.DataFrame) -> dict[str, tuple[s
     return out
 
 
+def contexts_of(claim: Claim, ms: pd.DataFrame) -> list[str]:
+    """The contexts (datasets) in which any row the claim compares was measured -- a study's tables may cover
+    several datasets (DDVI: images and genotypes), and a claim belongs to those its rows come from. A claim
+    with no row anywhere is reported once, untestable, in the first context (none if there is none)."""
+    contexts = list(dict.fromkeys(ms["context"]))
+    have = [c for c in contexts if ms[(ms["context"] == c) & ms["row"].isin(claim.rows())].shape[0]]
+    return have or contexts[:1]
+
+
 def evaluate(study: str, paper_name: str, claims: list[Claim], ours: pd.DataFrame, paper: pd.DataFrame
              ) -> pd.DataFrame:
-    """One row per (our dataset, claim), in ``COLUMNS``."""
+    """One row per (claim, dataset it applies to), in ``COLUMNS``."""
     support = paper_support(claims, paper)
     rows = []
-    for context in dict.fromkeys(ours["context"]):
-        for claim in claims:
+    for claim in claims:
+        for context in contexts_of(claim, ours):
             statement, measured, verdict = evaluate_one(claim, ours, context)
             paper_ds, robust = support[claim.claim_id]
             rows.append({"study": study, "paper": paper_name, "table": claim.table, "dataset": context,
