@@ -154,7 +154,7 @@ def figure(df: pd.DataFrame, out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    claims = [c for c, g in df.groupby("claim_id", sort=False) if g["value"].notna().any()]
+    claims = [c for c, g in df.groupby("claim_id", sort=False) if (g["verdict"] != "untestable").any()]
     n = max(1, len(claims))
     cols = min(4, n)
     rows = math.ceil(n / cols)
