@@ -233,31 +233,30 @@ def cmd_validate(a) -> None:
     print(f"{a.params}: valid")
 
 
-def _claims_summary(df) -> str:
-    counts = df["verdict"].value_counts()
-    robust = df[df["robust"].fillna(False).astype(bool)]
-    return (", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("holds", "fails", "inconclusive", "untestable"))
-            + f"; robust claims: {int((robust['verdict'] == 'holds').sum())} of {len(robust)} hold")
+def _pairs(items: list[str], flag: str, example: str) -> list[tuple[str, str]]:
+    """``key=value`` command-line items -> pairs; anything else is an error naming the flag."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} takes {example} pairs; got {item!r}")
+        out.append((key, value))
+    return out
 
 
 def cmd_claims(a) -> None:
-    from .claims import write_study_claims
+    from .claims import summary, write_study_claims
 
-    tables = {}
-    for item in a.tables:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--tables takes name=path pairs (e.g. table4=results/table4.csv); got {item!r}")
-        tables[name] = Path(path)
+    tables = {name: Path(path) for name, path in _pairs(a.tables, "--tables", "name=path (table4=results/table4.csv)")}
     df = write_study_claims(a.study, tables, json.loads(a.cfg), Path(a.out))
-    log.info("wrote %s: %s", a.out, _claims_summary(df))
+    log.info("wrote %s: %s", a.out, summary(df))
 
 
 def cmd_claims_all(a) -> None:
-    from .claims import combine
+    from .claims import combine, summary
 
     df = combine([Path(p) for p in a.inputs], Path(a.out))
-    log.info("wrote %s (%s): %s", a.out, ", ".join(df["study"].unique()), _claims_summary(df))
+    log.info("wrote %s (%s): %s", a.out, ", ".join(df["study"].unique()), summary(df))
 
 
 def cmd_emergence_point(a) -> None:
@@ -270,12 +269,7 @@ def cmd_emergence_point(a) -> None:
 def cmd_emergence(a) -> None:
     from .emergence import write
 
-    points = []
-    for item in a.points:
-        scale, sep, workdir = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--points takes scale=workdir pairs; got {item!r}")
-        points.append((float(scale), Path(workdir)))
+    points = [(float(scale), Path(workdir)) for scale, workdir in _pairs(a.points, "--points", "scale=workdir")]
     df = write(json.loads(a.cfg), a.study, points, Path(a.out), Path(a.figure))
     held = df.drop_duplicates(["claim_id", "scale", "dataset"]).pivot_table(
         index="claim_id", columns="scale", values="verdict", aggfunc="first")
@@ -629,14 +623,13 @@ def build_parser() -> argparse.ArgumentParser:
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", cmd_validate, "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
-    add("claims", cmd_claims, "test one study's claims on its tables and on the paper's",
-        (["--study"], {"required": True, "choices": ["two_phase", "dbae", "scorevae", "ddvi"]}),
+    study = (["--study"], {"required": True, "choices": ["two_phase", "dbae", "scorevae", "ddvi"]})
+    add("claims", cmd_claims, "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
         (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),
         out)
     add("claims-all", cmd_claims_all, "concatenate the studies' claims files into one",
         (["--inputs"], {"nargs": "+", "required": True}), out)
-    study = (["--study"], {"required": True, "choices": ["two_phase", "dbae", "scorevae", "ddvi"]})
     add("emergence-point", cmd_emergence_point, "run one study at one training budget (a nested Snakemake run)",
         study, (["--scale"], {"required": True}), (["--cfg"], {"required": True, "help": "the resolved config (JSON)"}),
         (["--workdir"], {"required": True}), (["--root"], {"default": "."}), (["--cores"], {"type": int, "default": 1}),

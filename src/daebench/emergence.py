@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import STUDIES
+from .claims import STUDIES, study_cfg
 from .claims.core import claim_values, contexts_of, evaluate_one
 
 # The training lengths of each study (paths into the configuration) that a budget scales.
@@ -114,13 +114,8 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, env=_tracking_env(root))
     out = workdir / "results" / "claims" / f"{study}.csv"
-    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, _claims_cfg(config, study), out)
+    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, study_cfg(study, config), out)
     return out
-
-
-def _claims_cfg(config: dict, study: str) -> dict:
-    return {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
-            "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
 
 
 def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.DataFrame:
@@ -133,7 +128,7 @@ def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.Da
                   if (workdir / path).exists()}
         if not tables:
             raise FileNotFoundError(f"emergence point x{scale:g} of {study} has none of its tables under {workdir}")
-        ms = mod.ours(tables, _claims_cfg(config, study))
+        ms = mod.ours(tables, study_cfg(study, config))
         for claim in mod.CLAIMS:
             for context in contexts_of(claim, ms):
                 _, _, verdict = evaluate_one(claim, ms, context)

@@ -2,29 +2,24 @@
 (nbconvert, one self-contained HTML file: images as data URIs, no scripts fetched from the network)."""
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE
+from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, reference_dir, summary
 from .evaluate.reconstruction import montage, to_hwc01
 from .tracking import sqlite_path
 
 MODES = ("stochastic", "inversion")
 SHORT = {BASELINE: "Preechakul", ONE_PHASE: "1-phase", TWO_PHASE: "2-phase"}
 REFERENCE_TABLE4 = "dae_two_phase_table4.csv"
+claims_summary = summary  # the notebook's name for the claims' one-line summary
 
 
 # --------------------------------------------------------------------------
 # inputs
-
-
-def reference_dir() -> Path:
-    """The published tables shipped in the package (daebench/reference)."""
-    return Path(str(importlib.resources.files("daebench") / "reference"))
 
 
 def load_reference_table4(ref_dir: str | Path | None = None) -> pd.DataFrame:
@@ -41,19 +36,6 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------
 # findings
-
-
-def claims_summary(claims: pd.DataFrame) -> str:
-    """One line: how many claims hold, fail, are inconclusive or untestable, and how the robust ones fare."""
-    v = claims["verdict"].value_counts()
-    robust = claims[claims["robust"].fillna(False).astype(bool)]
-    text = (f"{int(v.get('holds', 0))} of {len(claims)} claims hold, {int(v.get('fails', 0))} fail, "
-            f"{int(v.get('inconclusive', 0))} are inconclusive (95 % intervals overlap), "
-            f"{int(v.get('untestable', 0))} cannot be tested with the columns this run produced")
-    if len(robust):
-        text += (f"; of the {len(robust)} robust claims (those the paper shows on every one of its datasets), "
-                 f"{int((robust['verdict'] == 'holds').sum())} hold")
-    return text + "."
 
 
 _VERDICT = {"holds": "✔ holds", "fails": "✘ fails", "inconclusive": "≈ inconclusive", "untestable": "– untestable"}

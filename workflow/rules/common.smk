@@ -242,9 +242,9 @@ def study_claims_inputs(wildcards):
 
 
 def study_claims_cfg(wildcards):
-    cfg = {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
-           "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}
-    return as_json(cfg[wildcards.study])
+    from daebench.claims import study_cfg
+
+    return as_json(study_cfg(wildcards.study, config))
 
 
 def study_claims_provenance(wildcards):

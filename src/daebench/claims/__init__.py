@@ -18,8 +18,8 @@ from .two_phase import BASELINE, LABELS, ONE_PHASE, TWO_PHASE
 STUDIES = {"two_phase": two_phase, "dbae": dbae, "scorevae": scorevae, "ddvi": ddvi}
 
 __all__ = ["BASELINE", "COLUMNS", "LABELS", "LOWER_IS_BETTER", "NAMES", "ONE_PHASE", "STUDIES", "TWO_PHASE", "VERDICTS",
-           "combine", "evaluate_claims", "read_claims", "reference_dir", "study_claims", "write_claims",
-           "write_study_claims"]
+           "combine", "evaluate_claims", "read_claims", "reference_dir", "study_cfg", "study_claims", "summary",
+           "write_claims", "write_study_claims"]
 
 
 def reference_dir() -> Path:
@@ -32,6 +32,25 @@ def _module(study: str):
         return STUDIES[study]
     except KeyError:
         raise ValueError(f"unknown study {study!r}; known: {', '.join(STUDIES)}") from None
+
+
+def study_cfg(study: str, config: dict) -> dict:
+    """What a study's claims need from the resolved configuration that its tables do not say."""
+    return {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
+            "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
+
+
+def summary(claims: pd.DataFrame) -> str:
+    """One line: how many claims hold, fail, are inconclusive or untestable, and how the robust ones fare."""
+    v = claims["verdict"].value_counts()
+    robust = claims[claims["robust"].fillna(False).astype(bool)]
+    text = (f"{int(v.get('holds', 0))} of {len(claims)} claims hold, {int(v.get('fails', 0))} fail, "
+            f"{int(v.get('inconclusive', 0))} are inconclusive (95 % intervals overlap), "
+            f"{int(v.get('untestable', 0))} cannot be tested with the columns this run produced")
+    if len(robust):
+        text += (f"; of the {len(robust)} robust claims (those the paper shows on every one of its datasets), "
+                 f"{int((robust['verdict'] == 'holds').sum())} hold")
+    return text + "."
 
 
 def study_claims(study: str, tables: dict[str, pd.DataFrame], cfg: dict | None = None,
