@@ -82,6 +82,12 @@ def test_schema_documents_every_top_level_key():
     (lambda c: c["scorevae"]["rows"].append({"method": "dae_baseline"}),
      "scorevae.rows[5].method: 'dae_baseline' is a dae method; Table 1 rows are scorevae, diffdec or vae methods"),
     (lambda c: c["scorevae"]["rows"][1].update(phase="warmup"), "scorevae.rows[1].phase: 'scorevae' has no phase 'warmup'"),
+    (lambda c: c["methods"]["scorevae"].update(loss_levels={"name": "cosine"}),
+     "methods.scorevae.loss_levels: needs weighting: simple (got 'likelihood')"),
+    (lambda c: c["methods"]["diffdec"].update(weighting="simple", loss_levels={"name": "shifted_cosine"}),
+     "methods.diffdec.loss_levels: shifted_cosine needs a scale"),
+    (lambda c: c["methods"]["vae"].update(loss_levels={"name": "cosine"}),
+     "methods.vae.loss_levels: a vae method has no such key"),
 ])
 def test_bad_params_name_the_key(mutate, expected):
     cfg = copy.deepcopy(PARAMS)

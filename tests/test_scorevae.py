@@ -67,6 +67,22 @@ def test_likelihood_weighting_is_an_unbiased_importance_sampler():
     assert (w == 0.5).all() and (t >= 1e-5).all()
 
 
+
+def test_loss_levels_draw_the_log_snr_of_the_named_schedule():
+    """loss_levels {shifted_cosine, S}: lambda(t) of the drawn VP times has the quantiles of SC-S's log-SNR,
+    lambda_SC(u) = -2 log tan(pi u / 2) + 2 log S, inside the VP range; the weight stays the simple 1/2."""
+    n, s = 200_000, 0.25
+    t, w = vpvae.sample_t("simple", vp_linear, n, torch.Generator().manual_seed(0), 1e-3,
+                          {"name": "shifted_cosine", "scale": s})
+    assert (w == 0.5).all() and t.min() >= 1e-3 and t.max() <= 1.0
+    lam = log_snr(vp_linear, t).sort().values
+    for q in (0.2, 0.5, 0.8):  # lambda decreases in u: the q-quantile of lambda is lambda_SC(1 - q)
+        expected = -2 * math.log(math.tan(math.pi * (1 - q) / 2)) + 2 * math.log(s)
+        assert abs(float(lam[int(q * n)]) - expected) < 0.05
+    with pytest.raises(ValueError, match="needs weighting: simple"):
+        vpvae.sample_t("likelihood", vp_linear, 4, torch.Generator(), 1e-3, {"name": "cosine"})
+
+
 # --- a Gaussian model whose every score is known ----------------------------------------------------------
 # x_0 ~ N(0, s^2 I) in D dims, z | x_0 ~ N(a x_0, tau^2 I) coordinate-wise, so (x_t, z) is jointly Gaussian.
 S, A, TAU, D = 0.8, 1.5, 0.4, 3

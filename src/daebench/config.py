@@ -39,7 +39,8 @@ FAMILY_NETS = {"dae": ("z_dim", "decoder", "encoder"), "dbae": ("z_dim", "decode
                "uncond": ("decoder",), "scorevae": ("z_dim", "encoder"), "diffdec": ("z_dim", "decoder", "encoder"),
                "vae": ("z_dim", "encoder")}
 FAMILY_KEYS = {"dae": {"prediction"}, "dbae": {"encoder", "tc_weight", "bridge"}, "uncond": set(),
-               "scorevae": {"prior", "beta", "weighting", "log_q"}, "diffdec": {"beta", "weighting", "encoder"},
+               "scorevae": {"prior", "beta", "weighting", "log_q", "loss_levels"},
+               "diffdec": {"beta", "weighting", "encoder", "loss_levels"},
                "vae": {"beta"}}
 
 
@@ -172,6 +173,13 @@ def _vp_problems(name: str, m: dict, methods: dict) -> list[str]:
     if fam in ("uncond", "diffdec") and not any("schedule" in p for p in phases):
         problems.append(f"methods.{name}.phases: family {fam} needs a phase with a schedule, e.g. "
                         "schedule: {name: vp_linear}")
+    levels = m.get("loss_levels")
+    if levels is not None:
+        if m.get("weighting") != "simple":
+            problems.append(f"methods.{name}.loss_levels: needs weighting: simple (got {m.get('weighting')!r}); "
+                            "the likelihood weighting samples its own levels")
+        if levels["name"] == "shifted_cosine" and not levels.get("scale"):
+            problems.append(f"methods.{name}.loss_levels: shifted_cosine needs a scale, e.g. scale: 0.25")
     if fam == "scorevae":
         roles = [p.get("train") for p in phases]
         if roles not in (["encoder"], ["encoder", "corrector"]):

@@ -60,11 +60,13 @@ class DiffDecoderLoss:
     beta: float
     weighting: str
     schedule: object
+    levels: dict | None = None  # the method's loss_levels (vpvae.sample_t)
 
     def __call__(self, model: DiffDecoder, x0: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         mu, logvar = posterior(model, x0)
         z = mu if logvar is None else vpvae.sample_z(mu, logvar, generator)
-        t, w = vpvae.sample_t(self.weighting, self.schedule, x0.shape[0], generator, vpvae.T_MIN_LATENT)
+        t, w = vpvae.sample_t(self.weighting, self.schedule, x0.shape[0], generator, vpvae.T_MIN_LATENT,
+                              self.levels)
         t = t.to(x0.device, x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         x_t, _, _ = vpvae.perturb(self.schedule, x0, t, eps)
@@ -76,7 +78,8 @@ class DiffDecoderLoss:
 
 def phase_loss(method: dict, phase: dict) -> DiffDecoderLoss:
     encoder_kind(method)
-    return DiffDecoderLoss(float(method["beta"]), method["weighting"], vpvae.schedule_of(method))
+    return DiffDecoderLoss(float(method["beta"]), method["weighting"], vpvae.schedule_of(method),
+                           method.get("loss_levels"))
 
 
 def encode(model: DiffDecoder, x0: torch.Tensor) -> torch.Tensor:

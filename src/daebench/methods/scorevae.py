@@ -100,6 +100,7 @@ class ScoreVAELoss:
     beta: float
     weighting: str
     log_q: str
+    levels: dict | None = None  # the method's loss_levels (vpvae.sample_t)
 
     @property
     def trainable(self) -> tuple[str, ...]:
@@ -110,7 +111,8 @@ class ScoreVAELoss:
         with torch.set_grad_enabled(train_encoder):
             mu, logvar = _posterior0(model, x0)
             z = vpvae.sample_z(mu, logvar, generator)
-        t, w = vpvae.sample_t(self.weighting, model.schedule, x0.shape[0], generator, vpvae.T_MIN_LATENT)
+        t, w = vpvae.sample_t(self.weighting, model.schedule, x0.shape[0], generator, vpvae.T_MIN_LATENT,
+                              self.levels)
         t = t.to(x0.device, x0.dtype)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         x_t, _, _ = vpvae.perturb(model.schedule, x0, t, eps)
@@ -128,7 +130,8 @@ PHASES = ("encoder", "corrector")
 def phase_loss(method: dict, phase: dict) -> ScoreVAELoss:
     if phase.get("train") not in PHASES:
         raise ValueError(f"a ScoreVAE phase needs train: one of {', '.join(PHASES)}; got {phase.get('train')!r}")
-    return ScoreVAELoss(phase["train"], float(method["beta"]), method["weighting"], method["log_q"])
+    return ScoreVAELoss(phase["train"], float(method["beta"]), method["weighting"], method["log_q"],
+                        method.get("loss_levels"))
 
 
 def encode(model: ScoreVAE, x0: torch.Tensor) -> torch.Tensor:

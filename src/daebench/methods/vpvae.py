@@ -14,6 +14,12 @@ summed over pixels (the same units as the KL, so beta means what it means in the
                proportional to it. Since d/dt log(sigma_t^2 / alpha_t^2) = beta(t) / sigma_t^2, that density
                is uniform in the log-SNR lambda_t, and the unbiased per-example weight is the constant
                1/2 (lambda(t_min) - lambda(1)).
+Either weighting can be given other noise levels (`levels`, the method key ``loss_levels``): with "simple",
+t is drawn so that its log-SNR is that of a named schedule at u ~ U(0, 1), and the weight stays 1/2, so the
+term is the simple one with lambda(t) = sigma_t^2 p(t) / U(t): every such lambda has the same minimiser,
+the conditional score, but not the same pace. The two-phase DAE paper (§3-4, Table 2) finds that a latent
+code is learnt from the high-noise levels ("high-level structures are recovered in timesteps with high
+noise levels"); ScoreVAE's encoder is trained through that same conditional score.
 """
 from __future__ import annotations
 
@@ -64,9 +70,17 @@ def latent(mu: torch.Tensor, logvar: torch.Tensor, how: str, generator: torch.Ge
 
 
 def sample_t(weighting: str, schedule: Schedule, b: int, generator: torch.Generator,
-             t_min: float = T_MIN_TRAIN) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t [B], weight [B]) so that weight * ||eps_hat - eps||^2 estimates the DSM term (module header)."""
+             t_min: float = T_MIN_TRAIN, levels: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t [B], weight [B]) so that weight * ||eps_hat - eps||^2 estimates the DSM term (module header).
+    ``levels`` ({name, scale}: a schedule of diffusion.schedules) draws the log-SNR of that schedule at
+    u ~ U(0, 1), clipped to the VP SDE's range [lambda(1), lambda(t_min)]; only with "simple"."""
     u = torch.rand(b, generator=generator, dtype=torch.float64)
+    if levels is not None:
+        if weighting != "simple":
+            raise ValueError(f"loss_levels needs weighting: simple (its weight is the simple one), not {weighting!r}")
+        ends = log_snr(schedule, torch.tensor([t_min, 1.0], dtype=torch.float64))
+        lam = log_snr(get_schedule(levels["name"], levels.get("scale")), u).clamp(float(ends[1]), float(ends[0]))
+        return t_of_log_snr(schedule, lam).clamp(t_min, 1.0), torch.full((b,), 0.5, dtype=torch.float64)
     if weighting == "simple":
         return t_min + (1 - t_min) * u, torch.full((b,), 0.5, dtype=torch.float64)
     if weighting == "likelihood":
