@@ -29,8 +29,10 @@ from daebench.data import (
     DownloadError,
     IntegrityError,
     LocalDataError,
+    download,
     from_tensor,
     load_split,
+    needs_download,
     prepare,
     to_tensor,
 )
@@ -176,8 +178,10 @@ def test_missing_manifest_is_a_clear_error(tmp_path):
 
 
 def test_crash_while_writing_leaves_no_complete_looking_file(tmp_path, monkeypatch):
+    from daebench.data import store
+
     calls = {"n": 0}
-    real = np.lib.format.write_array
+    real = store._npy_header
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -186,7 +190,7 @@ def test_crash_while_writing_leaves_no_complete_looking_file(tmp_path, monkeypat
         return real(*args, **kwargs)
 
     prepare("digits", tmp_path, progress=False)  # an older, complete preparation
-    monkeypatch.setattr(np.lib.format, "write_array", flaky)
+    monkeypatch.setattr(store, "_npy_header", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare("digits", tmp_path, seed=5, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -288,6 +292,30 @@ def test_cifar10_download_parse_and_manifest(server, tiny_cifar, tmp_path):
         "url": server.url + "/mirror/cifar-10-python.tar.gz", "algorithm": "md5",
         "checksum": md5(archive)}
     assert files_under(dl) == [dl / "cifar10" / "cifar-10-python.tar.gz"]
+
+
+def test_download_step_then_preparation_without_network(server, tiny_cifar, tmp_path):
+    # The workflow's two jobs: download (submit node) and preparation (anywhere, no network).
+    archive = tiny_cifar["archive"]
+    server.files["/mirror/cifar-10-python.tar.gz"] = archive
+    dl = tmp_path / "dl"
+    kw = {"download_dir": dl, "base_url": server.url + "/mirror",
+          "checksums": {"cifar-10-python.tar.gz": md5(archive)}, "progress": False}
+    with pytest.raises(DownloadError, match=r"cifar-10-python\.tar\.gz is missing and preprocessing does not "
+                                            r"download.*rule download_data"):
+        prepare("cifar10", tmp_path / "out", download=False, **kw)
+    assert server.requests == [] and not (tmp_path / "out" / "manifest.json").exists()
+    records = download("cifar10", **kw)
+    assert server.requests == ["/mirror/cifar-10-python.tar.gz"] and records["cifar-10-python.tar.gz"]["downloaded"]
+    offline = prepare("cifar10", tmp_path / "out", download=False, **kw)
+    assert server.requests == ["/mirror/cifar-10-python.tar.gz"]  # preparation read the downloaded file
+    online = prepare("cifar10", tmp_path / "out2", **kw)  # what one job that also downloads writes
+    assert offline == online
+    assert needs_download("cifar10") and needs_download("mnist") and needs_download("lsun_bedroom128")
+    assert not needs_download("lsun_bedroom128", "/data/lsun") and not needs_download("digits")
+    assert not needs_download("celeba64", "/data/celeba")
+    with pytest.raises(ValueError, match="'digits' has nothing to download"):
+        download("digits", download_dir=dl)
 
 
 def test_mnist_download_parse_pad_and_sha256_override(server, tiny_mnist, tmp_path):
@@ -624,6 +652,16 @@ def test_lsun_downloads_extracts_once_and_reads_the_lmdb(server, tiny_lsun, tmp_
     m3 = prepare("lsun_bedroom128", tmp_path / "out3", path=tiny_lsun["db"], image_size=8, test_fraction=0.34,
                  progress=False)
     assert m3["splits"]["train"]["sha256"] == m["splits"]["train"]["sha256"] and m3["source_checksums"] == {}
+    # the workflow's split: the download step fetches and extracts, preparation then reads without network
+    dl2 = tmp_path / "dl2"
+    with pytest.raises(DownloadError, match="preprocessing does not download"):
+        prepare("lsun_bedroom128", tmp_path / "out4", download_dir=dl2, image_size=8, download=False, progress=False)
+    download("lsun_bedroom128", download_dir=dl2, base_url=server.url + "/lsun", progress=False)
+    assert (dl2 / "lsun_bedroom128" / "bedroom_train_lmdb" / "data.mdb").is_file()
+    server.requests.clear()
+    m4 = prepare("lsun_bedroom128", tmp_path / "out4", download_dir=dl2, image_size=8, test_fraction=0.34,
+                 download=False, progress=False)
+    assert server.requests == [] and m4["splits"] == m["splits"]
 
 
 def test_lsun_archive_without_an_lmdb_is_rejected(server, tmp_path):

@@ -108,3 +108,30 @@ def test_checkpoint_with_other_config_is_not_resumed(workspace, tmp_path):
     final = train_phase(model, loss, x, steps=4, phase_index=0, train_cfg=cfg, ckpt_path=ck,
                         out_path=tmp_path / "o.pt", config={"a": 1}, progress=False)
     assert final["step"] == 4 and (tmp_path / "o.pt").exists() and not ck.exists()
+
+
+def test_ema_update_matches_hand_computed_values():
+    """ema <- ema + (1 - d)(model - ema) with d = min(decay, (1 + step) / (10 + step)); buffers are copied
+    (values, not aliases)."""
+    from daebench.train import ema_update
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+
+    model, ema = net(), net()
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.fill_(1.0)
+            pm.fill_(3.0)
+        model[1].running_mean.fill_(0.25)
+        model[1].num_batches_tracked.fill_(7)
+    ema_update(ema, model, decay=0.999, step=0)      # warm-up: d = min(0.999, 1/10) = 0.1
+    for pe in ema.parameters():
+        assert torch.allclose(pe, torch.full_like(pe, 2.8), rtol=0, atol=1e-6)
+    assert torch.equal(ema[1].running_mean, torch.full((3,), 0.25)) and int(ema[1].num_batches_tracked) == 7
+    model[1].running_mean.fill_(-1.0)                 # copied, not shared
+    assert torch.equal(ema[1].running_mean, torch.full((3,), 0.25))
+    ema_update(ema, model, decay=0.5, step=100)       # d = min(0.5, 101/110) = 0.5: halfway from 2.8 to 3
+    for pe in ema.parameters():
+        assert torch.allclose(pe, torch.full_like(pe, 2.9), rtol=0, atol=1e-6)
+    assert torch.equal(ema[1].running_mean, torch.full((3,), -1.0))

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import compute as compute_mod
+from .data.transforms import UInt8Images
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,16 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
     # Warm-up of the decay (as in many DDPM codebases) so short runs are not dominated by init.
+    # ema <- ema + (1 - d) (model - ema), every parameter in one fused multi-tensor call; buffers are copied.
     d = min(decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+    ema_params, model_params = list(ema.parameters()), list(model.parameters())
+    if len(ema_params) != len(model_params):
+        raise ValueError(f"ema_update: the EMA has {len(ema_params)} parameters, the model {len(model_params)}")
+    if ema_params:
+        torch._foreach_lerp_(ema_params, model_params, 1 - d)
+    ema_buffers, model_buffers = list(ema.buffers()), list(model.buffers())
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, model_buffers)
 
 
 def _load_carried(model: nn.Module, state: dict) -> None:
@@ -138,16 +144,32 @@ def _rank_seed(seed: int, rank: int) -> int:
     return (seed + rank * 7_777_777_777) % (2**63 - 1)
 
 
+def _nbytes(source) -> int:
+    return source.nbytes if isinstance(source, UInt8Images) else source.numel() * source.element_size()
+
+
 def _place_data(images, device: torch.device, on_device) -> tuple:
-    """The training tensors where batches are cut from: on the GPU when asked (``auto``: when the set takes
-    under a quarter of free memory), else in pinned host memory so copies overlap compute."""
-    tensors = images if isinstance(images, tuple) else (images,)
+    """The training sources batches are cut from: on the GPU when asked (``auto``: when the set takes under a
+    quarter of free memory), else on the host. A float tensor left on the host is pinned so copies overlap
+    compute; a uint8 set (UInt8Images, counted at its uint8 size) stays as it is, since pinning would read a
+    memory-mapped set whole: each batch is pinned on its way instead (``_take``)."""
+    sources = images if isinstance(images, tuple) else (images,)
     if device.type != "cuda":
-        return tensors
+        return sources
     if on_device == "auto":
         free, _ = torch.cuda.mem_get_info(device)
-        on_device = sum(t.numel() * t.element_size() for t in tensors) < free / 4
-    return tuple(t.to(device) if on_device else t.pin_memory() for t in tensors)
+        on_device = sum(_nbytes(t) for t in sources) < free / 4
+    if on_device:
+        return tuple(t.to(device) for t in sources)
+    return tuple(t if isinstance(t, UInt8Images) else t.pin_memory() for t in sources)
+
+
+def _take(source, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows ``idx`` of one training source on ``device``; a uint8 set is gathered as uint8 and converted to
+    float in [-1, 1] on the device, so only the batch ever exists as float."""
+    if isinstance(source, UInt8Images):
+        return source.batch(idx, device, pin=device.type == "cuda" and source.device.type == "cpu")
+    return source[idx.to(source.device)].to(device, non_blocking=True)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -159,7 +181,7 @@ def _f32(v: torch.Tensor) -> torch.Tensor:
     return v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
 
 
-def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[torch.Tensor, ...], *, steps: int,
+def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8Images | tuple, *, steps: int,
                 phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
                 logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
                 progress: bool = True, extra: dict | None = None, compute: dict | None = None) -> dict:
@@ -175,8 +197,10 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
     frozen (no gradients, eval mode, so a frozen network's dropout stays off).
     ``loss_fn.stages`` (optional): several updates per batch, each ``stage.fn(model, batch, generator)``
     stepping its own Adam over ``stage.modules`` (wake-sleep, adversarial training); ``images`` may then be
-    a tuple of tensors sliced together (data and labels). ``loss_fn.set_progress(fraction)`` (optional)
-    hears how far training has got, for schedules inside the loss.
+    a tuple of tensors sliced together (data and labels). ``images`` (or a member of the tuple) may be a
+    ``data.UInt8Images`` (uint8 NHWC, possibly memory-mapped): batches are then gathered as uint8 and
+    converted to float on the training device, equal to training on ``to_tensor`` of the same images.
+    ``loss_fn.set_progress(fraction)`` (optional) hears how far training has got, for schedules inside the loss.
     Returns the final checkpoint dict.
     """
     device = resolve_device(train_cfg["device"])
@@ -240,7 +264,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
     shard = slice(dist.rank * bs // dist.world_size, (dist.rank + 1) * bs // dist.world_size)
     warmup_steps = train_cfg["warmup_examples"] / bs
     data = _place_data(images, device, eff["data_on_device"])
-    n = data[0].shape[0]
+    n = len(data[0])
     if eff["compile"]:
         for m in model.children():
             m.compile()  # in place: parameter names (and so checkpoints) stay as they are
@@ -299,8 +323,8 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | tuple[
         s = _step_seed(seed, phase_index, step)
         torch.manual_seed(_rank_seed(s, dist.rank))  # dropout
         gen = torch.Generator().manual_seed(_rank_seed(s + 1, dist.rank))
-        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)[shard].to(data[0].device)
-        x0 = tuple(t[idx].to(device, non_blocking=True) for t in data)
+        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)[shard]
+        x0 = tuple(_take(t, idx, device) for t in data)
         if eff["channels_last"]:
             x0 = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in x0)
         x0 = x0 if isinstance(images, tuple) else x0[0]

@@ -1,13 +1,44 @@
 # Datasets -> uint8 arrays + manifest; pretrained metric weights.
+from daebench.data.registry import needs_download
 
 
-# Under a cluster executor (workflow/profiles/slurm) data preparation runs on the submit node: it may
-# download, and compute nodes often have no network.
+# Download and preprocessing are two jobs. Under a cluster executor (workflow/profiles/slurm) the download
+# runs on the submit node (a local rule: compute nodes often have no network) and preprocessing, hours of
+# CPU for a paper-scale set, is submitted like any other job; it reads only what the download fetched.
 localrules:
-    prepare_data,
+    download_data,
+
+
+def download_slice(dataset):
+    return {"dataset": dataset, "data": {k: config["data"][k] for k in ("download_dir", "base_url")}}
+
+
+def download_record(wildcards):
+    # Only datasets with a download get the input: the others' prepare jobs keep exactly the inputs (none)
+    # they were run with, so adding the download step reruns none of their work.
+    if not needs_download(wildcards.dataset, config["dataset_paths"].get(wildcards.dataset)):
+        return []
+    return f"{config['data']['download_dir']}/{wildcards.dataset}/download.json"
+
+
+rule download_data:
+    output:
+        f"{config['data']['download_dir']}/{{dataset}}/download.json",
+    params:
+        cfg=lambda w: as_json(download_slice(w.dataset)),
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/download_data/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/download_data/{dataset}.tsv"
+    shell:
+        "python -m daebench download-data --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule prepare_data:
+    input:
+        download_record,
     output:
         manifest="resources/data/{dataset}/manifest.json",
         train="resources/data/{dataset}/train.npz",

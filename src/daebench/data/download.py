@@ -88,6 +88,7 @@ def fetch(
     *,
     progress: bool = True,
     timeout: float = 60.0,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """Make sure ``dest`` holds the file at ``url`` with the given checksum.
 
@@ -106,6 +107,9 @@ def fetch(
         Show a tqdm progress bar while downloading.
     timeout : float
         Socket timeout in seconds.
+    offline : bool
+        Never download: use ``dest`` if it is there (and verified), else raise. Preprocessing runs this way
+        (it may run on a cluster node without network); the download step runs first, on the submit node.
 
     Returns
     -------
@@ -142,6 +146,12 @@ def fetch(
         stale_note = (f" Note: the existing {dest} also has the wrong {algo} ({got}); it was "
                       "left in place but will not be used.")
 
+    if offline:
+        raise DownloadError(
+            f"{dest} is {'not the expected file' if stale_note else 'missing'} and preprocessing does not download "
+            "(it may run on a node without network). Fetch it first with the download step (Snakemake: rule "
+            f"download_data; by hand: `python -m daebench download-data`), or {_manual_hint(dest, algo, expected)}."
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = open_temp_sibling(dest, ".part")
     out = os.fdopen(fd, "wb")

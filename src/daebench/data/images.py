@@ -177,9 +177,14 @@ def _resize_batch(batch: np.ndarray, size: int) -> np.ndarray:
 
 def read_images(source: ImageSource, names: Sequence[str], size: int,
                 crop: Callable[[int, int], tuple[int, int, int]] = center_crop_box,
-                progress: bool = False, workers: int | None = None) -> np.ndarray:
-    """Decode, crop and resize ``names`` of ``source`` into a uint8 (N, size, size, 3) array, in order."""
-    out = np.empty((len(names), size, size, 3), dtype=np.uint8)
+                progress: bool = False, workers: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode, crop and resize ``names`` of ``source`` into a uint8 (N, size, size, 3) array, in order: ``out``
+    when given (e.g. a memory-mapped file, for a set larger than memory), else a new array."""
+    shape = (len(names), size, size, 3)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"read_images: out is {out.dtype}{out.shape}, expected uint8{shape}")
     workers = workers or min(8, os.cpu_count() or 1)
     try:
         from tqdm.auto import tqdm
@@ -251,10 +256,13 @@ def build_image_dataset(name: str, *, path: str | os.PathLike | None, image_size
                         test_fraction: float, max_train: int | None, max_test: int | None, progress: bool,
                         hint: str, crop: Callable[[int, int], tuple[int, int, int]] = center_crop_box,
                         official: str | None = None, download: Callable[[], tuple[Path, dict]] | None = None,
-                        preprocessing: str = "") -> dict:
+                        preprocessing: str = "", scratch_dir: Path | None = None) -> dict:
     """Read an image dataset from ``path`` (or from ``download()`` when ``path`` is None and one exists).
 
     ``official``: "celeba" reads CelebA's list_eval_partition.txt when present (train 0, test 2).
+    ``scratch_dir``: decode each split into a memory-mapped ``.npy`` there instead of into memory (the
+    caller writes the split out and removes the directory), so a full LSUN (146 GB as uint8) is prepared in
+    bounded memory.
     Returns the builder dict :func:`daebench.data.prepare` expects (labels are all 0: one class).
     """
     verified: dict[str, Any] = {}
@@ -284,8 +292,13 @@ def build_image_dataset(name: str, *, path: str | os.PathLike | None, image_size
         test = test[subset_indices(len(test), max_test, seed, 2)]
         log.info("%s: %d images in %s; decoding %d train + %d test", name, len(names), source.description,
                  len(train), len(test))
-        arrays = {split: read_images(source, [names[i] for i in idx], image_size, crop, progress)
-                  for split, idx in (("train", train), ("test", test))}
+        arrays = {}
+        for split, idx in (("train", train), ("test", test)):
+            out = None
+            if scratch_dir is not None and len(idx):  # (a memmap cannot have zero bytes)
+                out = np.lib.format.open_memmap(Path(scratch_dir) / f"{split}.npy", mode="w+", dtype=np.uint8,
+                                                shape=(len(idx), image_size, image_size, 3))
+            arrays[split] = read_images(source, [names[i] for i in idx], image_size, crop, progress, out=out)
     finally:
         source.close()
     return {
@@ -306,12 +319,13 @@ LSUN_BEDROOM_ARCHIVE = "bedroom_train_lmdb.zip"  # ~43 GB, 3,033,042 images; no 
 
 
 def lsun_download(download_dir: Path, base_url: str | None, checksum: str | None,
-                  progress: bool) -> tuple[Path, dict]:
-    """Fetch bedroom_train_lmdb.zip (unless present) and extract its LMDB once; returns (lmdb dir, records)."""
+                  progress: bool, offline: bool = False) -> tuple[Path, dict]:
+    """Fetch bedroom_train_lmdb.zip (unless present; ``offline``: it must be) and extract its LMDB once;
+    returns (lmdb dir, records)."""
     folder = Path(download_dir) / "lsun_bedroom128"
     url = ((base_url.rstrip("/") + "/") if base_url else LSUN_URL) + LSUN_BEDROOM_ARCHIVE
     archive = folder / LSUN_BEDROOM_ARCHIVE
-    record = fetch(url, archive, checksum, progress=progress)
+    record = fetch(url, archive, checksum, progress=progress, offline=offline)
     db = folder / "bedroom_train_lmdb"
     done = folder / ".bedroom_train_lmdb.extracted"
     if not (done.is_file() and done.read_text().strip() == record["checksum"]):

@@ -1,9 +1,17 @@
-"""Dataset registry and :func:`prepare`, the one entry point that writes a dataset."""
+"""Dataset registry, :func:`download` (the network step) and :func:`prepare`, the one entry point that
+writes a dataset.
+
+The workflow runs them as two jobs: ``download`` on the submit node (a Snakemake local rule: compute
+nodes often have no network) for the datasets :func:`needs_download` names, then ``prepare`` with
+``download=False`` wherever the scheduler puts it (decoding LSUN is hours of CPU work).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +23,7 @@ from . import digits, imagenet32, vision
 from . import images as local_images
 from .store import MANIFEST_NAME, SPLITS, save_npz, write_manifest
 
-__all__ = ["DATASETS", "DatasetInfo", "prepare"]
+__all__ = ["DATASETS", "DatasetInfo", "download", "needs_download", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +63,14 @@ def _build_digits(*, seed, test_fraction, image_size, **_: Any) -> dict:
     return digits.build_digits(seed=seed, test_fraction=test_fraction, image_size=image_size)
 
 
-def _build_mnist(*, download_dir, image_size, base_url, checksums, progress, **_: Any) -> dict:
+def _build_mnist(*, download_dir, image_size, base_url, checksums, progress, offline, **_: Any) -> dict:
     return vision.build_mnist(download_dir=download_dir, image_size=image_size,
-                              base_url=base_url, checksums=checksums, progress=progress)
+                              base_url=base_url, checksums=checksums, progress=progress, offline=offline)
 
 
-def _build_cifar10(*, download_dir, image_size, base_url, checksums, progress, **_: Any) -> dict:
+def _build_cifar10(*, download_dir, image_size, base_url, checksums, progress, offline, **_: Any) -> dict:
     return vision.build_cifar10(download_dir=download_dir, image_size=image_size,
-                                base_url=base_url, checksums=checksums, progress=progress)
+                                base_url=base_url, checksums=checksums, progress=progress, offline=offline)
 
 
 _CELEBA_HINT = (
@@ -83,37 +91,43 @@ _LSUN_HINT = (
     "data.base_url) - see README, 'Paper-scale presets'.")
 
 
-def _build_celeba64(*, path, image_size, seed, test_fraction, max_train, max_test, progress, **_: Any) -> dict:
+def _build_celeba64(*, path, image_size, seed, test_fraction, max_train, max_test, progress, scratch_dir,
+                    **_: Any) -> dict:
     size = 64 if image_size is None else int(image_size)
     return local_images.build_image_dataset(
         "celeba64", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
         max_test=max_test, progress=progress, hint=_CELEBA_HINT, crop=local_images.celeba_crop_box,
-        official="celeba",
+        official="celeba", scratch_dir=scratch_dir,
         preprocessing=f"RGB; DiffAE's CelebA crop (128x128 at rows 57-185, cols 25-153 of the 218x178 aligned "
                       f"images; other sizes: centre square); antialiased bicubic resize to {size}; uint8")
 
 
-def _build_ffhq128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, **_: Any) -> dict:
+def _build_ffhq128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, scratch_dir,
+                   **_: Any) -> dict:
     size = 128 if image_size is None else int(image_size)
     return local_images.build_image_dataset(
         "ffhq128", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
-        max_test=max_test, progress=progress, hint=_FFHQ_HINT,
+        max_test=max_test, progress=progress, hint=_FFHQ_HINT, scratch_dir=scratch_dir,
         preprocessing=f"RGB; centre square; antialiased bicubic resize to {size} (none for 128x128 thumbnails); uint8")
 
 
-def _build_lsun_bedroom128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, download_dir,
-                           base_url, checksums, **_: Any) -> dict:
-    size = 128 if image_size is None else int(image_size)
+def _lsun_checksum(checksums: dict | None) -> str | None:
     checksums = dict(checksums or {})
     unknown = sorted(set(checksums) - {local_images.LSUN_BEDROOM_ARCHIVE})
     if unknown:
         raise ValueError(f"checksums given for unknown lsun_bedroom128 files {unknown}; "
                          f"expected names: {[local_images.LSUN_BEDROOM_ARCHIVE]}")
+    return checksums.get(local_images.LSUN_BEDROOM_ARCHIVE)
+
+
+def _build_lsun_bedroom128(*, path, image_size, seed, test_fraction, max_train, max_test, progress, download_dir,
+                           base_url, checksums, offline, scratch_dir, **_: Any) -> dict:
+    size = 128 if image_size is None else int(image_size)
+    checksum = _lsun_checksum(checksums)
     return local_images.build_image_dataset(
         "lsun_bedroom128", path=path, image_size=size, seed=seed, test_fraction=test_fraction, max_train=max_train,
-        max_test=max_test, progress=progress, hint=_LSUN_HINT,
-        download=lambda: local_images.lsun_download(
-            download_dir, base_url, checksums.get(local_images.LSUN_BEDROOM_ARCHIVE), progress),
+        max_test=max_test, progress=progress, hint=_LSUN_HINT, scratch_dir=scratch_dir,
+        download=lambda: local_images.lsun_download(download_dir, base_url, checksum, progress, offline=offline),
         preprocessing=f"RGB; centre square; antialiased bicubic resize to {size}; uint8")
 
 
@@ -168,6 +182,40 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def needs_download(name: str, path: str | os.PathLike | None = None) -> bool:
+    """Whether preparing ``name`` reads files :func:`download` fetches: mnist and cifar10 always, lsun_bedroom128
+    when no local copy (``path``, from ``dataset_paths``) is given; the embedded and local-copy datasets never."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "lsun_bedroom128":
+        return path is None or str(path).strip() == ""
+    return DATASETS[name].needs_download
+
+
+def download(name: str, *, download_dir: str | os.PathLike = "resources/downloads", base_url: str | None = None,
+             checksums: dict | None = None, path: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Fetch and verify the source files of ``name`` into ``<download_dir>/<name>/`` (LSUN: also extract
+    its LMDB), so that :func:`prepare` with ``download=False`` finds them. Returns the verified records by
+    file name, as the manifest will carry them.
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset, or one that downloads nothing (see :func:`needs_download`).
+    DownloadError
+        A file could not be downloaded or verified.
+    """
+    if not needs_download(name, path):
+        raise ValueError(f"dataset {name!r} has nothing to download"
+                         + (f" (it is read from dataset_paths.{name} = {str(path)!r})" if path else
+                            " (embedded, or read from a local copy named by dataset_paths)"))
+    if name == "lsun_bedroom128":
+        _, records = local_images.lsun_download(Path(download_dir), base_url, _lsun_checksum(checksums), progress)
+        return records
+    return vision.fetch_sources(name, download_dir=download_dir, base_url=base_url, checksums=checksums,
+                                progress=progress)
+
+
 def _check_optional_positive(name: str, value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                               or value < 1):
@@ -196,6 +244,7 @@ def prepare(
     max_test: int | None = None,
     progress: bool = True,
     path: str | os.PathLike | None = None,
+    download: bool = True,
 ) -> dict:
     """Build a dataset and write ``train.npz``, ``test.npz`` and ``manifest.json``.
 
@@ -227,6 +276,9 @@ def prepare(
         The local copy of a dataset that reads one (``DatasetInfo.local``: celeba64, ffhq128,
         imagenet32, lsun_bedroom128), from ``dataset_paths.<name>``; ignored by the others. Left
         None, lsun_bedroom128 is downloaded and the others raise an error naming what to put where.
+    download : bool
+        Fetch missing source files. False: they must already be in ``download_dir`` (put there by
+        :func:`download`), else a DownloadError says so; the workflow's preprocessing job runs this way.
 
     Returns
     -------
@@ -250,12 +302,27 @@ def prepare(
     _check_optional_positive("max_train", max_train)
     _check_optional_positive("max_test", max_test)
     seed = int(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".scratch-*"):  # left by a run that was killed (no cleanup on SIGKILL)
+        shutil.rmtree(stale, ignore_errors=True)
+    # Image-folder datasets decode into memory-mapped scratch files here (same file system as the output),
+    # removed once the splits are written: preparing a set larger than memory needs disk, not memory.
+    with tempfile.TemporaryDirectory(dir=out, prefix=".scratch-") as scratch:
+        built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
+                             download_dir=Path(download_dir), base_url=base_url,
+                             checksums=checksums, progress=progress, path=path if info.local else None,
+                             max_train=max_train, max_test=max_test, offline=not download,
+                             scratch_dir=Path(scratch))
+        manifest = _write_prepared(info, out, built, seed, max_train, max_test)
+        del built  # drop the memory maps before their files are removed
+    log.info("prepared %s in %s: %s", name, out, manifest["counts"])
+    return manifest
 
-    built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
-                         download_dir=Path(download_dir), base_url=base_url,
-                         checksums=checksums, progress=progress, path=path if info.local else None,
-                         max_train=max_train, max_test=max_test)
 
+def _write_prepared(info: DatasetInfo, out: Path, built: dict, seed: int, max_train: int | None,
+                    max_test: int | None) -> dict:
+    """Subset, check and write a builder's splits and the manifest into ``out``."""
     arrays = {
         "train": _subset(*built["train"], max_train, seed, stream=1),
         "test": _subset(*built["test"], max_test, seed, stream=2),
@@ -266,8 +333,6 @@ def prepare(
         assert labels.dtype == np.int64 and labels.shape == (len(images),), split
         assert images.shape[-1] == info.channels, split
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # Drop the old commit marker first: until the new one lands, the directory reads as
     # "not prepared" rather than as an old manifest pointing at new arrays.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
@@ -286,7 +351,7 @@ def prepare(
 
     manifest = {
         "format_version": FORMAT_VERSION,
-        "dataset": name,
+        "dataset": info.name,
         "description": info.description,
         "source": built["source"],
         "source_checksums": {
@@ -309,5 +374,4 @@ def prepare(
         "splits": splits,
     }
     write_manifest(out, manifest)
-    log.info("prepared %s in %s: %s", name, out, manifest["counts"])
     return manifest

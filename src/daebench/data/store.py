@@ -1,5 +1,10 @@
 """On-disk format of a prepared dataset: ``train.npz``, ``test.npz``, ``manifest.json``.
 
+The ``.npz`` files are zip archives whose members are *stored* (not deflated), so each ``.npy`` member
+lies contiguous in the file: :func:`load_split` with ``mmap=True`` memory-maps the images in place
+(a paper-scale split is never read whole into memory), and :func:`save_npz` writes members in chunks
+(an array that is itself memory-mapped is never copied whole into memory either).
+
 Every file is written to a temporary name in the destination directory and
 moved into place with :func:`os.replace`, so an interrupted run never leaves a
 file that looks complete. ``manifest.json`` is removed before and written
@@ -13,6 +18,7 @@ import contextlib
 import io
 import json
 import os
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +35,7 @@ __all__ = [
     "IntegrityError",
     "atomic_path",
     "load_split",
+    "open_npz_member",
     "read_manifest",
     "save_npz",
     "sha256_file",
@@ -73,23 +80,90 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _npy_header(array: np.ndarray) -> bytes:
+    """The header np.save writes for ``array`` (format 1.0: every array a prepared dataset holds fits it)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
+    return buf.getvalue()
+
+
+# Rows copied per write: bounds the memory of writing a memory-mapped array to about this many bytes.
+_WRITE_BYTES = 64 << 20
+
+
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> str:
     """Write an uncompressed, byte-reproducible ``.npz`` atomically.
 
-    Stored (not deflated) so the bytes do not depend on the zlib build.
+    Stored (not deflated) so the bytes do not depend on the zlib build, and so that
+    :func:`open_npz_member` can memory-map a member. Each member is written in chunks of rows
+    with its size declared up front, which gives the same bytes as ``ZipFile.writestr`` of the
+    whole ``.npy`` (the format every prepared dataset so far was written in) without holding it.
     Returns the sha256 of the written file.
     """
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, value in arrays.items():
+                value = np.ascontiguousarray(value)  # no copy when already C-ordered (a memmap stays mapped)
+                header = _npy_header(value)
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
                 info.compress_type = zipfile.ZIP_STORED
                 info.external_attr = 0o644 << 16
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(value), allow_pickle=False)
-                zf.writestr(info, buf.getvalue())
+                # Known size: zipfile then decides zip64 and writes the local header as writestr does.
+                info.file_size = len(header) + value.nbytes
+                rows = max(1, _WRITE_BYTES // max(1, value[:1].nbytes))
+                with zf.open(info, mode="w") as dest:
+                    dest.write(header)
+                    # rows of the C-ordered bytes (ascontiguousarray made every array at least 1-d)
+                    flat = value.reshape(value.shape[0], int(np.prod(value.shape[1:])))
+                    for start in range(0, len(flat), rows):
+                        dest.write(memoryview(np.ascontiguousarray(flat[start:start + rows])).cast("B"))
         digest = sha256_file(tmp)
     return digest
+
+
+# Local file header of a zip member (APPNOTE 4.3.7): 30 bytes, then the name and the extra field.
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_LOCAL_MAGIC = b"PK\x03\x04"
+
+
+def open_npz_member(path: str | os.PathLike, key: str) -> np.ndarray:
+    """Memory-map array ``key`` of a stored ``.npz`` read-only, without reading its data.
+
+    Raises
+    ------
+    IntegrityError
+        The member is missing, compressed, or its header is not an ``.npy`` header.
+    """
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            raise IntegrityError(f"{path} has no array {key!r} (members: {zf.namelist()})") from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise IntegrityError(f"{path}: {key}.npy is compressed and cannot be memory-mapped; rewrite it with "
+                             "daebench.data.store.save_npz (rerun prepare)")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        fields = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+        if fields[0] != _LOCAL_MAGIC:
+            raise IntegrityError(f"{path}: no local zip header for {key}.npy at byte {info.header_offset}")
+        # The local extra field (zip64 sizes) may differ from the central directory's: read its own length.
+        fh.seek(info.header_offset + _LOCAL_HEADER.size + fields[10] + fields[11])
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+        except ValueError as err:
+            raise IntegrityError(f"{path}: {key}.npy does not start with an .npy header ({err})") from None
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise IntegrityError(f"{path}: {key}.npy holds Python objects, which a prepared dataset never does")
+    if int(np.prod(shape)) == 0:  # mmap cannot map zero bytes
+        return np.empty(shape, dtype=dtype)
+    mapped = np.memmap(path, dtype=dtype, mode="r", shape=shape or (1,), offset=offset, order="F" if fortran else "C")
+    return mapped if shape else np.array(mapped[0])  # np.memmap turns shape () into (1,)
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
@@ -122,7 +196,7 @@ def verify_file(path: Path, sha256: str, manifest: Path, step: str, fix: str) ->
                              f"recorded in {manifest}. {fix}")
 
 
-def load_split(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(data_dir: str | os.PathLike, split: str, *, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load one split after checking its sha256 against the manifest.
 
     Parameters
@@ -130,10 +204,15 @@ def load_split(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     data_dir : path
         Directory written by :func:`daebench.data.prepare`.
     split : {"train", "test"}
+    mmap : bool
+        Memory-map the images read-only (:func:`open_npz_member`) instead of reading them: pages are
+        read when indexed, so a split larger than memory can be trained on batch by batch. The values
+        are the same as with ``mmap=False``. The checksum is still verified (reading the file once,
+        in chunks, through the page cache rather than into this process).
 
     Returns
     -------
-    images : ndarray, uint8, shape (N, H, W, C)
+    images : ndarray (a read-only ``np.memmap`` with ``mmap=True``), uint8, shape (N, H, W, C)
     labels : ndarray, int64, shape (N,)
 
     Raises
@@ -149,9 +228,13 @@ def load_split(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     path = Path(data_dir) / entry["file"]
     verify_file(path, entry["sha256"], Path(data_dir) / MANIFEST_NAME, "prepare",
                 "Delete the directory and rerun prepare (or `dvc checkout` it).")
-    with np.load(path, allow_pickle=False) as npz:
-        images = npz["images"]
-        labels = npz["labels"]
+    if mmap:
+        images = open_npz_member(path, "images")
+        labels = np.array(open_npz_member(path, "labels"))
+    else:
+        with np.load(path, allow_pickle=False) as npz:
+            images = npz["images"]
+            labels = npz["labels"]
     if images.dtype != np.uint8 or images.ndim != 4 or labels.dtype != np.int64:
         raise IntegrityError(
             f"{path} has unexpected arrays: images {images.dtype}{images.shape}, "

@@ -31,6 +31,7 @@ __all__ = [
     "MNIST_URL",
     "build_cifar10",
     "build_mnist",
+    "fetch_sources",
     "read_cifar10_archive",
     "read_idx",
 ]
@@ -77,10 +78,21 @@ def _resolve_sources(
 
 
 def _fetch_all(dataset: str, sources: dict[str, tuple[str, str]], download_dir: Path,
-               progress: bool) -> dict[str, dict[str, Any]]:
+               progress: bool, offline: bool = False) -> dict[str, dict[str, Any]]:
     folder = Path(download_dir) / dataset
-    return {name: fetch(url, folder / name, checksum, progress=progress)
+    return {name: fetch(url, folder / name, checksum, progress=progress, offline=offline)
             for name, (url, checksum) in sources.items()}
+
+
+def fetch_sources(dataset: str, *, download_dir: str | Path, base_url: str | None, checksums: dict | None,
+                  progress: bool) -> dict[str, dict[str, Any]]:
+    """The download step of mnist / cifar10: fetch and verify their files into ``<download_dir>/<dataset>/``
+    (the builders then read them with ``offline=True``). Returns fetch's record per file."""
+    files = {"mnist": MNIST_FILES, "cifar10": CIFAR10_FILES}
+    if dataset not in files:
+        raise ValueError(f"no download for {dataset!r} here; known: {sorted(files)}")
+    return _fetch_all(dataset, _resolve_sources(dataset, files[dataset], base_url, checksums), Path(download_dir),
+                      progress)
 
 
 def _final_size(images: np.ndarray, size: int, native: int, pad_to: int | None) -> tuple[np.ndarray, str]:
@@ -118,8 +130,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def build_mnist(*, download_dir: str | Path, image_size: int | None, base_url: str | None,
-                checksums: dict | None, progress: bool) -> dict:
-    """Download, verify and parse MNIST (official 60k/10k split).
+                checksums: dict | None, progress: bool, offline: bool = False) -> dict:
+    """Download (unless ``offline``: then they must be there), verify and parse MNIST (official 60k/10k split).
 
     ``image_size`` None or 32 zero-pads 28->32 (2 px each side, the usual
     choice for 32x32 diffusion UNets); 28 keeps the native size; any other
@@ -127,7 +139,7 @@ def build_mnist(*, download_dir: str | Path, image_size: int | None, base_url: s
     """
     size = 32 if image_size is None else int(image_size)
     sources = _resolve_sources("mnist", MNIST_FILES, base_url, checksums)
-    records = _fetch_all("mnist", sources, Path(download_dir), progress)
+    records = _fetch_all("mnist", sources, Path(download_dir), progress, offline)
     folder = Path(download_dir) / "mnist"
 
     def read(name: str, kind: str) -> np.ndarray:
@@ -249,14 +261,14 @@ def read_cifar10_archive(path: str | Path) -> dict[str, tuple[np.ndarray, np.nda
 
 
 def build_cifar10(*, download_dir: str | Path, image_size: int | None, base_url: str | None,
-                  checksums: dict | None, progress: bool) -> dict:
-    """Download, verify and parse CIFAR-10 (official 50k/10k split, 32x32x3).
+                  checksums: dict | None, progress: bool, offline: bool = False) -> dict:
+    """Download (unless ``offline``), verify and parse CIFAR-10 (official 50k/10k split, 32x32x3).
 
     ``image_size`` other than 32 resizes with an antialiased bicubic filter.
     """
     size = 32 if image_size is None else int(image_size)
     sources = _resolve_sources("cifar10", CIFAR10_FILES, base_url, checksums)
-    records = _fetch_all("cifar10", sources, Path(download_dir), progress)
+    records = _fetch_all("cifar10", sources, Path(download_dir), progress, offline)
     path = Path(download_dir) / "cifar10" / CIFAR10_ARCHIVE
     splits = parse_downloaded(path, records[CIFAR10_ARCHIVE], "CIFAR-10 python archive", read_cifar10_archive,
                               _FORMAT_ERRORS)

@@ -16,9 +16,10 @@ from .reconstruction import load_model
 
 @torch.no_grad()
 def encode_split(model, fam, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    x = to_tensor(images)
-    return torch.cat([fam.encode(model, x[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(x), batch_size)]).numpy()
+    # Converted batch by batch (the same floats as converting the whole split): a memory-mapped split is
+    # never held as float32.
+    return torch.cat([fam.encode(model, to_tensor(images[i:i + batch_size]).to(device)).cpu()
+                      for i in range(0, len(images), batch_size)]).numpy()
 
 
 def load_prior(ckpt: dict) -> latent_prior.LatentPrior:
