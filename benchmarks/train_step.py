@@ -12,8 +12,15 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning (GNU OpenMP reads this once, when torch loads it): on a CPU
+# that other processes share, a spinning thread takes the core from the one holding the work, and every small
+# op's barrier then waits for a scheduler slice. Measured here under a load of 8 on 2 cores, 2 threads: the
+# DAE step 1.81 s -> 0.31 s. Set OMP_WAIT_POLICY=ACTIVE to time the spinning default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -208,6 +215,39 @@ def forward_flops_per_image(case: Case, device, h: int, c: int, z_dim: int) -> i
     return f
 
 
+def onednn_sgemm(device, quick: bool = False) -> dict[str, float] | None:
+    """On CPU, FLOP/s of the same square fp32 matmul through oneDNN (the library torch's convolutions run on),
+    best of several, beside matmul_peak's torch.mm (MKL). Both are the machine's "matmul rate"; they differ
+    where MKL does not pick its best kernels, e.g. AMD CPUs, where MKL's sgemm runs an AVX2 path at about half
+    of what the AVX-512 oneDNN kernels (and so our convolutions) reach. None off CPU or without oneDNN."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return None
+    n, reps = (512, 3) if quick else (2048, 10)
+    a, b = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
+    for _ in range(2):
+        torch._C._nn.mkldnn_linear(a, b, None)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch._C._nn.mkldnn_linear(a, b, None)
+        best = min(best, time.perf_counter() - t0)
+    return {"fp32_onednn": 2 * n**3 / best}
+
+
+def matmul_fns(device, quick: bool) -> dict:
+    """Square fp32 matmuls timed inside the interleaved rounds (CPU), so that the step / matmul ratio is
+    measured under the same load: torch.mm (the reference of MFU) and, where present, oneDNN's sgemm."""
+    if device.type != "cpu":
+        return {}
+    n = 512 if quick else 2048
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    fns = {"matmul_torch_mm": (lambda: torch.mm(a, b, out=out), 2 * n**3)}
+    if torch.backends.mkldnn.is_available():
+        am, bm = a.to_mkldnn(), b.to_mkldnn()
+        fns["matmul_onednn"] = (lambda: torch._C._nn.mkldnn_linear(am, bm, None), 2 * n**3)
+    return fns
+
+
 def run_settings(cfg: dict, device) -> dict:
     """The compute settings a training job on ``device`` uses (daebench.compute.effective), applied here."""
     try:
@@ -233,7 +273,8 @@ def shrink(cfg: dict) -> dict:
     return cfg
 
 
-def run_size(label: str, cfg: dict, device, batch: int, args, peak_name: str, peak: float) -> dict:
+def run_size(label: str, cfg: dict, device, batch: int, args, peak_name: str, peak: float,
+             peak_onednn: float | None = None) -> dict:
     h, c = C.image_shape(cfg)
     quick = args.quick
     if quick:
@@ -288,25 +329,43 @@ def run_size(label: str, cfg: dict, device, batch: int, args, peak_name: str, pe
     # the paper-like size on CPU takes seconds per step: fewer rounds there unless asked (a GPU keeps the others)
     slow = label != "default" and device.type == "cpu"
     warm, iters = (1, 1) if quick else ((args.paper_warmup, args.paper_iters) if slow else (args.warmup, args.iters))
+    mm = matmul_fns(device, quick)
     load0 = C.loadavg()
-    times = C.time_interleaved({cs.name: cs.step for cs in cases}, device, warmup=warm, iters=iters)
+    times = C.time_interleaved({**{cs.name: cs.step for cs in cases}, **{k: f for k, (f, _) in mm.items()}},
+                               device, warmup=warm, iters=iters)
     load1 = C.loadavg()
+    # the matmuls' median rate in the same rounds: the step / matmul ratio under the same load
+    in_rounds = {k: fl / C.median(times[k]) for k, (_, fl) in mm.items()}
     rows = []
     for cs in cases:
         t = C.median(times[cs.name])
-        rows.append({"case": cs.name, "what": cs.what, "method": cs.method, "params": cs.params,
-                     "trainable_params": cs.trainable, "batch": cs.batch, "step_ms": 1e3 * t,
-                     "spread": C.spread(times[cs.name]), "images_per_s": cs.batch / t,
-                     "flops_per_step": cs.flops_per_step, "flops_per_image": cs.flops_per_step / cs.batch,
-                     "flops_per_s": cs.flops_per_step / t, "mfu": cs.flops_per_step / t / peak,
-                     "n_timed": len(times[cs.name])})
+        row = {"case": cs.name, "what": cs.what, "method": cs.method, "params": cs.params,
+               "trainable_params": cs.trainable, "batch": cs.batch, "step_ms": 1e3 * t,
+               "spread": C.spread(times[cs.name]), "images_per_s": cs.batch / t,
+               "flops_per_step": cs.flops_per_step, "flops_per_image": cs.flops_per_step / cs.batch,
+               "flops_per_s": cs.flops_per_step / t, "mfu": cs.flops_per_step / t / peak,
+               "n_timed": len(times[cs.name])}
+        if peak_onednn:
+            row["mfu_onednn"] = cs.flops_per_step / t / peak_onednn
+        for k, v in in_rounds.items():
+            row[f"ratio_to_{k}_in_rounds"] = cs.flops_per_step / t / v
+        rows.append(row)
+    cols = [("case", "case"), ("method", "method/phase"), ("params", "params (M)"), ("batch", "batch"),
+            ("step_ms", "step ms"), ("spread", "IQR/med"), ("images_per_s", "images/s"),
+            ("gflop_img", "GFLOP/img"), ("gflops", "GFLOP/s"), ("mfu_pct", f"MFU % ({peak_name})")]
+    if peak_onednn:
+        cols.append(("mfu_onednn_pct", "% oneDNN sgemm"))
+    if "matmul_torch_mm" in in_rounds:
+        cols.append(("in_rounds_pct", "% torch.mm in rounds"))
     C.print_table([{**r, "params": r["params"] / 1e6, "gflop_img": r["flops_per_image"] / 1e9,
-                    "gflops": r["flops_per_s"] / 1e9, "mfu_pct": 100 * r["mfu"]} for r in rows],
-                  [("case", "case"), ("method", "method/phase"), ("params", "params (M)"), ("batch", "batch"),
-                   ("step_ms", "step ms"), ("spread", "IQR/med"), ("images_per_s", "images/s"),
-                   ("gflop_img", "GFLOP/img"), ("gflops", "GFLOP/s"), ("mfu_pct", f"MFU % ({peak_name})")],
-                  title=f"training step, {label} size (median of {iters} interleaved steps after {warm} warm-up; "
-                        f"load {load0} -> {load1})")
+                    "gflops": r["flops_per_s"] / 1e9, "mfu_pct": 100 * r["mfu"],
+                    "mfu_onednn_pct": 100 * r.get("mfu_onednn", 0.0),
+                    "in_rounds_pct": 100 * r.get("ratio_to_matmul_torch_mm_in_rounds", 0.0)} for r in rows],
+                  cols, title=f"training step, {label} size (median of {iters} interleaved steps after {warm} warm-up; "
+                              f"load {load0} -> {load1})")
+    if in_rounds:
+        print("matmuls timed in the same rounds (median): "
+              + ", ".join(f"{k[len('matmul_'):]} {C.si(v, 'FLOP/s')}" for k, v in in_rounds.items()))
 
     # the acceptance pairs again, alone and tightly interleaved, with more iterations
     pair_iters = 1 if quick else (args.paper_compare_iters if slow else args.compare_iters)
@@ -347,7 +406,7 @@ def run_size(label: str, cfg: dict, device, batch: int, args, peak_name: str, pe
                   f"{e['flop_ratio_diffusers_over_ours']:.3f}x ours")
     return {"dataset": cfg["dataset"], "image_shape": [c, h, h], "batch_size": batch, "quick": quick,
             "nets": cfg["nets"], "warmup": warm, "iters": iters, "loadavg": [load0, load1],
-            "families": rows, "comparisons": comp_out}
+            "matmul_flops_per_s_in_rounds": in_rounds, "families": rows, "comparisons": comp_out}
 
 
 def main(argv=None) -> int:
@@ -376,24 +435,30 @@ def main(argv=None) -> int:
     compute = run_settings(C.load_config(), device)
     env = C.environment(device)
     env["compute"] = compute
+    env["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     C.print_environment(env)
     peak = C.matmul_peak(device, args.quick)
     peak_name, peak_val = C.training_peak(peak, device, compute.get("amp", "none"))
+    peak.update(onednn_sgemm(device, args.quick) or {})
+    peak_onednn = peak.get("fp32_onednn") if peak_name == "fp32" else None
     print("matmul peak: " + ", ".join(f"{k} {C.si(v, 'FLOP/s')}" for k, v in peak.items())
-          + f"  (MFU below is against {peak_name})")
+          + f"  (MFU below is against {peak_name}" + (", torch.mm; '% oneDNN sgemm' against fp32_onednn)"
+                                                      if peak_onednn else ")"))
     out = {"env": env, "peak_flops_per_s": peak, "mfu_reference": peak_name, "sizes": {}}
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in sizes:
         if size == "default":
             cfg = C.load_config()
             batch = 4 if args.quick else (args.batch or cfg["train"]["batch_size"])
-            out["sizes"]["default"] = run_size("default", cfg, device, batch, args, peak_name, peak_val)
+            out["sizes"]["default"] = run_size("default", cfg, device, batch, args, peak_name, peak_val,
+                                             peak_onednn)
             out["sizes"]["default"]["config_source"] = "params.yaml"
         elif size == "paper":
             src = args.configfile or (PRESET if PRESET.exists() else None)
             cfg = C.load_config(src) if src else C.load_config(overrides=C.PAPER_OVERRIDES)
             batch = 2 if args.quick else (args.paper_batch or (cfg["train"]["batch_size"] if device.type == "cuda" else 4))
-            out["sizes"]["paper"] = run_size("paper-like", cfg, device, batch, args, peak_name, peak_val)
+            out["sizes"]["paper"] = run_size("paper-like", cfg, device, batch, args, peak_name, peak_val,
+                                           peak_onednn)
             out["sizes"]["paper"]["config_source"] = str(src) if src else "built-in PAPER_OVERRIDES"
         else:
             raise SystemExit(f"unknown size {size!r}; known: default, paper")
@@ -405,6 +470,19 @@ def main(argv=None) -> int:
         "ratios": ratios, "primary": primary,
         "pass": bool(primary) and all(v >= args.min_ratio for v in primary.values()),
         "pass_all_pairs": bool(ratios) and all(v >= args.min_ratio for v in ratios.values())}
+    # the DAE step against the matmul rates (the CPU speed target of issue 15: >= 55 % at the default size)
+    mfu = {}
+    for size, r in out["sizes"].items():
+        for row in r["families"]:
+            if row["case"] in ("dae_phase2", "dae_eps"):
+                mfu[f"{size}/{row['case']}"] = {k: row[k] for k in row
+                                                if k == "mfu" or k == "mfu_onednn" or k.startswith("ratio_to_")}
+    out["acceptance"]["dae_step_mfu"] = mfu
+    for k, v in mfu.items():
+        print(f"{k}: MFU {100 * v['mfu']:.1f} % of {peak_name} (torch.mm)"
+              + (f", {100 * v['mfu_onednn']:.1f} % of oneDNN sgemm" if "mfu_onednn" in v else "")
+              + "".join(f", {100 * x:.1f} % of {n[len('ratio_to_matmul_'):-len('_in_rounds')]} in the same rounds"
+                        for n, x in v.items() if n.startswith("ratio_to_")))
     out["loadavg_end"] = C.loadavg()
     print("\nacceptance (" + out["acceptance"]["criterion"] + "): "
           + ", ".join(f"{k} {v:.3f}x" for k, v in ratios.items())

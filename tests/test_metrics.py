@@ -214,20 +214,47 @@ def test_frechet_distance_domain_zero_and_monotone(digits, classifier):
     assert 0 < fd_blur[0] < fd_blur[1] < fd_blur[2], fd_blur
 
 
-def test_frechet_distance_domain_uses_cleanfid_custom_extractor(digits, classifier, monkeypatch):
+def _cleanfid_folder_fd(tmp_path, real, fake, extractor, **kw) -> float:
+    """The reference: clean-fid's compute_fid on two folders holding one .npy per uint8 NHWC image (the
+    pipeline's former path), with the same feature extractor."""
     from cleanfid import fid as cfid
 
-    seen = {}
-    real_compute = cfid.compute_fid
+    dirs = []
+    for name, arr in (("real", real), ("fake", fake)):
+        d = tmp_path / name
+        d.mkdir(parents=True)
+        for i, img in enumerate(arr):
+            np.save(d / f"{i:07d}.npy", img)
+        dirs.append(str(d))
+    return float(cfid.compute_fid(*dirs, custom_feat_extractor=extractor, num_workers=0, verbose=False,
+                                  use_dataparallel=False, **kw))
 
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real_compute(*args, **kwargs)
 
-    monkeypatch.setattr(cfid, "compute_fid", spy)
+def _spy_extractor(monkeypatch) -> list:
+    """Records the feature extractor every cleanfid.fid.get_batch_features call receives."""
+    from cleanfid import fid as cfid
+
+    seen, real_fn = [], cfid.get_batch_features
+
+    def spy(batch, model, device):
+        seen.append(model)
+        return real_fn(batch, model, device)
+
+    monkeypatch.setattr(cfid, "get_batch_features", spy)
+    return seen
+
+
+def test_frechet_distance_domain_equals_cleanfid_folder_path(digits, classifier, monkeypatch, tmp_path):
+    """Computed in memory through clean-fid's get_batch_features, the value equals clean-fid's compute_fid
+    on folders of the same images (one .npy each) with the same extractor and identity resize."""
     model, _ = classifier
-    features.frechet_distance_domain(digits[0][:64], digits[2][:64], model)
-    assert callable(seen["custom_feat_extractor"]) and seen["custom_fn_resize"] is not None
+    real, fake = features.to_uint8_nhwc(digits[0][:300]), features.to_uint8_nhwc(digits[2][:300])
+    seen = _spy_extractor(monkeypatch)
+    value = features.frechet_distance_domain(real, fake, model, batch_size=128)
+    assert len(seen) == 6 and all(m is seen[0] for m in seen)  # 3 batches per set, one extractor
+    ref = _cleanfid_folder_fd(tmp_path, real, fake, seen[0], mode="clean", custom_fn_resize=lambda img: img,
+                              batch_size=128, device=torch.device("cpu"))
+    assert value > 0 and value == pytest.approx(ref, rel=1e-9, abs=1e-12), (value, ref)
 
 
 def test_feature_distance_domain(digits, classifier):
@@ -458,8 +485,13 @@ def test_fid_cf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
     x, _ = _images("structured", 6, 1, 16, seed=7)
     v0, mode = features.fid_cf(x, x, tmp_path, device="cpu")
     assert mode == "clean" and abs(v0) <= FD_RTOL * scale[-1], (v0, scale[-1])
+    seen = _spy_extractor(monkeypatch)
     v1, _ = features.fid_cf(x, _noisy(x, 0.5), tmp_path, device="cpu")
     assert np.isfinite(v1) and v1 > 0
+    # in memory = clean-fid's folder path on the same images (PIL bicubic resize to 299 included)
+    u8 = [features._to_rgb_uint8(features.to_uint8_nhwc(a)) for a in (x, _noisy(x, 0.5))]
+    ref = _cleanfid_folder_fd(tmp_path / "ref", *u8, seen[0], mode="clean", batch_size=64, device=torch.device("cpu"))
+    assert v1 == pytest.approx(ref, rel=1e-9, abs=1e-12), (v1, ref)
 
 
 @pytest.mark.usefixtures("no_network")

@@ -262,32 +262,42 @@ def fid_tf(
     return float(metrics["frechet_inception_distance"]), "inception-v3-compat"
 
 
-def _write_npy_folder(arr: np.ndarray, folder: str) -> None:
-    # One .npy per image: clean-fid reads folders, and .npy round-trips uint8 exactly
-    # without an image codec or a colour-mode conversion.
-    for i, img in enumerate(arr):
-        np.save(os.path.join(folder, f"{i:07d}.npy"), img)
+def _cleanfid_features(arr: np.ndarray, extractor, *, mode: str, custom_fn_resize=None, batch_size: int,
+                       device: torch.device) -> np.ndarray:
+    """Features of uint8 NHWC images exactly as clean-fid's folder path computes them for the same images
+    saved one .npy per file (cleanfid.utils.ResizeDataset, default collation, cleanfid.fid.get_batch_features),
+    but from memory: per image the mode's resize (build_resizer(mode), or ``custom_fn_resize``), then
+    ToTensor (x 255 for uint8 results, as clean-fid does); batches of ``batch_size`` in order."""
+    import torchvision
+    from cleanfid import fid as cfid
+    from cleanfid.resize import build_resizer
+
+    fn_resize = custom_fn_resize if custom_fn_resize is not None else build_resizer(mode)
+    to_tensor = torchvision.transforms.ToTensor()
+
+    def load(img: np.ndarray) -> torch.Tensor:
+        out = fn_resize(img)
+        if out.dtype == np.uint8:
+            return to_tensor(np.array(out)) * 255
+        if out.dtype == np.float32:
+            return to_tensor(out)
+        raise TypeError(f"clean-fid resize returned {out.dtype}; expected uint8 or float32")
+
+    feats = [cfid.get_batch_features(torch.stack([load(img) for img in arr[i:i + batch_size]]), extractor, device)
+             for i in range(0, len(arr), batch_size)]
+    return np.concatenate(feats)
 
 
-def _cleanfid_folders(real: np.ndarray, fake: np.ndarray, **compute_fid_kwargs) -> float:
+def _cleanfid_distance(real: np.ndarray, fake: np.ndarray, extractor, *, mode: str, custom_fn_resize=None,
+                       batch_size: int, device: torch.device) -> float:
+    """clean-fid's Frechet distance between two uint8 NHWC image sets, computed in memory: the same features
+    (see _cleanfid_features), statistics (np.mean, np.cov) and matrix square root (cleanfid.fid.frechet_distance)
+    as cleanfid.fid.compute_fid(folder1, folder2, custom_feat_extractor=...) on a folder of .npy files per set,
+    without writing one file per image (a test checks the two agree)."""
     from cleanfid import fid as cfid
 
-    with tempfile.TemporaryDirectory(prefix="daebench-fd-") as tmp:
-        d1, d2 = os.path.join(tmp, "real"), os.path.join(tmp, "fake")
-        os.mkdir(d1)
-        os.mkdir(d2)
-        _write_npy_folder(real, d1)
-        _write_npy_folder(fake, d2)
-        return float(
-            cfid.compute_fid(
-                d1,
-                d2,
-                num_workers=0,
-                verbose=False,
-                use_dataparallel=False,
-                **compute_fid_kwargs,
-            )
-        )
+    kw = {"mode": mode, "custom_fn_resize": custom_fn_resize, "batch_size": batch_size, "device": device}
+    return float(cfid.fid_from_feats(_cleanfid_features(real, extractor, **kw), _cleanfid_features(fake, extractor, **kw)))
 
 
 _CF_CACHE: dict[tuple[str, str, bool], torch.nn.Module] = {}
@@ -306,9 +316,10 @@ def fid_cf(
 
     mode: 'clean' (PIL bicubic resize to 299 outside the network, the
     clean-fid default) or 'legacy_tensorflow' (TF-style resize inside).
-    The extractor is built here and passed as custom_feat_extractor because
-    clean-fid's own build_feature_extractor always downloads to /tmp.
-    Returns (fid, mode).
+    The extractor is built here (clean-fid's own build_feature_extractor
+    always downloads to /tmp) and run through clean-fid's feature pipeline
+    in memory (_cleanfid_distance: the same value as compute_fid on folders
+    of the images, without writing them). Returns (fid, mode).
     """
     if mode not in ("clean", "legacy_tensorflow"):
         raise ValueError(f"fid_cf mode must be 'clean' or 'legacy_tensorflow', got {mode!r}")
@@ -330,11 +341,11 @@ def fid_cf(
     def extractor(x: torch.Tensor) -> torch.Tensor:
         return model(x.to(dev))
 
-    value = _cleanfid_folders(
+    value = _cleanfid_distance(
         _to_rgb_uint8(to_uint8_nhwc(real)),
         _to_rgb_uint8(to_uint8_nhwc(fake)),
+        extractor,
         mode=mode,
-        custom_feat_extractor=extractor,
         batch_size=batch_size,
         device=dev,
     )
@@ -594,8 +605,10 @@ def domain_features(model: DomainClassifier, x: Any, *, batch_size: int = 1024) 
 def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, batch_size: int = 256) -> float:
     """Frechet distance between two image sets in the domain classifier's features.
 
-    Goes through clean-fid's own folder pipeline with custom_feat_extractor
-    (so the statistics and the matrix square root are clean-fid's), with
+    Goes through clean-fid's feature pipeline in memory with the classifier
+    as the extractor (_cleanfid_distance: the statistics and the matrix
+    square root are clean-fid's, the value that of compute_fid with
+    custom_feat_extractor on folders of the images), with
     custom_fn_resize = identity: the 299x299 resize exists for Inception and
     would only blur a classifier trained at native resolution.  Images are
     quantised to uint8 first, as for FID.  Tiny negative values from
@@ -609,11 +622,11 @@ def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, ba
         xb = torch.round(batch.float()) / 127.5 - 1.0
         return domain_features(model, xb.to(dev), batch_size=batch_size)
 
-    value = _cleanfid_folders(
+    value = _cleanfid_distance(
         to_uint8_nhwc(real),
         to_uint8_nhwc(fake),
+        extractor,
         mode="clean",
-        custom_feat_extractor=extractor,
         custom_fn_resize=lambda img: img,
         batch_size=batch_size,
         device=dev,

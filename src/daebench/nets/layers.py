@@ -37,12 +37,18 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    # t in [0, 1] is scaled to the DDPM range [0, 1000] so the frequencies cover it as in ADM.
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       dtype: torch.dtype | None = None) -> torch.Tensor:
+    """ADM's sinusoidal embedding of t in [0, 1] (scaled to the DDPM range [0, 1000] so the frequencies cover
+    it). Computed in float32, or in float64 when t or ``dtype`` is float64 (never in a half type: the phases
+    need the precision); returned in ``dtype`` (callers pass their first Linear's weight dtype), by default
+    in the dtype it was computed in."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = (t.float() * 1000.0)[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    work = torch.float64 if torch.float64 in (t.dtype, dtype) else torch.float32
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=work) / half)
+    args = (t.to(work) * 1000.0)[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return emb if dtype is None else emb.to(dtype)
 
 
 class ResBlock(nn.Module):

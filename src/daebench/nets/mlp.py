@@ -29,7 +29,7 @@ class MLPSkipNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim, dtype=self.time_mlp[0].weight.dtype))
         h = z_t
         for i, (lin, scale, norm) in enumerate(zip(self.layers, self.scales, self.norms)):
             h = lin(h if i == 0 else torch.cat([h, z_t], dim=1))

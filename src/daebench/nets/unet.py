@@ -77,7 +77,7 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.model_channels))
+        emb = self.time_mlp(timestep_embedding(t, self.model_channels, dtype=self.time_mlp[0].weight.dtype))
         if self.z_emb is not None:
             emb = emb + self.z_emb(z)
         cond = self.z_mlp(z) if self.z_mlp is not None else None
@@ -123,7 +123,8 @@ class Encoder(nn.Module):
         self.head = nn.Linear(cur, z_dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.model_channels)) if self.time_mlp is not None else None
+        emb = (self.time_mlp(timestep_embedding(t, self.model_channels, dtype=self.time_mlp[0].weight.dtype))
+               if self.time_mlp is not None else None)
         h = x
         for layer in self.body:
             h = to_layout(h)
