@@ -64,6 +64,12 @@ def test_train_step(tmp_path):
     acc = res["acceptance"]
     assert set(acc["ratios"]) == {"default/dae_vs_diffusers", "default/unet_vs_diffusers"}
     assert isinstance(acc["pass"], bool)
+    # on CPU: the matmuls timed in the same rounds as the steps, and the DAE step's share of them
+    if res["env"]["device"] == "cpu":
+        assert positive(size["matmul_flops_per_s_in_rounds"]["matmul_torch_mm"])
+        assert set(acc["dae_step_mfu"]) == {"default/dae_phase2", "default/dae_eps"}
+        for v in acc["dae_step_mfu"].values():
+            assert positive(v["mfu"]) and positive(v["ratio_to_matmul_torch_mm_in_rounds"])
 
 
 @pytest.mark.slow

@@ -175,6 +175,20 @@ def test_classifier_training_is_seeded(digits):
         assert torch.equal(va, vb), k
 
 
+
+def test_classifier_on_a_memory_mapped_split_equals_the_in_memory_one(digits, tmp_path):
+    """The classifier job reads the train split memory-mapped (paper-scale sets) and converts batch by batch:
+    the same weights as training on the loaded array."""
+    xtr, ytr = digits[0][:256], digits[1][:256]
+    np.save(tmp_path / "x.npy", xtr)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert isinstance(mapped, np.memmap)
+    a, ia = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    b, ib = features.train_classifier(mapped, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert ia["train_accuracy"] == ib["train_accuracy"]
+
 # A Frechet distance is computed through a matrix square root whose round-off scales with the
 # statistics (scipy's sqrtm of a rank-deficient covariance is accurate to ~sqrt(machine eps) of its
 # norm, and differs between CPU vendors' BLAS), so "zero" is judged relative to that scale.

@@ -175,7 +175,7 @@ def cmd_train_classifier(a) -> None:
     _threads(a.threads)
     cfg = json.loads(a.cfg)
     c = cfg["classifier"]
-    xtr, ytr = load_split(a.data, "train")
+    xtr, ytr = load_split(a.data, "train", mmap=True)  # batches converted one by one (paper-scale sets)
     xte, yte = load_split(a.data, "test")
     model, info = train_classifier(xtr, ytr, steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"],
                                    seed=c["seed"], test_images=xte, test_labels=yte)

@@ -60,23 +60,31 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (WORLD_SIZE in the environment), at any process count
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        """A DDP job: several processes, or one started by torchrun (so that one GPU runs the DDP path too)."""
+        return self.world_size > 1 or self.launched
+
 
 def dist_info(environ: Mapping[str, str] = os.environ) -> Dist:
     """This process's place in a torchrun job (one process outside torchrun)."""
-    return Dist(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)))
+    return Dist(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)),
+                "WORLD_SIZE" in environ)
 
 
 def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun job's process group (NCCL on CUDA, gloo on CPU); a no-op for one process."""
+    """Join the torchrun job's process group (NCCL on CUDA, gloo on CPU), also as torchrun's only process; a
+    no-op outside torchrun."""
     import torch.distributed as dist
 
     info = dist_info()
-    if info.world_size > 1 and not dist.is_initialized():
+    if info.distributed and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -205,7 +205,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
     """
     device = resolve_device(train_cfg["device"])
     dist = compute_mod.dist_info()
-    if device.type == "cuda" and dist.world_size > 1:
+    if device.type == "cuda" and dist.distributed:
         device = torch.device("cuda", dist.local_rank)
     eff = compute_mod.effective(compute or compute_mod.DEFAULTS, device)
     compute_mod.init_distributed(device)
@@ -269,7 +269,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
         for m in model.children():
             m.compile()  # in place: parameter names (and so checkpoints) stay as they are
     step_module = _Step(model, step_fns)
-    if dist.world_size > 1:
+    if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         # Each stage of a multi-stage loss leaves the other stages' networks without gradients; one-stage
@@ -296,7 +296,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
         names = list(first_bad)
         at = torch.stack([first_bad[k] for k in names]).to(torch.float64)
         at = torch.where(at < 0, torch.full_like(at, float("inf")), at)
-        if dist.world_size > 1:
+        if dist.distributed:
             import torch.distributed as tdist
 
             tdist.all_reduce(at, op=tdist.ReduceOp.MIN)
@@ -350,7 +350,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
         if done % train_cfg["log_every"] == 0 or done == steps:
             keys = sorted(sums)
             totals = torch.stack([sums[k] for k in keys]) / count
-            if dist.world_size > 1:
+            if dist.distributed:
                 import torch.distributed as tdist
 
                 tdist.all_reduce(totals)

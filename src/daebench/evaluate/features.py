@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daebench.data.transforms import UInt8Images
 from daebench.evaluate.weights import (
     DEFAULT_WEIGHTS_DIR,
     LPIPS_LINEAR,
@@ -373,12 +374,14 @@ def _shift_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _accuracy(model: DomainClassifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def _accuracy(model: DomainClassifier, x: torch.Tensor | UInt8Images, y: torch.Tensor, batch_size: int = 1024
+              ) -> float:
     model.eval()
     dev = next(model.parameters()).device
     correct = 0
     for i in range(0, len(x), batch_size):
-        pred = model(x[i : i + batch_size].to(dev)).argmax(dim=1).cpu()
+        xb = x.batch(np.arange(i, min(i + batch_size, len(x)))) if isinstance(x, UInt8Images) else x[i : i + batch_size]
+        pred = model(xb.to(dev)).argmax(dim=1).cpu()
         correct += int((pred == y[i : i + batch_size]).sum())
     return correct / max(1, len(x))
 
@@ -459,7 +462,9 @@ def _train_classifier(
     device,
 ) -> tuple[DomainClassifier, dict]:
     t0 = time.perf_counter()
-    x = to_float_nchw(to_uint8_nhwc(train_images_uint8_nhwc))
+    # uint8, converted batch by batch: a paper-scale (memory-mapped) split never exists as float32.
+    raw = train_images_uint8_nhwc
+    x = UInt8Images(raw if isinstance(raw, np.memmap) and raw.ndim == 4 else to_uint8_nhwc(raw))
     y = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -490,7 +495,7 @@ def _train_classifier(
             pos = 0
         idx = perm[pos : pos + bs]
         pos += bs
-        xb = x[idx]
+        xb = x.batch(idx)
         if augment:
             xb = _shift_augment(xb, gen)
         loss = F.cross_entropy(model(xb.to(dev)), y[idx].to(dev))
