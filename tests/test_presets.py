@@ -231,3 +231,35 @@ def test_param_counts_training_cost_estimate(param_counts):
     fwd = sum(param_counts.forward_flops(m, cfg) for m in nets.values())
     assert totals[0]["train_pflops"] == pytest.approx(3 * fwd * 64e6 / 1e15, rel=1e-3)
     assert totals[0]["gpu_hours"] == pytest.approx(totals[0]["train_pflops"] * 1e15 / 100e12 / 3600, rel=1e-2)
+
+
+# The emergence ladders (workflow/ladders/*.yaml): each, stacked as its header says, validates and dry-runs its
+# curve with one point per budget, and its settings reach the points.
+LADDERS = {"ddvi": ("ddvi", ["ddvi.yaml"]), "scorevae": ("scorevae", ["scorevae.yaml"]),
+           "scorevae_levels": ("scorevae", ["scorevae.yaml", "scorevae_levels.yaml"])}
+
+
+def test_every_ladder_is_dry_run_tested():
+    assert {p.stem for p in (ROOT / "workflow" / "ladders").glob("*.yaml")} == set(LADDERS)
+
+
+@pytest.mark.parametrize("name", sorted(LADDERS))
+def test_ladder_dry_runs_one_point_per_budget_with_its_settings(project, name):
+    study, files = LADDERS[name]
+    header = (ROOT / "workflow" / "ladders" / files[-1]).read_text()
+    assert all(f"workflow/ladders/{f}" in header for f in files), "the header's command names every file stacked"
+    args = ["-n", "-p", f"results/emergence/{study}.csv", "--configfile", *[f"workflow/ladders/{f}" for f in files]]
+    proc = subprocess.run(SNAKEMAKE + args, cwd=project, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    merged: dict = {}
+    for f in files:
+        for key, value in yaml.safe_load((ROOT / "workflow" / "ladders" / f).read_text()).items():
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    points = job_cfgs(out, "emergence-point")
+    assert job_counts(out)["emergence_point"] == len(points) == len(merged["emergence"]["scales"])
+    for cfg in points:
+        for method, keys in merged.get("methods", {}).items():
+            assert cfg["methods"][method] == {**cfg["methods"][method], **keys}, method
+        for block, sizes in merged.get("nets", {}).items():
+            assert cfg["nets"][block] == {**cfg["nets"][block], **sizes}, block
