@@ -121,7 +121,7 @@ def load_config(configfile: Path | None = None, overrides: dict | None = None) -
         deep_update(cfg, yaml.safe_load(Path(configfile).read_text()) or {})
     elif overrides:
         deep_update(cfg, overrides)
-    return validate(cfg, SCHEMA)
+    return validate(cfg, SCHEMA, local_data=False)  # networks only: no dataset is read
 
 
 def image_shape(cfg: dict) -> tuple[int, int]:

@@ -87,7 +87,7 @@ def load_config(preset: Path) -> dict:
 
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
     _merge(cfg, yaml.safe_load(preset.read_text()) or {})
-    return validate(cfg, SCHEMA)
+    return validate(cfg, SCHEMA, local_data=False)  # networks only: no dataset is read
 
 
 def study_methods(cfg: dict, targets: list[str]) -> list[tuple[str, str]]:

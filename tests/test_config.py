@@ -1,5 +1,7 @@
 """params.yaml validation: bad keys, names and values stop the run before any job, naming the key."""
 import copy
+import itertools
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daebench.config import ConfigError, validate
+from daebench.config import DDVI_ONLY, FAMILY_KEYS, ConfigError, validate
+from daebench.data.registry import DATASETS, needs_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/params.schema.yaml"
@@ -119,3 +122,223 @@ def test_snakemake_fails_before_any_job(tmp_path, mutate, key):
     assert proc.returncode != 0
     assert "invalid parameters" in out and key in out, out[-2000:]
     assert "rule prepare_data" not in out  # no job was scheduled
+
+
+# --------------------------------------------------------------------------- NaN / inf, every number of the schema
+
+SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
+ANY = "*"  # any key of a map (additionalProperties / patternProperties); an int is a list index
+
+
+def schema_numbers(node, parts=(), depth=0):
+    """Schema paths (tuples of keys, ANY, 0 for list items) of every value of type number or integer."""
+    assert depth < 30, parts
+    if "$ref" in node:
+        node = {**SCHEMA_DOC["definitions"][node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items()
+                                                                           if k != "$ref"}}
+    types = node.get("type", [])
+    out = [parts] if {"number", "integer"} & set([types] if isinstance(types, str) else types) else []
+    for key, sub in node.get("properties", {}).items():
+        out += schema_numbers(sub, (*parts, key), depth + 1)
+    for sub in [node.get("additionalProperties"), *node.get("patternProperties", {}).values()]:
+        if isinstance(sub, dict):
+            out += schema_numbers(sub, (*parts, ANY), depth + 1)
+    if isinstance(node.get("items"), dict):
+        out += schema_numbers(node["items"], (*parts, 0), depth + 1)
+    for sub in [*node.get("allOf", []), *node.get("anyOf", []), *node.get("oneOf", []), node.get("then"),
+                node.get("else")]:
+        if isinstance(sub, dict):
+            out += schema_numbers(sub, parts, depth + 1)
+    return sorted(set(out), key=str)
+
+
+NUMBERS = schema_numbers(SCHEMA_DOC)
+# Containers an optional key needs around it to sit at a valid place (their required keys).
+SEEDS = {"loss_levels": {"name": "shifted_cosine"}}
+
+
+def key_name(parts):
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def owners_ok(parts, i, name):
+    """Whether the map entry ``name`` at ``parts[i]`` may hold the rest of the path (a family's own keys)."""
+    if parts[:i] == ("methods",) and i + 1 < len(parts) and parts[i + 1] in set().union(*FAMILY_KEYS.values()):
+        return parts[i + 1] in FAMILY_KEYS[PARAMS["methods"][name]["family"]]
+    if parts[:i] == ("ddvi", "methods") and parts[i + 1] in DDVI_ONLY:
+        return PARAMS["ddvi"]["methods"][name]["family"] in DDVI_ONLY[parts[i + 1]]
+    return True
+
+
+def existing_depth(obj, parts):
+    for n, p in enumerate(parts):
+        if isinstance(p, int):
+            if not (isinstance(obj, list) and len(obj) > p):
+                return n
+        elif not (isinstance(obj, dict) and p in obj):
+            return n
+        obj = obj[p]
+    return len(parts)
+
+
+def locate(parts):
+    """A concrete key in params.yaml for a schema path: map entries of the key's own family, preferring one
+    where the key (or most of its path) is already set; an absent container is added with its required keys."""
+    concrete = []
+    for i, p in enumerate(parts):
+        if p != ANY:
+            concrete.append(p)
+            continue
+        where = PARAMS
+        for q in concrete:
+            where = where[q]
+        names = sorted(n for n in where if owners_ok(parts, i, n))
+        concrete.append(max(names, key=lambda n: existing_depth(where[n], parts[i + 1:])))
+    return tuple(concrete)
+
+
+def with_value(parts, value):
+    cfg = copy.deepcopy(PARAMS)
+    obj = cfg
+    for p, nxt in itertools.pairwise(parts):
+        if isinstance(p, int):
+            while len(obj) <= p:
+                obj.append({} if isinstance(nxt, str) else [])
+        elif p not in obj or obj[p] is None:
+            obj[p] = copy.deepcopy(SEEDS.get(p, {})) if isinstance(nxt, str) else []
+        obj = obj[p]
+    last = parts[-1]
+    if isinstance(last, int):
+        obj[last:last + 1] = [value]
+    else:
+        obj[last] = value
+    return cfg
+
+
+def numeric_leaves(obj, parts=()):
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [parts]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return [leaf for k, v in items for leaf in numeric_leaves(v, (*parts, k))]
+
+
+def generic(parts):
+    """A concrete key -> its schema path (map entries of methods / ddvi.methods as ANY)."""
+    parts = list(parts)
+    for prefix in (("methods",), ("ddvi", "methods")):
+        if tuple(parts[:len(prefix)]) == prefix and len(parts) > len(prefix):
+            parts[len(prefix)] = ANY
+    return tuple(0 if isinstance(p, int) else p for p in parts)
+
+
+# Free-form blocks (type: object without properties): no schema path, covered by the test after the next.
+FREE_FORM = (("ddvi", "genotypes", "simulated"), ("ddvi", "genotypes", "1000_genomes"),
+             ("ddvi", "methods", ANY, "settings"))
+
+
+def test_schema_walk_finds_every_number_of_params_yaml():
+    assert len(NUMBERS) > 100
+    assert {("train", "lr"), ("train", "ema_decay"), ("ddvi", "train", "lr"), ("methods", ANY, "bridge", "t_min"),
+            ("ddvi", "methods", ANY, "beta", 0), ("nets", "decoder", "dropout"), ("emergence", "scales", 0),
+            ("methods", ANY, "phases", 0, "schedule", "scale")} <= set(NUMBERS)
+    shipped = {generic(leaf) for leaf in numeric_leaves(PARAMS)
+               if not any(generic(leaf)[:len(f)] == f for f in FREE_FORM)}
+    assert shipped - set(NUMBERS) == set()  # every number params.yaml sets has a schema path tested below
+    assert validate(copy.deepcopy(PARAMS), SCHEMA)  # and the base the cases start from is valid
+
+
+@pytest.mark.parametrize("parts", NUMBERS, ids=key_name)
+def test_every_schema_number_rejects_nan_and_inf_naming_the_key(parts):
+    """No key of the schema allows NaN or infinity, so each gets NaN, inf and -inf in turn at a valid place:
+    the one problem reported is that value at that key (JSON-schema bounds alone let NaN through)."""
+    key = key_name(locate(parts))
+    for value in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ConfigError) as err:
+            check(with_value(locate(parts), value))
+        (problem,) = str(err.value).splitlines()[1:]
+        assert problem.startswith(f"  - {key}: {value!r} is not a finite number; give a finite value"), problem
+
+
+@pytest.mark.parametrize("parts", [
+    ("ddvi", "genotypes", "simulated", "mutation_rate"),       # free-form blocks read by daebench.data.genotypes
+    ("ddvi", "genotypes", "1000_genomes", "max_sites"),
+    ("ddvi", "methods", "ddvi", "settings", "semi", "kl_weight"),   # a per-setting override
+    ("ddvi", "methods", "aaeb", "settings", "cluster", "noise"),
+], ids=key_name)
+def test_nan_in_free_form_blocks_is_rejected_too(parts):
+    with pytest.raises(ConfigError) as err:
+        check(with_value(parts, float("nan")))
+    assert str(err.value).splitlines()[1].startswith(f"  - {key_name(parts)}: nan is not a finite number")
+
+
+def test_yaml_nan_and_inf_spellings_are_rejected():
+    cfg = copy.deepcopy(PARAMS)
+    cfg["train"].update(yaml.safe_load("{lr: .nan, ema_decay: .inf}"))
+    cfg["ddvi"]["train"].update(yaml.safe_load("{lr: -.Inf}"))
+    with pytest.raises(ConfigError) as err:
+        check(cfg)
+    problems = [line.split(":")[0].strip(" -") for line in str(err.value).splitlines()[1:]]
+    assert problems == ["ddvi.train.lr", "train.ema_decay", "train.lr"]
+
+
+# --------------------------------------------------------------------------- datasets read from a local copy
+
+def test_the_datasets_needing_a_path_are_those_without_a_download():
+    assert {name for name in DATASETS if needs_path(name)} == {"celeba64", "imagenet32", "ffhq128"}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_selected_dataset_without_its_path_fails_naming_the_key_and_what_to_put_there(name):
+    cfg = copy.deepcopy(PARAMS)
+    cfg["dataset"] = name
+    if not needs_path(name):  # embedded, downloaded, or (lsun_bedroom128 left null) downloaded instead
+        check(cfg)
+        return
+    for missing in (None, "", "  "):
+        cfg["dataset_paths"][name] = missing
+        with pytest.raises(ConfigError) as err:
+            check(cfg)
+        msg = str(err.value)
+        assert f"dataset_paths.{name}: dataset {name} is read from a local copy and none is given" in msg
+        assert f"set dataset_paths.{name} in params.yaml (or your --configfile) to" in msg
+        assert DATASETS[name].hint in msg
+    cfg["dataset_paths"][name] = f"/data/{name}"  # not checked to exist here: it may exist on compute nodes only
+    assert check(cfg)["dataset_paths"][name] == f"/data/{name}"
+    cfg["dataset_paths"][name] = None  # tools that only build networks (benchmarks/) opt out
+    assert validate(copy.deepcopy(cfg), SCHEMA, local_data=False)["dataset"] == name
+
+
+def test_unselected_datasets_may_leave_their_path_null():
+    assert all(v is None for v in PARAMS["dataset_paths"].values()) and PARAMS["dataset"] == "digits"
+    check(PARAMS)
+    check({**PARAMS, "dataset": "lsun_bedroom128"})
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A bare copy of the workflow (no results, no .snakemake): the dry run plans from scratch."""
+    for item in ("Snakefile", "params.yaml", "workflow", "envs"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    return tmp_path
+
+
+@pytest.mark.parametrize("overlay,target", [
+    ({"dataset": "celeba64"}, "results/table4.csv"),
+    ({}, "resources/data/ffhq128/manifest.json"),  # a dataset named only by a target path, not `dataset`
+])
+def test_dry_run_without_a_local_dataset_path_fails_before_any_job(project, overlay, target):
+    name = overlay.get("dataset") or target.split("/")[2]
+    args = ["-n", target]
+    if overlay:
+        (project / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+        args += ["--configfile", "overlay.yaml"]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=project, capture_output=True, text=True,
+                          timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "invalid parameters" in out and f"dataset_paths.{name}: dataset {name} is read from a local copy" in out
+    assert f"set dataset_paths.{name} in params.yaml (or your --configfile) to" in out, out[-2000:]
+    assert "Job stats" not in out and "rule prepare_data:" not in out  # no job was scheduled

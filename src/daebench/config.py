@@ -1,11 +1,17 @@
 """Parameter validation: params.yaml is checked once, at workflow start, against
 workflow/schemas/params.schema.yaml (defaults filled in), then semantic checks that a schema
-cannot express. Errors name the key path, the bad value and what is allowed."""
+cannot express. Errors name the key path, the bad value and what is allowed.
+
+Two checks apply everywhere rather than key by key: no number may be NaN or infinite (YAML's .nan / .inf;
+JSON-schema bounds never reject NaN), and the selected dataset's local copy (dataset_paths.<dataset>) must be
+given when the dataset has no download, so a missing path stops the dry run rather than the prepare job."""
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +58,29 @@ def nets_keys(method: dict) -> tuple[str, ...]:
     return keys
 
 
-def _path(err: jsonschema.ValidationError) -> str:
+def _key(parts) -> str:
     out = ""
-    for p in err.absolute_path:
+    for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "<top level>"
+
+
+def _path(err: jsonschema.ValidationError) -> str:
+    return _key(err.absolute_path)
+
+
+def _non_finite(value) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _non_finite_problems(obj, parts=()) -> list[tuple[tuple, str]]:
+    """Every NaN / infinite number anywhere in the config (free-form blocks included), as (path, message).
+    No parameter accepts one: a schema's bounds let NaN through (every comparison with it is false)."""
+    if _non_finite(obj):
+        return [(parts, (f"{_key(parts)}: {obj!r} is not a finite number; give a finite value (NaN and infinity, "
+                         "YAML's .nan and .inf, are never valid parameters)"))]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return [p for k, v in items for p in _non_finite_problems(v, (*parts, k))]
 
 
 def _describe(err: jsonschema.ValidationError) -> str:
@@ -71,9 +95,18 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"{key}: {err.message}"
 
 
-def validate(config: dict, schema_path: str | Path) -> dict:
-    """Validate ``config`` in place (defaults filled) and return it; raise ConfigError listing every problem."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+@functools.lru_cache(maxsize=8)
+def _schema(path: str, mtime_ns: int) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) -> dict:
+    """Validate ``config`` in place (defaults filled) and return it; raise ConfigError listing every problem.
+
+    ``local_data``: also require the local copy of the selected dataset where it has no download
+    (``dataset_paths.<dataset>``); tools that only build networks from a preset (benchmarks/) pass False."""
+    schema_path = Path(schema_path).resolve()
+    schema = _schema(str(schema_path), schema_path.stat().st_mtime_ns)
     cls = _with_defaults(jsonschema.Draft7Validator)
     # Defaults are filled in a first pass; errors are collected in a second on the filled config.
     for _ in cls(schema).iter_errors(config):
@@ -88,9 +121,14 @@ def validate(config: dict, schema_path: str | Path) -> dict:
                     m.setdefault(key, copy.deepcopy(value))
         for _ in cls(schema).iter_errors(config):
             pass
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    problems = [_describe(e) for e in errors]
-    problems += _semantic_problems(config) if not problems else []
+    # A NaN / inf is reported once, by the walk, whatever bounds or type its key has.
+    found = [(tuple(e.absolute_path), _describe(e))
+             for e in jsonschema.Draft7Validator(schema).iter_errors(config) if not _non_finite(e.instance)]
+    found += _non_finite_problems(config)
+    problems = [msg for _, msg in sorted(found, key=lambda f: [str(p) for p in f[0]])]
+    if not problems:
+        problems = _semantic_problems(config) + (dataset_path_problems(config, config["dataset"]) if local_data
+                                                 else [])
     if problems:
         raise ConfigError("invalid parameters:\n  - " + "\n  - ".join(problems))
     return config
@@ -143,6 +181,19 @@ def _semantic_problems(config: dict) -> list[str]:
             problems.append(f"table4.methods[{i}]: {mname!r} is not defined under methods; "
                             f"defined: {', '.join(sorted(methods))}")
     return problems
+
+
+def dataset_path_problems(config: dict, dataset: str) -> list[str]:
+    """[] when ``dataset`` can be prepared with this config; else why not: a dataset without a download
+    (celeba64, imagenet32, ffhq128) needs its local copy named under ``dataset_paths``."""
+    from daebench.data.registry import DATASETS, needs_path
+
+    path = config.get("dataset_paths", {}).get(dataset)
+    if dataset not in DATASETS or not needs_path(dataset) or (path is not None and str(path).strip()):
+        return []
+    given = "null" if path is None else repr(path)
+    return [(f"dataset_paths.{dataset}: dataset {dataset} is read from a local copy and none is given ({given}). "
+             f"{DATASETS[dataset].hint}")]
 
 
 def _dbae_problems(name: str, m: dict) -> list[str]:

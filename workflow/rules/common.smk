@@ -6,7 +6,7 @@ import shutil
 
 from snakemake.exceptions import WorkflowError
 
-from daebench.config import ConfigError, nets_keys, validate
+from daebench.config import ConfigError, dataset_path_problems, nets_keys, validate
 
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))
@@ -73,6 +73,14 @@ def data_slice(dataset):
     if dataset in config["dataset_paths"]:
         out["path"] = config["dataset_paths"][dataset]
     return out
+
+
+def prepare_slice(dataset):
+    # Validation checks the configured dataset's local copy; this covers a dataset named only by a target path.
+    problems = dataset_path_problems(config, dataset)
+    if problems:
+        raise WorkflowError("invalid parameters:\n  - " + "\n  - ".join(problems))
+    return data_slice(dataset)
 
 
 def data_dir(dataset):

@@ -44,7 +44,7 @@ rule prepare_data:
         train="resources/data/{dataset}/train.npz",
         test="resources/data/{dataset}/test.npz",
     params:
-        cfg=lambda w: as_json(data_slice(w.dataset)),
+        cfg=lambda w: as_json(prepare_slice(w.dataset)),
         out=lambda w: data_dir(w.dataset),
     conda:
         "../../envs/daebench.yaml"

@@ -23,7 +23,7 @@ from . import digits, imagenet32, vision
 from . import images as local_images
 from .store import MANIFEST_NAME, SPLITS, save_npz, write_manifest
 
-__all__ = ["DATASETS", "DatasetInfo", "download", "needs_download", "prepare"]
+__all__ = ["DATASETS", "DatasetInfo", "download", "needs_download", "needs_path", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class DatasetInfo:
     builder: Callable[..., dict] | None = field(default=None, repr=False, compare=False)
     # Read from a local copy named by ``dataset_paths.<name>`` (an LSUN path may be left null: downloaded).
     local: bool = False
+    # What to put under ``dataset_paths.<name>`` (local datasets): the error text when the copy is missing.
+    hint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -158,26 +160,27 @@ DATASETS: dict[str, DatasetInfo] = {
         description="CelebA aligned faces (202,599), DiffAE's 128x128 crop resized to 64x64; local copy",
         channels=3, native_size=128, default_image_size=64,
         label_names=("face",), split="official-or-seeded", base_url=None, builder=_build_celeba64, local=True,
+        hint=_CELEBA_HINT,
     ),
     "lsun_bedroom128": DatasetInfo(
         name="lsun_bedroom128",
         description="LSUN Bedroom (3,033,042 training images), centre square resized to 128x128",
         channels=3, native_size=256, default_image_size=128,
         label_names=("bedroom",), split="seeded", base_url=local_images.LSUN_URL,
-        builder=_build_lsun_bedroom128, local=True,
+        builder=_build_lsun_bedroom128, local=True, hint=_LSUN_HINT,
     ),
     "imagenet32": DatasetInfo(
         name="imagenet32",
         description="Downsampled ImageNet 32x32 (Chrabaszcz et al. 2017), 1000 classes; local copy",
         channels=3, native_size=32, default_image_size=32,
         label_names=tuple(str(i) for i in range(imagenet32.NUM_CLASSES)), split="official", base_url=None,
-        builder=imagenet32.build_imagenet32, local=True,
+        builder=imagenet32.build_imagenet32, local=True, hint=imagenet32.HINT,
     ),
     "ffhq128": DatasetInfo(
         name="ffhq128",
         description="FFHQ faces (70,000), resized to 128x128; local copy",
         channels=3, native_size=1024, default_image_size=128,
-        label_names=("face",), split="seeded", base_url=None, builder=_build_ffhq128, local=True,
+        label_names=("face",), split="seeded", base_url=None, builder=_build_ffhq128, local=True, hint=_FFHQ_HINT,
     ),
 }
 
@@ -190,6 +193,14 @@ def needs_download(name: str, path: str | os.PathLike | None = None) -> bool:
     if name == "lsun_bedroom128":
         return path is None or str(path).strip() == ""
     return DATASETS[name].needs_download
+
+
+def needs_path(name: str) -> bool:
+    """Whether ``name`` can only be read from a local copy (``dataset_paths.<name>``): celeba64, imagenet32 and
+    ffhq128, which have no public download; lsun_bedroom128 without a path is downloaded instead."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[name].local and not needs_download(name, None)
 
 
 def download(name: str, *, download_dir: str | os.PathLike = "resources/downloads", base_url: str | None = None,
