@@ -195,25 +195,120 @@ def test_latent_prior_standardisation_round_trips_and_survives_a_checkpoint():
     assert samples.shape == (4, 6) and torch.isfinite(samples).all()
 
 
-def test_latent_prior_learns_a_shifted_gaussian():
-    """A fitted prior's samples carry the codes' mean and scale (undone standardisation)."""
+def test_latent_prior_learns_a_bimodal_distribution():
+    """A fitted prior's samples land on both modes of a two-mode code distribution, the larger mode keeping the
+    larger share, in the codes' units (undone standardisation). A Gaussian target would not tell a trained
+    prior from one that returns its input noise (unstandardised noise has the codes' mean and scale already);
+    here that sampler puts most samples in the empty middle, between the modes."""
     import tempfile
     from pathlib import Path
 
     from daebench.train import train_phase
 
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(2000, 2, generator=g) * torch.tensor([0.5, 2.0]) + torch.tensor([4.0, -1.0])
-    torch.manual_seed(0)
-    prior = latent_prior.build({"prior": {"hidden": 64, "layers": 3}, "z_dim": 2})
-    prior.fit_standardisation(z)
-    d = Path(tempfile.mkdtemp())
-    tc = {"batch_size": 256, "lr": 2e-3, "warmup_examples": 0, "ema_decay": 0.99, "checkpoint_every": 1000,
-          "log_every": 1000, "seed": 0, "device": "cpu"}
-    final = train_phase(prior, latent_prior.loss(), prior.standardise(z), steps=1500, phase_index=0, train_cfg=tc,
-                        ckpt_path=d / "r.pt", out_path=d / "o.pt", config={}, progress=False)
-    prior.load_state_dict(final["ema"])  # evaluation uses the EMA weights, as the pipeline does
-    s = latent_prior.sample(prior.eval(), 2000, 50, torch.Generator().manual_seed(1))
-    assert s.mean(0).tolist() == pytest.approx([4.0, -1.0], abs=0.2)
-    assert s.std(0).tolist() == pytest.approx([0.5, 2.0], rel=0.2)
+    modes = torch.tensor([[4.0, -1.0], [-2.0, 3.0]])
+    n, share_a, sd = 4000, 0.7, 0.3
+    which = (torch.rand(n, generator=g) >= share_a).long()  # 0: mode A (70 %), 1: mode B
+    z = modes[which] + sd * torch.randn(n, 2, generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP: extra threads only contend with the other jobs on the machine
+    try:
+        torch.manual_seed(0)
+        prior = latent_prior.build({"prior": {"hidden": 64, "layers": 3}, "z_dim": 2})
+        prior.fit_standardisation(z)
+        d = Path(tempfile.mkdtemp())
+        tc = {"batch_size": 256, "lr": 2e-3, "warmup_examples": 0, "ema_decay": 0.99, "checkpoint_every": 1000,
+              "log_every": 1000, "seed": 0, "device": "cpu"}
+        final = train_phase(prior, latent_prior.loss(), prior.standardise(z), steps=800, phase_index=0,
+                            train_cfg=tc, ckpt_path=d / "r.pt", out_path=d / "o.pt", config={}, progress=False)
+        prior.load_state_dict(final["ema"])  # evaluation uses the EMA weights, as the pipeline does
+        m = 4000
+        s = latent_prior.sample(prior.eval(), m, 50, torch.Generator().manual_seed(1))
+    finally:
+        torch.set_num_threads(threads)
     assert np.isfinite(s.numpy()).all()
+
+    def near(samples):
+        """Per sample: 0 / 1 for within 1.0 (3.3 sd) of mode A / B, -1 for neither."""
+        dist = torch.cdist(samples, modes)
+        return torch.where(dist.min(1).values < 1.0, dist.argmin(1), -1)
+
+    hit = near(s)
+    on_a, on_b = (hit == 0).float().mean().item(), (hit == 1).float().mean().item()
+    assert on_a + on_b > 0.9, (on_a, on_b)
+    # The share of mode A. The loss is DiffAE's L1 on eps: the network learns the conditional median of the
+    # noise, not its mean, which pulls DDIM's paths towards the majority mode (measured: 0.83-0.87 for 0.7 at
+    # 600-3000 steps, 0.72 with an L2 loss; 0.52 for an even mixture). So: above the true 0.7 by at most 0.22,
+    # which both a prior blind to the weights (0.5) and one collapsed onto mode A (1.0) fail. Sampling noise
+    # (binomial, sqrt(0.2 / 4000) = 0.007) is small beside either margin.
+    assert 0.7 - 0.04 < on_a / (on_a + on_b) < 0.7 + 0.22, (on_a, on_b)
+    for k in (0, 1):  # each mode's samples sit at its centre; the median pull narrows them, never to a point
+        assert s[hit == k].mean(0).tolist() == pytest.approx(modes[k].tolist(), abs=0.15)
+        assert all(0.02 < v < 1.3 * sd for v in s[hit == k].std(0).tolist()), s[hit == k].std(0)
+    # what the trained network adds: its noise alone, unstandardised, lands between the modes
+    noise = prior.unstandardise(torch.randn(m, 2, generator=torch.Generator().manual_seed(1)))
+    assert (near(noise) >= 0).float().mean().item() < 0.5
+
+
+# --- the tractable latent's evaluation: the attribute probe (Table 1) and TAD / ATTRS (Table 3) ---------
+def _attributes(n=400, seed=0):
+    """Two balanced, independent binary attributes: a (alternating) and b (in pairs)."""
+    i = np.arange(n)
+    return (i % 2).astype(np.int64), ((i // 2) % 2).astype(np.int64), np.random.default_rng(seed)
+
+
+def test_tad_counts_a_dimension_that_alone_determines_an_attribute():
+    """Dimension 0 is attribute a plus small noise (AUROC 1 on every fold), the others constant (AUROC 0.5):
+    a is captured with gap 1 - 0.5, so TAD 0.5 and ATTRS 1; b, seen by no dimension (AUROC <= ~0.55 < 0.75),
+    is not. A second dimension as good as the first closes the gap (TAD 0, still 1 attribute); an attribute
+    that duplicates a explains all of a's entropy (> 20 %), so neither counts."""
+    from daebench.evaluate.representation import entropy_reduction, tad
+
+    a, b, rng = _attributes()
+    n = len(a)
+    z = np.zeros((n, 3))
+    z[:, 0] = a + 0.1 * rng.standard_normal(n)
+    out = tad(z, {"a": a, "b": b})
+    assert out["tad"] == pytest.approx(0.5) and out["attrs"] == 1.0 and out["tad_std"] == pytest.approx(0.0)
+    assert out["attributes"] == ["a", "b"] and out["entropy_reduction"] == {"a": 0.0, "b": 0.0}
+    z2 = z.copy()
+    z2[:, 1] = a + 0.1 * rng.standard_normal(n)
+    assert tad(z2, {"a": a, "b": b})["tad"] == pytest.approx(0.0) and tad(z2, {"a": a, "b": b})["attrs"] == 1.0
+    dup = tad(z, {"a": a, "a_again": a.copy(), "b": b})
+    assert dup["tad"] == 0.0 and dup["attrs"] == 0.0
+    assert entropy_reduction(np.stack([a, a, b], 1)).tolist() == pytest.approx([1.0, 1.0, 0.0])
+    # a dimension that determines b too: both captured, each with a gap of about 0.5 (the second best is now
+    # the other attribute's dimension, an AUROC of 0.5 up to the sampling noise of two independent attributes)
+    z[:, 2] = -b + 0.1 * rng.standard_normal(n)  # the sign does not matter
+    both = tad(z, {"a": a, "b": b})
+    assert both["attrs"] == 2.0 and both["tad"] == pytest.approx(1.0, abs=0.06)
+
+
+def test_attribute_probe_on_separable_and_on_uninformative_codes():
+    """Codes that determine everything: a class per quadrant, a binary attribute = the sign of z_0, a continuous
+    one linear in z_1: accuracy, AUROC and AP 1, Pearson r 1 and MSE 0. A continuous attribute z_0 + noise of
+    variance 3 (z_0 of unit variance) has r = 1 / sqrt(1 + 3) = 0.5. A binary attribute independent of the
+    codes has AP near its base rate, 0.5."""
+    from daebench.evaluate.representation import linear_probe
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        z = rng.standard_normal((n, 2))
+        z += np.sign(z) * 0.5  # a margin around both axes: the quadrants are linearly separable
+        y = (z[:, 0] > 0).astype(int) + 2 * (z[:, 1] > 0).astype(int)
+        return z, y, {"pos": (z[:, 0] > 0).astype(int), "coin": rng.integers(0, 2, n)}, \
+            {"lin": 3 * z[:, 1] - 1, "noisy": z[:, 0] / np.std(z[:, 0]) + np.sqrt(3) * rng.standard_normal(n)}
+
+    za, ya, ba, ca = split(4000)
+    zb, yb, bb, cb = split(4000)
+    out = linear_probe(za, zb, ya, yb, {"pos": ba["pos"]}, {"pos": bb["pos"]}, {"lin": ca["lin"]}, {"lin": cb["lin"]})
+    assert out["class_accuracy"] == 1.0 and out["class_auroc"] == pytest.approx(1.0)
+    assert out["ap"] == pytest.approx(1.0) and out["pearson_r"] == pytest.approx(1.0)
+    assert out["mse"] == pytest.approx(0.0, abs=1e-12)
+    noisy = linear_probe(za, zb, ya, yb, {"coin": ba["coin"]}, {"coin": bb["coin"]}, {"noisy": ca["noisy"]},
+                         {"noisy": cb["noisy"]})
+    # sampling error of r at n = 4000: ~ (1 - r^2) / sqrt(n) = 0.012; of the AP of a coin: ~ 0.01
+    assert noisy["pearson_r"] == pytest.approx(0.5, abs=0.05)
+    assert noisy["ap"] == pytest.approx(bb["coin"].mean(), abs=0.05)
+    assert noisy["per_attribute"]["pearson_r"]["noisy"] == noisy["pearson_r"]

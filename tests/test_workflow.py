@@ -77,11 +77,9 @@ def test_dry_run_shows_the_scorevae_study(project):
 
 @pytest.mark.slow
 def test_smoke_scorevae_study_end_to_end(project):
-    t0 = time.time()
     targets = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
     proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert time.time() - t0 < 300
     t1 = pd.read_csv(project / "results/scorevae/table1.csv")
     assert list(t1["label"]) == ["VAE"] + ["ScoreVAE"] * 2 + ["ScoreVAE+"] * 2 + ["DiffDecoder"] * 4
     assert list(t1["beta"]) == [0.01] * 7 + [0.0] * 2
@@ -118,10 +116,8 @@ def test_smoke_scorevae_study_end_to_end(project):
 @pytest.mark.slow
 def test_smoke_dbae_study_end_to_end(project):
     targets = [f"results/dbae/{t}.csv" for t in DBAE_TABLES]
-    t0 = time.time()
     proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert time.time() - t0 < 400
     t2 = pd.read_csv(project / "results/dbae/table2.csv")
     assert list(t2["label"]) == ["Preechakul et al. (random x_T)", "Preechakul et al. (inferred x_T)", "DBAE", "DBAE-d"]
     assert list(t2["tractable"]) == ["yes", "no", "yes", "yes"]
@@ -158,23 +154,71 @@ def test_smoke_dbae_study_end_to_end(project):
     assert "train_classifier" not in counts and "prepare_data" not in counts
 
 
+def descendants(root: int) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every live descendant of process ``root``, read from /proc: the process tree below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state": comm may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+            except OSError:
+                continue
+            out.append((pid, argv))
+            todo.append(pid)
+    return out
+
+
+def test_descendants_are_the_process_tree_below_a_pid():
+    """The kill test's victim finder: a grandchild is found, a process outside the tree is not."""
+    outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tree-outside"])
+    code = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tree-grandchild']); "
+            "print(p.pid, flush=True); time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", code, "tree-parent"], stdout=subprocess.PIPE, text=True)
+    grandchild = int(parent.stdout.readline())
+    try:
+        found = dict(descendants(parent.pid))
+        assert set(found) == {grandchild} and found[grandchild][-1] == "tree-grandchild"
+        mine = dict(descendants(os.getpid()))  # two levels down from this process, the outsider included
+        assert {outside.pid, parent.pid, grandchild} <= set(mine) and mine[outside.pid][-1] == "tree-outside"
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        for p in (outside, parent):
+            p.kill()
+            p.wait()
+
+
 @pytest.mark.slow
 def test_smoke_run_survives_a_killed_training_job(project):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # Longer training for the job we kill, so there is a "mid-way" to kill it at.
     (project / "kill.yaml").write_text("train: {examples: 3200}\n")
     cmd = SNAKEMAKE + ["--cores", "2", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"]
-    t0 = time.time()
     first = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
-    killed = False
-    while first.poll() is None and time.time() - t0 < 300:
+    killed = []
+    deadline = time.monotonic() + 600  # only a guard against a hang; how fast the run goes is not asserted
+    while first.poll() is None and time.monotonic() < deadline:
         if resume.exists():
-            pids = subprocess.run(["pgrep", "-f", "daebench train .*--method dae_1phase_sc4"], capture_output=True,
-                                  text=True, check=False).stdout.split()
-            for pid in pids:
-                os.kill(int(pid), signal.SIGKILL)
-            killed = bool(pids)
+            # the victim is searched among this test's own Snakemake's descendants only, never machine-wide
+            victims = [pid for pid, argv in descendants(first.pid)
+                       if "daebench" in argv and "train" in argv and "dae_1phase_sc4" in argv]
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
             break
         time.sleep(0.02)
     out1, _ = first.communicate(timeout=300)
@@ -183,12 +227,10 @@ def test_smoke_run_survives_a_killed_training_job(project):
     assert not (project / "resources/models/digits/dae_1phase_sc4/main.pt").exists()
 
     second = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=600, env=env, check=False)
-    elapsed = time.time() - t0
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     log = (project / "logs/train/digits/dae_1phase_sc4/main.log").read_text()
     assert "resumed from resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt at step" in log
     assert int(log.split(" at step ")[1].split("/")[0]) > 0
-    assert elapsed < 180, f"smoke run took {elapsed:.0f}s"
 
     table = pd.read_csv(project / "results/table4.csv")
     assert len(table) == 6
