@@ -7,6 +7,7 @@ import shutil
 from snakemake.exceptions import WorkflowError
 
 from daebench.config import ConfigError, dataset_path_problems, nets_keys, validate
+from daebench.data.registry import needs_download
 
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))
@@ -81,6 +82,18 @@ def prepare_slice(dataset):
     if problems:
         raise WorkflowError("invalid parameters:\n  - " + "\n  - ".join(problems))
     return data_slice(dataset)
+
+
+def download_slice(dataset):
+    return {"dataset": dataset, "data": {k: config["data"][k] for k in ("download_dir", "base_url")}}
+
+
+def download_record(wildcards):
+    # Only datasets with a download get the input: the others' prepare jobs keep exactly the inputs (none)
+    # they were run with, so adding the download step reruns none of their work.
+    if not needs_download(wildcards.dataset, config["dataset_paths"].get(wildcards.dataset)):
+        return []
+    return f"{config['data']['download_dir']}/{wildcards.dataset}/download.json"
 
 
 def data_dir(dataset):

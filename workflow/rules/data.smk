@@ -1,24 +1,10 @@
 # Datasets -> uint8 arrays + manifest; pretrained metric weights.
-from daebench.data.registry import needs_download
-
 
 # Download and preprocessing are two jobs. Under a cluster executor (workflow/profiles/slurm) the download
 # runs on the submit node (a local rule: compute nodes often have no network) and preprocessing, hours of
 # CPU for a paper-scale set, is submitted like any other job; it reads only what the download fetched.
 localrules:
     download_data,
-
-
-def download_slice(dataset):
-    return {"dataset": dataset, "data": {k: config["data"][k] for k in ("download_dir", "base_url")}}
-
-
-def download_record(wildcards):
-    # Only datasets with a download get the input: the others' prepare jobs keep exactly the inputs (none)
-    # they were run with, so adding the download step reruns none of their work.
-    if not needs_download(wildcards.dataset, config["dataset_paths"].get(wildcards.dataset)):
-        return []
-    return f"{config['data']['download_dir']}/{wildcards.dataset}/download.json"
 
 
 rule download_data:
