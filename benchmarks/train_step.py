@@ -16,12 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning (GNU OpenMP reads this once, when torch loads it): on a CPU
-# that other processes share, a spinning thread takes the core from the one holding the work, and every small
-# op's barrier then waits for a scheduler slice. Measured here under a load of 8 on 2 cores, 2 threads: the
-# DAE step 1.81 s -> 0.31 s. Set OMP_WAIT_POLICY=ACTIVE to time the spinning default.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# OpenMP's wait policy is left to the environment, as the training jobs have it: on an idle machine passive
+# waiting made every step ~1.6x slower (2 threads: DAE step 78 ms spinning, 129 ms passive); on a CPU other
+# processes load, spinning threads can be far slower instead (load 8: 1.81 s spinning, 0.31 s passive). Time
+# the other with OMP_WAIT_POLICY=PASSIVE (GNU OpenMP reads it once, when torch loads); the JSON records it.
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
