@@ -94,8 +94,7 @@ class Record:
 
 
 def _jsonable(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+    """json.dumps' fallback for what JSON cannot hold (paths, dtypes, devices): their text."""
     return str(v)
 
 
