@@ -83,9 +83,10 @@ class Record:
         return bool(ok)
 
     def save(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=_jsonable) + "\n")
-        os.replace(tmp, self.path)
+        from daebench.data.store import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=2, default=_jsonable) + "\n")
 
     def raise_failed(self) -> None:
         bad = [c["name"] + (f" ({c['detail']})" if c["detail"] else "") for c in self.data["checks"] if not c["ok"]]

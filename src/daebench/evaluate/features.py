@@ -374,14 +374,12 @@ def _shift_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _accuracy(model: DomainClassifier, x: torch.Tensor | UInt8Images, y: torch.Tensor, batch_size: int = 1024
-              ) -> float:
+def _accuracy(model: DomainClassifier, x: UInt8Images, y: torch.Tensor, batch_size: int = 1024) -> float:
     model.eval()
     dev = next(model.parameters()).device
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = x.batch(np.arange(i, min(i + batch_size, len(x)))) if isinstance(x, UInt8Images) else x[i : i + batch_size]
-        pred = model(xb.to(dev)).argmax(dim=1).cpu()
+        pred = model(x.batch(np.arange(i, min(i + batch_size, len(x))), dev)).argmax(dim=1).cpu()
         correct += int((pred == y[i : i + batch_size]).sum())
     return correct / max(1, len(x))
 
@@ -522,7 +520,7 @@ def _train_classifier(
         "torch_version": torch.__version__,
     }
     if test_images is not None and test_labels is not None:
-        xt = to_float_nchw(to_uint8_nhwc(test_images))
+        xt = UInt8Images(to_uint8_nhwc(test_images))
         yt = torch.as_tensor(np.asarray(test_labels), dtype=torch.long)
         info["num_test"] = len(xt)
         info["test_accuracy"] = _accuracy(model, xt, yt)
