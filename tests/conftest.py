@@ -1,6 +1,8 @@
 import http.server
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,15 +24,48 @@ def _isolated_mlflow_env():
     os.environ.update(saved)
 
 
-@pytest.fixture()
-def project(tmp_path):
+def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow (Snakefile, params, rules, envs, the smoke preset) to run Snakemake in."""
     for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
         src = ROOT / item
-        dst = tmp_path / item
+        dst = dest / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-    return tmp_path
+    return dest
+
+
+@pytest.fixture()
+def project(tmp_path):
+    return copy_workflow(tmp_path)
+
+
+# Every study's tables on the smoke preset: the end-to-end tests read one undisturbed run of them
+# (`smoke_run`), and the chaos test must reproduce them bit for bit under kills.
+SMOKE_TABLES = {
+    "two_phase": ["results/table4.csv"],
+    "dbae": [f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table4", "table5", "table9")],
+    "scorevae": ["results/scorevae/table1.csv"],
+    "ddvi": [f"results/ddvi/{t}.csv" for t in ("table1", "table3", "table8")],
+}
+SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluster.png"]
+
+
+def snakemake(args, cwd, timeout=600, **kw):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False, **kw)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One undisturbed smoke run of every study's tables and figures (about 140 jobs), shared by the slow
+    end-to-end tests: each reads its study's outputs and adds its own targets beside them."""
+    proj = copy_workflow(tmp_path_factory.mktemp("smoke_run"))
+    targets = [t for ts in SMOKE_TABLES.values() for t in ts] + SMOKE_FIGURES
+    proc = snakemake(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], proj, timeout=2400)
+    (proj / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proj
 
 
 class FileServer:

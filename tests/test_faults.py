@@ -29,7 +29,6 @@ WRITER = textwrap.dedent('''
 
     def slow_save(obj, f, *a, **k):  # a checkpoint write that takes long enough to be killed in the middle
         real_save(obj, f, *a, **k)
-        f.flush()
         print("writing", flush=True)
         time.sleep(60)
 
@@ -44,7 +43,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_pa
     p = subprocess.Popen([sys.executable, str(script), str(ck)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "writing"
-        temps = list(ck.parent.glob(".model.pt.tmp*"))
+        temps = list(ck.parent.glob(".model.pt.*.tmp*"))
         assert temps and temps[0].stat().st_size > 1_000_000  # the new checkpoint is half way to disk
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=30)
@@ -56,7 +55,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_pa
     # the next write (the resumed job) replaces it and clears the killed writer's temp file
     atomic_save({"step": 3}, ck)
     assert load_checkpoint(ck)["step"] == 3
-    assert not list(ck.parent.glob(".model.pt.tmp*"))
+    assert not list(ck.parent.glob(".model.pt.*.tmp*"))
 
 
 class Net(nn.Module):
@@ -140,3 +139,58 @@ def test_truncated_metric_weights_fail_their_checksum(tmp_path):
     with pytest.raises(weights.WeightsMissing) as err:
         weights.require(tmp_path, name)
     assert "corrupt (sha256 mismatch)" in str(err.value) and weights.WEIGHTS[name].sha256 in str(err.value)
+
+
+FULL_WRITER = textwrap.dedent('''
+    import resource, sys
+    import numpy as np, pandas as pd
+    from daebench.data.store import WriteError, atomic_path
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        with atomic_path(sys.argv[1]) as tmp:
+            pd.DataFrame({"x": np.arange(10_000)}).to_csv(tmp, index=False)
+    except WriteError as err:
+        print(err.strerror)
+''')
+
+
+def test_a_full_disk_during_an_output_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    """RLIMIT_FSIZE (what a full disk or quota looks like to a writer) during a table write: the error names
+    the table, the previous table is untouched and no temp file is left beside it."""
+    out = tmp_path / "results" / "table.csv"
+    out.parent.mkdir()
+    out.write_text("x\n1\n")
+    script = tmp_path / "full.py"
+    script.write_text(FULL_WRITER)
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"could not write {out}: File too large"), proc.stdout
+    assert "was left as it was" in proc.stdout and "MiB free" in proc.stdout
+    assert out.read_text() == "x\n1\n"
+    assert [p.name for p in out.parent.iterdir()] == ["table.csv"]
+
+
+def test_temp_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    from daebench.data.store import atomic_path
+
+    out = tmp_path / "a.npz"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    try:
+        live_tmp = tmp_path / f".a.npz.{sleeper.pid}.0badcafe.tmp.npz"
+        dead_tmp = tmp_path / f".a.npz.{int(dead.stdout)}.deadbeef.tmp.npz"
+        other = tmp_path / ".b.npz.1.deadbeef.tmp.npz"  # another file's temp: not ours to judge
+        for f in (live_tmp, dead_tmp, other):
+            f.write_bytes(b"partial")
+        with atomic_path(out) as tmp:
+            assert tmp.name.endswith(".tmp.npz")  # the suffix np.savez and savefig need
+            np.savez(tmp, a=np.arange(3))
+        assert live_tmp.exists() and other.exists() and not dead_tmp.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live_tmp.name, other.name])
+        assert np.load(out)["a"].tolist() == [0, 1, 2]
+    finally:
+        sleeper.kill()
+        sleeper.wait()

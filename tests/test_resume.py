@@ -135,3 +135,39 @@ def test_ema_update_matches_hand_computed_values():
     for pe in ema.parameters():
         assert torch.allclose(pe, torch.full_like(pe, 2.9), rtol=0, atol=1e-6)
     assert torch.equal(ema[1].running_mean, torch.full((3,), -1.0))
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_checkpoint_write_names_it_and_keeps_the_previous_one(workspace):
+    """A file-size limit (RLIMIT_FSIZE, what a full disk or quota looks like to a writer) imposed on a running
+    training job once it has a checkpoint: the next checkpoint write fails with an error naming the file,
+    the previous checkpoint still loads, no temp file is left, and a rerun without the limit resumes."""
+    import resource
+
+    from daebench.train import load_checkpoint
+
+    tmp, env = workspace
+    # MLflow to a file store: its files stay small, so the limit hits the checkpoint, not the tracking database
+    env = dict(env, MLFLOW_TRACKING_URI=(tmp / "mlruns_full").as_uri(), MLFLOW_ALLOW_FILE_STORE="true")
+    phase1 = tmp / "phase1_full.pt"
+    run_ok(train_args(tmp, phase1, tmp / "ck_full0", index=0), env, tmp)
+    out, ck = tmp / "full.pt", tmp / "ck_full"
+    resume_file = ck / "full.resume.pt"
+    p = cli(*train_args(tmp, out, ck, init=phase1), env=env, cwd=tmp)
+    deadline = time.time() + 300
+    while not resume_file.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    size = resume_file.stat().st_size
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (size // 2, hard))
+    log, _ = p.communicate(timeout=300)
+    assert p.returncode == 1, log[-3000:]
+    assert f"could not write {resume_file}: File too large" in log, log[-3000:]
+    assert "Traceback" not in log  # the path and the fix, not a stack
+    assert not out.exists()
+    kept = load_checkpoint(resume_file)
+    assert 0 < kept["step"] < 120
+    assert not [f.name for f in ck.iterdir() if f.name != resume_file.name], "a temp file was left behind"
+    log = run_ok(train_args(tmp, out, ck, init=phase1), env, tmp)
+    assert f"resumed from {resume_file} at step {kept['step']}/" in log
+    assert torch.load(out, weights_only=True)["step"] == 120

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+
+from conftest import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflow/profiles/slurm"
@@ -223,8 +226,8 @@ def test_profile_dry_run_shows_gpu_requests(project):
     assert "gpu=" not in re.search(r"resources: (.*)", table).group(1)
 
 
-@pytest.mark.slow
-def test_smoke_table4_through_slurm(project, slurm):
+def _test_profile(project, **extra):
+    """The real profile adapted to the test node: 1 thread and 2 GB per job, fast polling, squeue status."""
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     mem = 2000
     overlay = {
@@ -239,10 +242,16 @@ def test_smoke_table4_through_slurm(project, slurm):
         "slurm-init-seconds-before-status-checks": 1,
         "slurm-status-command": "squeue",
         "slurm-keep-successful-logs": True,
+        **extra,
     }
-    (project / "testprofile").mkdir()
+    (project / "testprofile").mkdir(exist_ok=True)
     (project / "testprofile/config.yaml").write_text(yaml.safe_dump(overlay))
+    return mem
 
+
+@pytest.mark.slow
+def test_smoke_table4_through_slurm(project, slurm):
+    mem = _test_profile(project)
     cmd = [sys.executable, "-m", "snakemake", "results/table4.csv", "--profile", "workflow/profiles/slurm",
            "--profile", "testprofile", "--configfile", "tests/smoke.yaml"]
     t0 = time.time()
@@ -281,3 +290,54 @@ def test_smoke_table4_through_slurm(project, slurm):
     limits = {re.match(r"rule_(\w+?)(_wildcards_|$)", j["Comment"]).group(1): j["TimeLimit"] for j in jobs.values()}
     assert limits["train_phase"] == "12:00:00" and limits["table4"] == "00:15:00", limits
     print(f"smoke Table 4 through SLURM: {len(jobs)} batch jobs, {elapsed:.0f}s")
+
+
+
+@pytest.mark.slow
+def test_preempted_training_job_is_requeued_and_resumes_to_the_same_weights(project, slurm, tmp_path_factory):
+    """`--slurm-requeue`: a training job preempted mid-way (`scontrol requeue`: SLURM kills it and queues it
+    again, as preemption in REQUEUE mode does) runs again under the same SLURM job id, resumes from its
+    checkpoint, and ends with exactly the weights of an undisturbed run."""
+    _test_profile(project, **{"slurm-requeue": True})
+    (project / "long.yaml").write_text("train: {examples: 3200}\n")  # long enough to be preempted mid-way
+    target = "resources/models/digits/dae_1phase_sc4/main.pt"
+    args = [target, "--configfile", "tests/smoke.yaml", "long.yaml"]
+    cmd = [sys.executable, "-m", "snakemake", *args, "--profile", "workflow/profiles/slurm", "--profile", "testprofile"]
+    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=slurm.env)
+    resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
+    deadline = time.monotonic() + 600  # a guard against a hang only
+    while proc.poll() is None and not resume.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    running = [j for j in slurm.jobs() if j["Comment"].startswith("rule_train_phase") and j["JobState"] == "RUNNING"]
+    assert len(running) == 1, (slurm.jobs(), proc.poll())
+    job_id = running[0]["JobId"]
+    requeue = slurm.run(["scontrol", "requeue", job_id])
+    assert requeue.returncode == 0, requeue.stderr
+    # SLURM holds a requeued job back by a BeginTime delay (minutes); the test lets it start at once
+    wait_for(lambda: next(j for j in slurm.jobs() if j["JobId"] == job_id)["JobState"] == "PENDING", 60,
+             "the requeued job did not go back to PENDING")
+    release = slurm.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    assert release.returncode == 0, release.stderr
+    out, _ = proc.communicate(timeout=900)
+    (project / "snakemake.out").write_text(out)
+    assert proc.returncode == 0, out[-5000:]
+
+    job = next(j for j in slurm.jobs() if j["JobId"] == job_id)
+    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", job
+    log = (project / "logs/train/digits/dae_1phase_sc4/main.log").read_text()
+    assert f"resumed from {resume.relative_to(project)} at step" in log, log[-3000:]
+    assert int(log.split(" at step ")[1].split("/")[0]) > 0
+
+    # the same target, undisturbed and locally, with the same 1 thread per job
+    ref = copy_workflow(tmp_path_factory.mktemp("requeue_ref"))
+    (ref / "long.yaml").write_text("train: {examples: 3200}\n")
+    local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ref, capture_output=True,
+                           text=True, timeout=900, check=False)
+    assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
+    a = torch.load(project / target, weights_only=True)
+    b = torch.load(ref / target, weights_only=True)
+    assert a["step"] == b["step"]
+    for key in ("model", "ema"):
+        for name in b[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after the requeue"

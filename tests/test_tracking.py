@@ -119,6 +119,44 @@ def test_failed_body_default_uri_system_metrics(default_store):
     assert len(MlflowClient(default_store).get_metric_history(run.run_id, "system/cpu_utilization_percentage")) >= 3
 
 
+def test_jobs_nest_under_the_workflow_run_with_their_checkpoints(default_store, monkeypatch, tmp_path):
+    """What the workflow's onstart/onsuccess hooks do around two jobs: both runs nest under the invocation's
+    parent run, each holds its checkpoint artifact and a registered model version; a nested workflow (the
+    emergence ladder's) nests under the outer one, and closing restores the environment."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setenv(tracking.OPTIONS_ENV, json.dumps({"log_checkpoints": True, "register_models": True}))
+    parent = tracking.open_workflow_run(["snakemake", "results/table4.csv"])
+    assert os.environ[tracking.PARENT_ENV] == parent
+    inner = tracking.open_workflow_run(["snakemake", "inner"])
+    tracking.close_workflow_run(success=False)
+    assert os.environ[tracking.PARENT_ENV] == parent
+    runs = []
+    for name in ("a", "b"):
+        ckpt = tmp_path / f"{name}.pt"
+        ckpt.write_bytes(name.encode() * 100)
+        with tracking.start_run(name=name, rule="train", dataset="d", params={"n": name}, system_metrics=False) as run:
+            run.log_checkpoint(ckpt, f"d-{name}-main")
+        runs.append(run.run_id)
+    tracking.close_workflow_run(success=True)
+    assert tracking.PARENT_ENV not in os.environ
+    c = MlflowClient(default_store)
+    assert c.get_run(parent).info.status == "FINISHED" and c.get_run(parent).data.tags["rule"] == "workflow"
+    assert c.get_run(inner).info.status == "FAILED" and c.get_run(inner).data.tags["mlflow.parentRunId"] == parent
+    for run_id, name in zip(runs, ("a", "b")):
+        assert c.get_run(run_id).data.tags["mlflow.parentRunId"] == parent
+        assert [f.path for f in c.list_artifacts(run_id, "checkpoint")] == [f"checkpoint/{name}.pt"]
+        (version,) = c.search_model_versions(f"name='d-{name}-main'")
+        assert version.run_id == run_id and version.source.endswith(f"checkpoint/{name}.pt")
+        assert version.tags["params_hash"] == c.get_run(run_id).data.tags["params_hash"]
+    # off by default for registration, and entirely with log_checkpoints: false
+    monkeypatch.setenv(tracking.OPTIONS_ENV, json.dumps({"log_checkpoints": False}))
+    with tracking.start_run(name="c", rule="train", dataset="d", params={}, system_metrics=False) as run:
+        run.log_checkpoint(tmp_path / "a.pt", "d-c-main")
+    assert c.list_artifacts(run.run_id) == [] and "mlflow.parentRunId" not in c.get_run(run.run_id).data.tags
+
+
 def test_system_metrics_failure_only_warns(default_store, monkeypatch, caplog):
     from mlflow.tracking import MlflowClient
 

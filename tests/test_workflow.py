@@ -1,11 +1,8 @@
-"""The workflow itself: lint, the DAG's shape, and the smoke preset end to end, with a training
-job killed by SIGKILL halfway and the rerun resuming it."""
-import os
+"""The workflow itself: lint, the DAG's shape, and every study's smoke run end to end (one shared
+undisturbed run, `smoke_run` in conftest.py; kills and resumption: test_chaos.py)."""
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -76,10 +73,9 @@ def test_dry_run_shows_the_scorevae_study(project):
 
 
 @pytest.mark.slow
-def test_smoke_scorevae_study_end_to_end(project):
+def test_smoke_scorevae_study_end_to_end(smoke_run):
+    project = smoke_run  # the shared undisturbed smoke run of every study (conftest.py)
     targets = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
-    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     t1 = pd.read_csv(project / "results/scorevae/table1.csv")
     assert list(t1["label"]) == ["VAE"] + ["ScoreVAE"] * 2 + ["ScoreVAE+"] * 2 + ["DiffDecoder"] * 4
     assert list(t1["beta"]) == [0.01] * 7 + [0.0] * 2
@@ -114,10 +110,9 @@ def test_smoke_scorevae_study_end_to_end(project):
 
 
 @pytest.mark.slow
-def test_smoke_dbae_study_end_to_end(project):
+def test_smoke_dbae_study_end_to_end(smoke_run):
+    project = smoke_run
     targets = [f"results/dbae/{t}.csv" for t in DBAE_TABLES]
-    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     t2 = pd.read_csv(project / "results/dbae/table2.csv")
     assert list(t2["label"]) == ["Preechakul et al. (random x_T)", "Preechakul et al. (inferred x_T)", "DBAE", "DBAE-d"]
     assert list(t2["tractable"]) == ["yes", "no", "yes", "yes"]
@@ -154,84 +149,11 @@ def test_smoke_dbae_study_end_to_end(project):
     assert "train_classifier" not in counts and "prepare_data" not in counts
 
 
-def descendants(root: int) -> list[tuple[int, list[str]]]:
-    """(pid, argv) of every live descendant of process ``root``, read from /proc: the process tree below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state": comm may hold spaces
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
-            except OSError:
-                continue
-            out.append((pid, argv))
-            todo.append(pid)
-    return out
-
-
-def test_descendants_are_the_process_tree_below_a_pid():
-    """The kill test's victim finder: a grandchild is found, a process outside the tree is not."""
-    outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tree-outside"])
-    code = ("import subprocess, sys, time; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tree-grandchild']); "
-            "print(p.pid, flush=True); time.sleep(30)")
-    parent = subprocess.Popen([sys.executable, "-c", code, "tree-parent"], stdout=subprocess.PIPE, text=True)
-    grandchild = int(parent.stdout.readline())
-    try:
-        found = dict(descendants(parent.pid))
-        assert set(found) == {grandchild} and found[grandchild][-1] == "tree-grandchild"
-        mine = dict(descendants(os.getpid()))  # two levels down from this process, the outsider included
-        assert {outside.pid, parent.pid, grandchild} <= set(mine) and mine[outside.pid][-1] == "tree-outside"
-    finally:
-        os.kill(grandchild, signal.SIGKILL)
-        for p in (outside, parent):
-            p.kill()
-            p.wait()
-
-
 @pytest.mark.slow
-def test_smoke_run_survives_a_killed_training_job(project):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # Longer training for the job we kill, so there is a "mid-way" to kill it at.
-    (project / "kill.yaml").write_text("train: {examples: 3200}\n")
-    cmd = SNAKEMAKE + ["--cores", "2", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"]
-    first = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
-    killed = []
-    deadline = time.monotonic() + 600  # only a guard against a hang; how fast the run goes is not asserted
-    while first.poll() is None and time.monotonic() < deadline:
-        if resume.exists():
-            # the victim is searched among this test's own Snakemake's descendants only, never machine-wide
-            victims = [pid for pid, argv in descendants(first.pid)
-                       if "daebench" in argv and "train" in argv and "dae_1phase_sc4" in argv]
-            for pid in victims:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
-            break
-        time.sleep(0.02)
-    out1, _ = first.communicate(timeout=300)
-    assert killed, "could not catch the training job mid-way:\n" + out1[-3000:]
-    assert first.returncode != 0
-    assert not (project / "resources/models/digits/dae_1phase_sc4/main.pt").exists()
-
-    second = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=600, env=env, check=False)
-    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    log = (project / "logs/train/digits/dae_1phase_sc4/main.log").read_text()
-    assert "resumed from resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt at step" in log
-    assert int(log.split(" at step ")[1].split("/")[0]) > 0
-
+def test_smoke_table4_end_to_end(smoke_run):
+    """Table 4 of the shared smoke run, its MLflow runs, claims and emergence curve. (Killed and resumed
+    jobs: test_chaos.py, on every study's DAG.)"""
+    project = smoke_run
     table = pd.read_csv(project / "results/table4.csv")
     assert len(table) == 6
     assert set(table["mode"]) == {"stochastic", "inversion"}
@@ -254,16 +176,33 @@ def test_smoke_run_survives_a_killed_training_job(project):
         assert r.info.status == "FINISHED"
         assert r.data.metrics["psnr"] == pytest.approx(row["psnr"], rel=1e-4)
         assert r.data.tags["rule"] == "metrics" and r.data.tags["dataset"] == "digits"
-    train_runs = client.search_runs([client.get_experiment_by_name("daebench").experiment_id],
-                                    "tags.rule = 'train'")
+    train_runs = [r for r in client.search_runs([client.get_experiment_by_name("daebench").experiment_id],
+                                                "tags.rule = 'train'")
+                  if r.info.run_name in {"dae_baseline/main", "dae_1phase_sc4/main", "dae_2phase_sc4/phase1",
+                                         "dae_2phase_sc4/phase2"}]
     assert len(train_runs) == 4 and all(r.info.status == "FINISHED" for r in train_runs)
     assert all("loss/mse" in r.data.metrics for r in train_runs)
+    # one Snakemake invocation, one parent run: every job's run nests under it; training runs carry their
+    # checkpoint and where they stood (progress 1 at the end, no time left)
+    exp = [client.get_experiment_by_name("daebench").experiment_id]
+    (parent,) = {r.data.tags.get("mlflow.parentRunId") for r in train_runs}
+    workflow_run = client.get_run(parent)
+    assert workflow_run.data.tags["rule"] == "workflow" and workflow_run.info.status == "FINISHED"
+    assert "results/table4.csv" in workflow_run.data.tags["command"]
+    workflows = {r.info.run_id for r in client.search_runs(exp, "tags.rule = 'workflow'")}
+    jobs = client.search_runs(exp, "tags.rule != 'workflow'", max_results=5000)
+    assert {r.data.tags.get("mlflow.parentRunId") for r in jobs} <= workflows  # no job run outside one
+    assert sum(r.data.tags["mlflow.parentRunId"] == parent for r in jobs) >= 100  # the shared run's ~140 jobs
+    for r in train_runs:
+        assert r.data.metrics["progress"] == 1.0 and r.data.metrics["eta_seconds"] == 0.0
+        phase = r.info.run_name.split("/")[1]
+        assert [f.path for f in client.list_artifacts(r.info.run_id, "checkpoint")] == [f"checkpoint/{phase}.pt"]
 
-    again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project, timeout=120)
+    again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml"], project, timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # the claims file: every Table 4 claim evaluates on the smoke run (LPIPS ones: no weights here)
-    proc = run(["--cores", "2", "results/claims.csv", "--configfile", "tests/smoke.yaml", "kill.yaml"], project)
+    proc = run(["--cores", "2", "results/claims.csv", "--configfile", "tests/smoke.yaml"], project)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert_claims_evaluate(project, "two_phase", untestable={"2phase_best_stoch_lpips", "2phase_best_inv_lpips"})
     assert list(pd.read_csv(project / "results/claims.csv")["study"].unique()) == ["two_phase"]
@@ -305,11 +244,10 @@ def test_dry_run_shows_the_ddvi_study(project):
 
 
 @pytest.mark.slow
-def test_smoke_ddvi_study_end_to_end(project):
+def test_smoke_ddvi_study_end_to_end(smoke_run):
+    project = smoke_run
     targets = ["results/ddvi/table1.csv", "results/ddvi/table3.csv", "results/ddvi/table8.csv",
                "results/ddvi/latents_cluster.png"]
-    proc = run(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     t1 = pd.read_csv(project / "results/ddvi/table1.csv")
     assert list(t1["label"]) == ["AEVB", "AEVB-IAF", "AAEB", "H-AEVB", "DDVI"] and (t1["n_seeds"] == 2).all()
     assert t1["elbo"].isna().tolist() == [False, False, True, False, False]  # AAEB has no density: N/A

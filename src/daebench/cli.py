@@ -25,17 +25,17 @@ def _threads(n: int | None) -> None:
 def _save_npz(out: Path, **arrays) -> None:
     import numpy as np
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    from .data.store import atomic_path
+
+    with atomic_path(out) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _write_json(out: Path, obj: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, out)
+    from .data.store import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def cmd_download_data(a) -> None:
@@ -128,6 +128,7 @@ def cmd_train(a) -> None:
                             logger=logger, step_offset=offset, progress=not a.no_progress,
                             extra={"mlflow_run_id": run.run_id}, compute=comp["settings"])
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
+        run.log_checkpoint(out, f"{cfg['dataset']}-{a.method}-{phase['name']}")
     log.info("trained %s for %d steps -> %s (MLflow run %s)", name, steps, out, run.run_id)
 
 
@@ -227,11 +228,11 @@ def cmd_scorevae_grid(a) -> None:
             original = f["original"] if original is None else original
             recons.append(f["recon"])
     fig = recon_rows_figure(original, recons, a.labels, n=a.n)
+    from .data.store import atomic_path
+
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     log.info("wrote %s (%d rows)", out, len(recons) + 1)
 
 
@@ -344,6 +345,7 @@ def cmd_train_prior(a) -> None:
         train_phase(prior, latent_prior.loss(), u, steps=steps, phase_index=0, train_cfg=train_cfg,
                     ckpt_path=ckpt_path, out_path=out, config=pcfg, logger=run.log_metrics,
                     progress=not a.no_progress, extra={"mlflow_run_id": run.run_id}, compute=comp["settings"])
+        run.log_checkpoint(out, f"{cfg['dataset']}-{a.method}-prior")
     log.info("latent prior for %s: %d codes of dim %d, %d steps -> %s", a.method, len(z), z.shape[1], steps, out)
 
 
@@ -536,6 +538,7 @@ def cmd_ddvi_train(a) -> None:
                             logger=run.log_metrics, progress=not a.no_progress, extra={"mlflow_run_id": run.run_id},
                             compute=comp["settings"])
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
+        run.log_checkpoint(out, "ddvi-" + a.name.replace("/", "-"))
     log.info("trained %s for %d steps -> %s (MLflow run %s)", a.name, steps, out, run.run_id)
 
 
@@ -631,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("ddvi-evaluate", cmd_ddvi_evaluate, "ELBO, MMD, latent NLL, KNN accuracy or clustering of one run", cfg, data,
         out, method, run_name, (["--model"], {"required": True}),
         (["--arrays"], {"required": True, "help": "npz for the test codes (and generated images)"}))
-    add("ddvi-table", cmd_ddvi_table, "assemble one of DDVI's tables (mean and 95% interval over seeds)", cfg, out,
+    add("ddvi-table", cmd_ddvi_table, "assemble one of DDVI's tables (mean and 95%% interval over seeds)", cfg, out,
         (["--table"], {"required": True, "choices": ["table1", "table2", "table3", "table8"]}),
         (["--inputs"], {"nargs": "+"}))
     add("ddvi-latents", cmd_ddvi_latents, "scatter plots of test codes, coloured by class", out,
@@ -682,7 +685,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args.fn(args)
+    from .data.store import WriteError
+
+    try:
+        args.fn(args)
+    except WriteError as err:  # a full disk or a file-size limit: the path and the fix, not a traceback
+        log.error("%s", err.strerror)
+        return 1
     import torch.distributed
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -27,6 +27,7 @@ import pandas as pd
 
 from .claims import STUDIES, study_cfg
 from .claims.core import claim_values, contexts_of, evaluate_one
+from .data.store import atomic_path
 
 # The training lengths of each study (paths into the configuration) that a budget scales.
 SCALED = {
@@ -191,9 +192,7 @@ def figure(df: pd.DataFrame, out: Path, title: str) -> None:
 
 def write(config: dict, study: str, points: list[tuple[float, Path]], out_csv: Path, out_png: Path) -> pd.DataFrame:
     df = collect(config, study, points)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
     figure(df, out_png, STUDIES[study].PAPER)
     return df

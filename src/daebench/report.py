@@ -2,13 +2,13 @@
 (nbconvert, one self-contained HTML file: images as data URIs, no scripts fetched from the network)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, reference_dir, summary
+from .data.store import atomic_path
 from .evaluate.reconstruction import montage, to_hwc01
 from .tracking import sqlite_path
 
@@ -361,10 +361,8 @@ def render_report(notebook: str | Path, executed: str | Path, out_html: str | Pa
     pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel_name,
                         progress_bar=False, cwd=str(cwd))
     html = notebook_to_html(executed)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(f".{out_html.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out_html)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html, encoding="utf-8")
     return out_html
 
 

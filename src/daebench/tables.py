@@ -3,12 +3,12 @@ DBAE's Tables 1-5 and 9; ScoreVAE's Table 1."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .data.store import atomic_path
 from .diffusion.schedules import schedule_label
 
 # Optional metric columns, in display order; a column appears only when some row has it.
@@ -46,10 +46,8 @@ def write_table4(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
 
 
 def _write_csv(df: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
 
 
 # --- DBAE's tables (dbae_diffusion_bridge_autoencoders, Tables 1-5 and 9) -----------------------------

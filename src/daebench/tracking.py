@@ -14,7 +14,12 @@ Later writes are retried on "database is locked".
 
 Each run also logs system metrics ("system/*": CPU %, memory, disk, network, process CPU/RSS, GPU
 through pynvml when installed, torch CUDA memory when CUDA is in use) from a daemon thread, with a
-final sample when the body ends, so a short job still gets a point."""
+final sample when the body ends, so a short job still gets a point.
+
+One Snakemake invocation is one parent run (`open_workflow_run` in `onstart`, closed in `onsuccess` /
+`onerror`); its id travels to the jobs in DAEBENCH_MLFLOW_PARENT_RUN and every job's run nests under it.
+Training jobs log their final checkpoint as an artifact (`checkpoint/`), and optionally register it as a
+model version (`mlflow.log_checkpoints` / `mlflow.register_models`, carried in DAEBENCH_MLFLOW)."""
 from __future__ import annotations
 
 import contextlib
@@ -53,6 +58,15 @@ INIT_ERRORS = TRANSIENT_ERRORS + SCHEMA_RACE_ERRORS
 
 SYSTEM_METRICS_INTERVAL = 5.0  # seconds between samples
 SYSTEM_METRICS_SAMPLES = 2  # samples averaged per logged point (one point per ~10 s)
+
+
+PARENT_ENV = "DAEBENCH_MLFLOW_PARENT_RUN"  # the run id of the Snakemake invocation the job belongs to
+OPTIONS_ENV = "DAEBENCH_MLFLOW"  # JSON of params.yaml's mlflow.log_checkpoints / register_models
+OPTION_DEFAULTS = {"log_checkpoints": True, "register_models": False}
+
+
+def options() -> dict[str, Any]:
+    return {**OPTION_DEFAULTS, **json.loads(os.environ.get(OPTIONS_ENV) or "{}")}
 
 
 def tracking_uri(cfg_uri: str | None = None) -> str:
@@ -256,6 +270,29 @@ class Run:
     def log_dict(self, obj: dict, name: str) -> None:
         retry(lambda: self.client.log_dict(self.run_id, obj, name))
 
+    def log_checkpoint(self, path: str | Path, model_name: str) -> None:
+        """The final checkpoint as the artifact ``checkpoint/<file>`` and, with mlflow.register_models, as a
+        new version of the registered model ``model_name`` (its source: that artifact; its tags: the run's
+        params hash and dataset). Off with mlflow.log_checkpoints: false (paper-scale models take room)."""
+        opts = options()
+        if not opts["log_checkpoints"]:
+            return
+        path = Path(path)
+        self.log_artifact(path, "checkpoint")
+        if not opts["register_models"]:
+            return
+        from mlflow.exceptions import MlflowException
+
+        run = retry(lambda: self.client.get_run(self.run_id))
+        try:
+            retry(lambda: self.client.create_registered_model(model_name))
+        except MlflowException as err:
+            if "already exists" not in str(err).lower():
+                raise
+        tags = {k: run.data.tags[k] for k in ("params_hash", "dataset", "git_sha") if k in run.data.tags}
+        source = f"{run.info.artifact_uri}/checkpoint/{path.name}"
+        retry(lambda: self.client.create_model_version(model_name, source, run_id=self.run_id, tags=tags))
+
 
 class NullRun:
     """A run handle that logs nothing: for the processes of a torchrun job other than rank 0."""
@@ -266,6 +303,9 @@ class NullRun:
         pass
 
     def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_checkpoint(self, path: str | Path, model_name: str) -> None:
         pass
 
 
@@ -400,6 +440,8 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
         exp_id = setup_experiment(uri, experiment_name())
         tags = {"git_sha": git_sha(), "params_hash": params_hash(params), "rule": rule, "dataset": dataset,
                 "mlflow.runName": name}
+        if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
+            tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
         run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
         handle = Run(c, run_id)
         handle.log_params(params)
@@ -433,3 +475,41 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
                 retry(lambda: c.set_terminated(run_id, status))
             except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
                 log.warning("could not mark run %s FAILED: %s", run_id, exc)
+
+
+_workflow_runs: list[tuple[str, str | None]] = []  # (run id, the parent id it replaced in the environment)
+
+
+def open_workflow_run(command: Sequence[str]) -> str:
+    """Open the parent run of one Snakemake invocation and export its id (PARENT_ENV), which local and
+    cluster jobs inherit, so their runs nest under it. A workflow started from inside another (the
+    emergence ladder's nested runs) nests under that one's run."""
+    uri = resolve_uri(tracking_uri())
+    c = client(uri)
+    exp_id = setup_experiment(uri, experiment_name())
+    name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
+    tags = {"rule": "workflow", "git_sha": git_sha(), "mlflow.runName": name,
+            "command": " ".join(command)[:5000], "cwd": os.getcwd()}
+    outer = os.environ.get(PARENT_ENV)
+    if outer:
+        tags["mlflow.parentRunId"] = outer
+    run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
+    _workflow_runs.append((run_id, outer))
+    os.environ[PARENT_ENV] = run_id
+    return run_id
+
+
+def close_workflow_run(success: bool) -> None:
+    """Mark the invocation's parent run FINISHED or FAILED and restore the environment. Bookkeeping only:
+    a failure here is a warning, never the workflow's exit status."""
+    if not _workflow_runs:
+        return
+    run_id, outer = _workflow_runs.pop()
+    if outer is None:
+        os.environ.pop(PARENT_ENV, None)
+    else:
+        os.environ[PARENT_ENV] = outer
+    try:
+        retry(lambda: client().set_terminated(run_id, "FINISHED" if success else "FAILED"))
+    except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+        log.warning("could not close the workflow's MLflow run %s: %s", run_id, exc)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import compute as compute_mod
+from .data.store import atomic_path
 from .data.transforms import UInt8Images
 
 log = logging.getLogger(__name__)
@@ -50,15 +50,8 @@ def atomic_save(obj: dict, path: Path) -> None:
     """torch.save to a temp file, fsync, then rename: a process killed mid-write (SIGKILL, OOM, preemption)
     leaves the previous file whole, and a node crash cannot leave a renamed but unwritten file. Temp files
     of writers killed earlier are removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp*"):
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # through a Python file: a full disk surfaces as an OSError (named by atomic_path)
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -312,6 +305,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}",
                disable=not progress or not dist.is_main, mininterval=2.0)
+    t_start = time.time()  # for the ETA: the rate of this process (a resumed job restarts the clock)
     for step in bar:
         gstep = step_offset + step
         lr = train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
@@ -358,6 +352,10 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
             means = {f"loss/{k}": v for k, v in zip(keys, totals.tolist())}
             means["lr"] = lr
             means["examples_per_s"] = count * bs / max(time.time() - t0, 1e-9)
+            # where a long job stands, for the MLflow UI: fraction of this phase done, seconds left at the
+            # rate since this process started
+            means["progress"] = done / steps
+            means["eta_seconds"] = (steps - done) * (time.time() - t_start) / max(done - start, 1)
             bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
             if logger and dist.is_main:
                 logger(means, step_offset + done)

@@ -20,19 +20,39 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
 # So do the execution settings (compute.*: AMP, DDP processes, ...): how a job runs is not what it computes.
 os.environ.update(DAEBENCH_COMPUTE=json.dumps(config["compute"], sort_keys=True))
+# And what MLflow keeps beside the metrics (checkpoints as artifacts, registered models).
+os.environ.update(DAEBENCH_MLFLOW=json.dumps({k: config["mlflow"][k] for k in ("log_checkpoints", "register_models")},
+                                            sort_keys=True))
 
 
 envvars:
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_NAME",
     "DAEBENCH_COMPUTE",
+    "DAEBENCH_MLFLOW",
 
 
 onstart:
-    # Create the experiment (and the SQLite schema) once, before jobs fan out and race on it.
-    from daebench.tracking import experiment_name, setup_experiment, tracking_uri
+    # Create the experiment (and the SQLite schema) once, before jobs fan out and race on it, and open
+    # this invocation's parent run: every job's run nests under it (DAEBENCH_MLFLOW_PARENT_RUN).
+    import sys
+
+    from daebench.tracking import experiment_name, open_workflow_run, setup_experiment, tracking_uri
 
     setup_experiment(tracking_uri(), experiment_name())
+    open_workflow_run(["snakemake", *sys.argv[1:]])
+
+
+onsuccess:
+    from daebench.tracking import close_workflow_run
+
+    close_workflow_run(success=True)
+
+
+onerror:
+    from daebench.tracking import close_workflow_run
+
+    close_workflow_run(success=False)
 
 
 # A GPU is a resource only where one exists, so CPU machines run training jobs in parallel.

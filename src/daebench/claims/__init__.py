@@ -6,11 +6,11 @@ holds one study's claims; ``results/claims.csv`` every study that has run."""
 from __future__ import annotations
 
 import importlib.resources
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..data.store import atomic_path
 from . import dbae, ddvi, scorevae, two_phase
 from .core import COLUMNS, LOWER_IS_BETTER, NAMES, VERDICTS, evaluate
 from .two_phase import BASELINE, LABELS, ONE_PHASE, TWO_PHASE
@@ -75,11 +75,8 @@ def read_claims(path: str | Path) -> pd.DataFrame:
 
 
 def _write(df: pd.DataFrame, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def write_study_claims(study: str, tables: dict[str, str | Path], cfg: dict, out: str | Path) -> pd.DataFrame:

@@ -15,9 +15,12 @@ after the arrays: it is the commit marker, and it carries the sha256 that
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import io
 import json
 import os
+import shutil
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ __all__ = [
     "MANIFEST_NAME",
     "SPLITS",
     "IntegrityError",
+    "WriteError",
     "atomic_path",
     "load_split",
     "open_npz_member",
@@ -60,23 +64,86 @@ def sha256_file(path: str | os.PathLike) -> str:
     return file_digest(path, "sha256")
 
 
+class WriteError(OSError):
+    """An output or checkpoint could not be written (disk full, file-size or quota limit); the message
+    names the file, says that its previous version is untouched, and how much space is left."""
+
+
+# errno values that mean "no room": disk full, file larger than RLIMIT_FSIZE, quota exceeded
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp siblings of ``path`` left by writers that were killed (SIGKILL, OOM, preemption) mid-write.
+
+    Their names carry the writer's pid (:func:`open_temp_sibling`); one whose pid is still alive on this
+    host is kept. One job writes each output, so a dead writer's temp is never some other job's work.
+    """
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        try:
+            pid = int(stale.name[len(path.name) + 2:].split(".", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive: another writer, leave it
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
+def _no_room(err: BaseException) -> OSError | None:
+    """The out-of-space OSError behind ``err``, if any. Writers in C++ (torch.save's zip writer) turn the
+    failed Python ``write`` into a RuntimeError whose context holds the OSError."""
+    seen = set()
+    while err is not None and id(err) not in seen and not isinstance(err, WriteError):
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _NO_ROOM:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place on success.
+    """Yield a temporary path next to ``path``; fsync it and move it into place on success.
 
-    On any exception (KeyboardInterrupt included) the temporary file is
-    removed and ``path`` is left untouched.
+    The one way the project writes a file that a later step reads (outputs, checkpoints, tables,
+    figures): a writer killed at any moment leaves either the previous file or the new one, never a
+    part, and a node crash cannot leave a renamed but unwritten file. The temporary name ends with
+    ``path``'s own suffix, so writers that pick a format by extension (``np.savez``, ``savefig``) keep it.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is left
+    untouched; a full disk or a file-size limit becomes a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_path = open_temp_sibling(path, ".tmp")
+    _remove_stale_temps(path)
+    fd, tmp_path = open_temp_sibling(path, ".tmp" + path.suffix)
     os.close(fd)
     try:
         yield tmp_path
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        no_room = _no_room(err)
+        if no_room is not None:
+            free = shutil.disk_usage(path.parent).free
+            raise WriteError(no_room.errno, f"could not write {path}: {no_room.strerror} ({free / 2**20:.0f} MiB free "
+                                        f"on its file system). {path} was left as it was (its previous version, "
+                                        "if any, is intact); free space or raise the limit, then rerun",
+                             str(path)) from err
         raise
 
 

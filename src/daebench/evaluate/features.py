@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daebench.data.store import atomic_path
 from daebench.data.transforms import UInt8Images
 from daebench.evaluate.weights import (
     DEFAULT_WEIGHTS_DIR,
@@ -550,15 +550,8 @@ def save_classifier(path: str | os.PathLike, model: DomainClassifier, info: dict
         "config": _json_safe(model.config),
         "info": _json_safe(info or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> DomainClassifier:

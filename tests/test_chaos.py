@@ -1,0 +1,166 @@
+"""Chaos: every study's smoke DAG under repeated SIGKILLs of randomly chosen running jobs at random moments
+(seeded), the workflow rerun after each kill. After every interrupted run no output on disk may be partial,
+and the final tables must equal those of the undisturbed run (`smoke_run`) bit for bit.
+
+What is killed is always a job of this test's own Snakemake (its process tree), never a process found
+machine-wide. One kill in four waits for a training job's first checkpoint, so resumption is exercised
+and not only restarts.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SMOKE_TABLES, copy_workflow
+from procs import descendants
+
+SEED = 20261130
+KILLS = 20
+MAX_DELAY_S = 30.0  # a kill lands uniformly within this long after a job is seen running, so kills spread
+# Columns that differ between any two runs, disturbed or not: MLflow run ids, and wall-clock costs.
+VOLATILE = {"mlflow_run_id", "mlflow_run_ids", "ms_encoder", "ms_endpoint", "ms_total"}
+
+
+def job_processes(root: int) -> list[tuple[int, list[str]]]:
+    """The running jobs below Snakemake ``root``: `python -m daebench <command> ...` processes."""
+    return sorted((pid, argv) for pid, argv in descendants(root) if argv[1:3] == ["-m", "daebench"])
+
+
+def checkpointed_trainer(jobs, project: Path):
+    """A running training job whose resume checkpoint is on disk, if any (a kill now forces a resume)."""
+    for pid, argv in jobs:
+        if "--checkpoint-dir" in argv:
+            ck = project / argv[argv.index("--checkpoint-dir") + 1]
+            if any(ck.glob("*.resume.pt")):
+                return pid, argv
+    return None
+
+
+def strike(proc: subprocess.Popen, project: Path, rng: random.Random, after_checkpoint: bool):
+    """Kill one running job of ``proc`` with SIGKILL; returns what was killed, or None if the run ended."""
+    while proc.poll() is None and not job_processes(proc.pid):
+        time.sleep(0.05)
+    deadline = time.monotonic() + rng.uniform(0.0, MAX_DELAY_S)
+    while proc.poll() is None:
+        jobs = job_processes(proc.pid)
+        if after_checkpoint:
+            victim = checkpointed_trainer(jobs, project)
+            if victim is None:
+                time.sleep(0.05)
+                continue
+        elif time.monotonic() < deadline or not jobs:
+            time.sleep(0.05)
+            continue
+        else:
+            victim = rng.choice(jobs)
+        pid, argv = victim
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # finished meanwhile: pick again
+            continue
+        return {"command": argv[3], "job": argv[argv.index("--out") + 1] if "--out" in argv else argv[3],
+                "after_checkpoint": after_checkpoint}
+    return None
+
+
+def assert_nothing_partial(project: Path) -> int:
+    """Every file a step may read (outputs, checkpoints, data) is whole: it parses. Returns how many."""
+    n = 0
+    for root in ("resources", "results"):
+        for path in (project / root).rglob("*"):
+            if not path.is_file() or path.name.startswith(".") or path.is_symlink():
+                continue
+            try:
+                if path.suffix == ".pt":
+                    torch.load(path, map_location="cpu", weights_only=True)
+                elif path.suffix == ".npz":
+                    with np.load(path) as f:
+                        for key in f.files:
+                            f[key]
+                elif path.suffix == ".csv":
+                    pd.read_csv(path)
+                elif path.suffix == ".json":
+                    json.loads(path.read_text())
+                elif path.suffix == ".png":
+                    with Image.open(path) as im:
+                        im.load()
+                else:
+                    continue
+            except Exception as err:  # any failure to parse is the finding
+                raise AssertionError(f"partial output left on disk after a kill: {path}: {err}") from err
+            n += 1
+    return n
+
+
+def test_descendants_are_the_process_tree_below_a_pid():
+    """The victim finder: a grandchild is found, a process outside the tree is not."""
+    outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tree-outside"])
+    code = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tree-grandchild']); "
+            "print(p.pid, flush=True); time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", code, "tree-parent"], stdout=subprocess.PIPE, text=True)
+    grandchild = int(parent.stdout.readline())
+    try:
+        found = dict(descendants(parent.pid))
+        assert set(found) == {grandchild} and found[grandchild][-1] == "tree-grandchild"
+        mine = dict(descendants(os.getpid()))  # two levels down from this process, the outsider included
+        assert {outside.pid, parent.pid, grandchild} <= set(mine) and mine[outside.pid][-1] == "tree-outside"
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        for p in (outside, parent):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
+    project = copy_workflow(tmp_path)
+    tables = [t for ts in SMOKE_TABLES.values() for t in ts]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *tables, "--configfile", "tests/smoke.yaml"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    rng = random.Random(SEED)
+    kills, runs, t0 = [], 0, time.monotonic()
+    while True:
+        runs += 1
+        assert runs <= KILLS + 20, f"the workflow did not finish after {runs - 1} runs"
+        log = project / f"snakemake.run{runs}.out"  # a file, not a pipe: a full pipe would stall Snakemake
+        with open(log, "w") as sink:
+            proc = subprocess.Popen(cmd, cwd=project, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            killed = strike(proc, project, rng, after_checkpoint=len(kills) % 4 == 3) if len(kills) < KILLS else None
+            proc.wait(timeout=1800)
+        out = log.read_text()
+        if killed:
+            kills.append(killed)
+            assert proc.returncode != 0, f"run {runs}: {killed} was killed yet Snakemake reported success"
+            assert_nothing_partial(project)
+        elif proc.returncode == 0:
+            break
+        else:  # the run failed with no kill of ours: that is a bug, not chaos
+            raise AssertionError(f"run {runs} failed without a kill:\n{out[-4000:]}")
+    elapsed = time.monotonic() - t0
+    assert len(kills) >= KILLS
+    checked = assert_nothing_partial(project)
+
+    # a killed training job that had checkpointed was resumed, not restarted
+    resumed = [p for p in (project / "logs").rglob("*.log") if "resumed from " in p.read_text()]
+    assert resumed, "no killed training job resumed from its checkpoint"
+
+    for table in tables:
+        ref = pd.read_csv(smoke_run / table, dtype=str, keep_default_na=False)
+        got = pd.read_csv(project / table, dtype=str, keep_default_na=False)
+        keep = [c for c in ref.columns if c not in VOLATILE]
+        assert list(got.columns) == list(ref.columns), table
+        pd.testing.assert_frame_equal(got[keep], ref[keep], obj=table)
+    commands = sorted({k["command"] for k in kills})
+    print(f"chaos: seed {SEED}, {len(kills)} kills over {runs} runs ({commands}), {len(resumed)} jobs resumed, "
+          f"{checked} files checked whole, {elapsed:.0f} s")
