@@ -26,7 +26,7 @@ def _isolated_mlflow_env():
 
 def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow (Snakefile, params, rules, envs, the smoke preset) to run Snakemake in."""
-    for item in ("Snakefile", "params.yaml", "workflow", "envs", "tests/smoke.yaml"):
+    for item in ("Snakefile", "params.yaml", "workflow", "envs", "notebooks", "tests/smoke.yaml"):
         src = ROOT / item
         dst = dest / item
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +48,7 @@ SMOKE_TABLES = {
     "ddvi": [f"results/ddvi/{t}.csv" for t in ("table1", "table3", "table8")],
 }
 SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluster.png"]
+SMOKE_REPORT = "results/report.html"  # every study's section, so also DDVI's Table 2 and latent plots
 
 
 def snakemake(args, cwd, timeout=600, **kw):
@@ -58,10 +59,10 @@ def snakemake(args, cwd, timeout=600, **kw):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """One undisturbed smoke run of every study's tables and figures (about 140 jobs), shared by the slow
-    end-to-end tests: each reads its study's outputs and adds its own targets beside them."""
+    """One undisturbed smoke run of every study's tables, figures and the report (about 160 jobs), shared by
+    the slow end-to-end tests: each reads its study's outputs and adds its own targets beside them."""
     proj = copy_workflow(tmp_path_factory.mktemp("smoke_run"))
-    targets = [t for ts in SMOKE_TABLES.values() for t in ts] + SMOKE_FIGURES
+    targets = [t for ts in SMOKE_TABLES.values() for t in ts] + SMOKE_FIGURES + [SMOKE_REPORT]
     proc = snakemake(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], proj, timeout=2400)
     (proj / "snakemake.out").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

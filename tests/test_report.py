@@ -217,7 +217,7 @@ def _report(root: Path, env_extra: dict[str, str], params: dict) -> subprocess.C
     return subprocess.run(cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
-PARAMS = {"table4_csv": "results/table4.csv", "claims_csv": "results/claims.csv", "recon_dir": "results/recon"}
+PARAMS = {"table4_csv": "results/table4.csv", "claims_csvs": ["results/claims.csv"], "recon_dir": "results/recon"}
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_notebook_is_clean_and_parameterised():
     assert all(not c.outputs and c.execution_count is None for c in code)
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    for name in ("table4_csv", "claims_csv", "recon_dir", "reference_dir", "mlflow_uri", "experiment"):
+    for name in ("table4_csv", "claims_csvs", "studies", "recon_dir", "reference_dir", "mlflow_uri", "experiment"):
         assert f"{name} = " in params[0].source
 
 
@@ -293,3 +293,78 @@ def test_report_command_failing_cell_keeps_executed_notebook(rendered, tmp_path)
     assert "logs/report.executed.ipynb" in proc.stderr
     assert "FileNotFoundError" in executed.read_text() and "missing_table4.csv" in executed.read_text()
     assert not (root / "results" / "report.html").exists()
+
+
+# --------------------------------------------------------------------------
+# the report of the shared smoke run of every study
+
+
+SECTION_FIRST = """<script>(function () { var cell = document.getElementById("ANCHOR");
+cell = cell.closest(".jp-Cell") || cell; var p = cell.previousElementSibling;
+while (p) { var q = p.previousElementSibling; p.remove(); p = q; } })();</script>"""
+
+
+@pytest.mark.slow
+def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
+    """results/report.html of the smoke run: every study has its section, each with its tables, images and
+    training curves; the contents and summary lead; headless Chromium renders each section; and Snakemake's
+    own --report builds from the report() outputs."""
+    import re
+
+    html = (smoke_run / "results/report.html").read_text(encoding="utf-8")
+    anchors = ["summary", "findings", "table4", "dbae", "scorevae", "ddvi", "emergence", "protocol"]
+    for a in anchors:
+        assert f'id="{a}"' in html and f'href="#{a}"' in html, a  # the section, and its line in the contents
+    starts = [html.index(f'id="{a}"') for a in anchors]
+    assert starts == sorted(starts)
+    summary = html[starts[0]:starts[1]]
+    for paper in ("Two-phase DAE training", "DBAE", "ScoreVAE", "DDVI", "shared (data, metric classifier)"):
+        assert paper in summary, paper
+    assert re.search(r"\d+ / \d+", summary)  # claims held / tested
+    sections = {a: html[starts[i]:starts[i + 1]] for i, a in enumerate(anchors[:-1])}
+    expect = {"dbae": (["Table 2: reconstruction", "Table 9", "Table 4: generation", "Table 1", "Table 3",
+                        "Table 5"], 10, 3),
+              "scorevae": (["Tables 1-2: reconstruction"], 2, 2),
+              "ddvi": (["Table 1: unsupervised", "Table 8", "Table 2: semi-supervised", "Table 3: genotype"], 7, 4)}
+    for study, (titles, tables, images) in expect.items():
+        sec = sections[study]
+        for t in titles:
+            assert t in sec, (study, t)
+        assert sec.count("<table") >= tables, (study, sec.count("<table"))  # ours and the paper's
+        assert sec.count('src="data:image/png;base64,') >= images, study  # figures and the training curves
+        assert "No training curves" not in sec and "Not run yet" not in sec, study
+        assert "the paper's (published)" in sec
+    assert sections["table4"].count('src="data:image/png;base64,') >= 2
+
+    if shutil.which("chromium"):
+        from PIL import Image
+
+        for a in ("dbae", "scorevae", "ddvi"):
+            # headless Chromium screenshots a page scrolled to #anchor blank: a copy of the report whose
+            # script drops every cell above the section puts the section at the top instead
+            page = tmp_path / f"{a}.html"
+            page.write_text(html.replace("</body>", SECTION_FIRST.replace("ANCHOR", a) + "</body>"), encoding="utf-8")
+            png = tmp_path / f"{a}.png"
+            cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1600",
+                   f"--screenshot={png}", page.as_uri()]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+            assert png.is_file(), proc.stdout + proc.stderr
+            shutil.copy(png, smoke_run / f"report_{a}.png")  # left beside the report for a look
+            with Image.open(png) as im:
+                assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 100, a  # tables, images
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--report", "snakemake_report.zip",
+                           "results/report.html", "--configfile", "tests/smoke.yaml"],
+                          cwd=smoke_run, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    import zipfile
+
+    with zipfile.ZipFile(smoke_run / "snakemake_report.zip") as z:
+        names = z.namelist()
+    raw = [Path(n).name for n in names if "/data/raw/" in n]  # stored by file name under hashed folders
+    # Table 4, DBAE's 6 tables, ScoreVAE's 1 and DDVI's 4; Table 4's 6 grids, ScoreVAE's grid, 3 latent plots
+    assert sum(n.endswith(".csv") for n in raw) == 12, raw
+    assert sum(n.endswith(".png") for n in raw) == 10, raw
+    assert {"report.html", "recon_grid.png", "latents_semi.png", "table9.csv"} <= set(raw)

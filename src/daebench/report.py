@@ -2,6 +2,7 @@
 (nbconvert, one self-contained HTML file: images as data URIs, no scripts fetched from the network)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -247,12 +248,22 @@ def _missing_sqlite(uri: str) -> str | None:
     return str(path) if path is not None and not path.exists() else None
 
 
-def training_curves(uri: str, experiment: str, dataset: str | None = None,
-                    metric: str = "loss/mse") -> pd.DataFrame:
-    """``metric`` per step of every training run (tag rule=train): columns run_id, run_name, method,
-    phase, status, step, value. Of runs with the same name (reruns) the latest is kept. Empty, with
-    the reason in ``df.attrs['note']``, when the store or experiment does not exist."""
-    cols = ["run_id", "run_name", "method", "phase", "status", "step", "value"]
+def _split_name(name: str) -> tuple[str, str]:
+    method, _, phase = name.partition("/")
+    return method, phase
+
+
+def training_curves(uri: str, experiment: str, dataset: str | None = None, metric: str | Sequence[str] = "loss/mse",
+                    rule: str = "train", methods: Collection[str] | None = None,
+                    split: Callable[[str], tuple[str, str]] = _split_name,
+                    keep: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    """Per step, the first of ``metric`` (one name or candidates in order) that each training run (tag
+    ``rule``) logged: columns run_id, run_name, method, phase, metric, status, step, value. Run names are
+    split into (method, phase) by ``split``; ``methods`` and ``keep`` (on the run name) select runs. Of runs
+    with the same name (reruns) the latest is kept. Empty, with the reason in ``df.attrs['note']``, when the
+    store or experiment does not exist."""
+    cols = ["run_id", "run_name", "method", "phase", "metric", "status", "step", "value"]
+    candidates = [metric] if isinstance(metric, str) else list(metric)
     empty = pd.DataFrame(columns=cols)
     if (path := _missing_sqlite(uri)) is not None:
         empty.attrs["note"] = f"no MLflow store at {path} (tracking URI {uri})"
@@ -264,23 +275,25 @@ def training_curves(uri: str, experiment: str, dataset: str | None = None,
     if exp is None:
         empty.attrs["note"] = f"no experiment {experiment!r} in {uri}"
         return empty
-    query = "tags.rule = 'train'" + (f" and tags.dataset = '{dataset}'" if dataset else "")
+    query = f"tags.rule = '{rule}'" + (f" and tags.dataset = '{dataset}'" if dataset else "")
     runs = client.search_runs([exp.experiment_id], query, max_results=5000, order_by=["attributes.start_time DESC"])
     frames, seen = [], set()
     for run in runs:
         name = run.info.run_name or run.info.run_id
-        if name in seen:
+        method, phase = split(name)
+        if name in seen or (methods is not None and method not in methods) or (keep is not None and not keep(name)):
             continue
         seen.add(name)
-        hist = client.get_metric_history(run.info.run_id, metric)
+        key = next((m for m in candidates if m in run.data.metrics), None)
+        hist = client.get_metric_history(run.info.run_id, key) if key else []
         if not hist:
             continue
-        method, _, phase = name.partition("/")
         frames.append(pd.DataFrame({"run_id": run.info.run_id, "run_name": name, "method": method, "phase": phase,
-                                    "status": run.info.status, "step": [m.step for m in hist],
+                                    "metric": key, "status": run.info.status, "step": [m.step for m in hist],
                                     "value": [m.value for m in hist]}))
     if not frames:
-        empty.attrs["note"] = f"no training runs with {metric!r} in experiment {experiment!r} of {uri}"
+        empty.attrs["note"] = f"no {rule} runs with {' or '.join(map(repr, candidates))} in experiment " \
+                              f"{experiment!r} of {uri}"
         return empty
     return pd.concat(frames, ignore_index=True).sort_values(["run_name", "step"]).reset_index(drop=True)
 
@@ -299,9 +312,10 @@ def curves_figure(curves: pd.DataFrame, labels: dict[str, str] | None = None, me
         ax.plot(g["step"], g["value"], styles[phases.index(phase) % len(styles)],
                 color=colours[methods.index(method) % len(colours)], lw=1.4,
                 marker="o" if len(g) <= 30 else None, ms=3,  # short runs (a single point) stay visible
-                label=f"{labels.get(method, method)} · {phase}" + ("" if g["status"].iloc[0] == "FINISHED"
-                                                                   else f" ({g['status'].iloc[0]})"))
-    ax.set_yscale("log")
+                label=f"{labels.get(method, method)} · {phase}"
+                + (f" · {g['metric'].iloc[0]}" if g["metric"].iloc[0] != metric else "")
+                + ("" if g["status"].iloc[0] == "FINISHED" else f" ({g['status'].iloc[0]})"))
+    ax.set_yscale("symlog" if (curves["value"] <= 0).any() else "log")
     ax.set_xlabel("training step (phase 2 continues phase 1's count)")
     ax.set_ylabel(metric)
     ax.grid(True, which="both", alpha=0.3)
@@ -402,3 +416,187 @@ def latent_scatter_figure(inputs: list[Path], labels: list[str], out: Path | Non
         fig.savefig(out, dpi=110)
         plt.close(fig)
     return fig
+
+
+# --------------------------------------------------------------------------
+# one section per study: what it shows, declared once
+
+
+def _ddvi_split(name: str) -> tuple[str, str]:
+    """DDVI run names are <setting>/<prior>/<method>/seed<k>: the method, and where it ran."""
+    setting, prior, method, _ = (name.split("/") + ["", "", "", ""])[:4]
+    return method, f"{setting}/{prior}"
+
+
+# Per study: its tables (ours, file under results/; the paper's, file under reference/ and an optional
+# filter on its `table` column), the figures it draws (globs under results/), and its training curves
+# (MLflow rule, candidate metrics in order, and how run names are read).
+SECTIONS: dict[str, dict] = {
+    "dbae": {
+        "title": "The DBAE study", "anchor": "dbae",
+        "intro": "Diffusion bridge autoencoders against the DiffAE-style DAE (Preechakul et al.): reconstruction "
+                 "(Table 2) and its NFE sweep (Table 9), generation through the latent prior (Table 4), "
+                 "downstream probes (Table 1), disentanglement (Table 3) and inference cost (Table 5).",
+        "tables": [("Table 2: reconstruction", "dbae/table2.csv", "dbae_table2_reconstruction.csv", None),
+                   ("Table 9: reconstruction against NFE", "dbae/table9.csv", "dbae_tables_9_10_nfe.csv", None),
+                   ("Table 4: generation (prior samples and +AE)", "dbae/table4.csv",
+                    "dbae_table4_generation_ffhq.csv", None),
+                   ("Table 1: downstream attribute probes", "dbae/table1.csv", "dbae_table1_downstream.csv", None),
+                   ("Table 3: disentanglement", "dbae/table3.csv", "dbae_table3_disentanglement.csv", None),
+                   ("Table 5: inference cost", "dbae/table5.csv", None, None)],
+        "figures": [("Reconstructions at the largest NFE (top row: test images)", "dbae/recon/*/*/*_nfe{nfe}.png"),
+                    ("Generated samples (prior) and decoded test codes (+AE)", "dbae/gen/*/*/*.png")],
+        "curves": {"rule": "train", "metric": ["loss/bridge", "loss/mse"],
+                   "methods": ("dae_baseline", "dbae", "dbae_d", "dbae_tc")},
+    },
+    "scorevae": {
+        "title": "The ScoreVAE study", "anchor": "scorevae",
+        "intro": "A frozen unconditional score model plus a time-dependent encoder (ScoreVAE; ScoreVAE+ adds a "
+                 "corrector) against a β-VAE and diffusion decoders trained from scratch (DiffDecoder), "
+                 "reconstructing with the conditional reverse SDE and the probability-flow ODE (Tables 1-2).",
+        "tables": [("Tables 1-2: reconstruction", "scorevae/table1.csv", "scorevae_tables_1_2.csv", None)],
+        "figures": [("Reconstructions (top row: test images)", "scorevae/recon_grid.png")],
+        "curves": {"rule": "train", "metric": ["loss/dsm", "loss/recon"],
+                   "methods": ("score_prior", "scorevae", "vae", "diffdec", "diffdec_b0")},
+    },
+    "ddvi": {
+        "title": "The DDVI study", "anchor": "ddvi",
+        "intro": "Diffusion posteriors (DDVI, wake-sleep) against AEVB, AEVB-IAF, AAEB and H-AEVB on 2-D "
+                 "structured priors: unsupervised (Table 1), without the sleep term (Table 8), semi-supervised "
+                 "(Table 2) and clustering of genotypes (Table 3). Each number is the mean over the seeds with "
+                 "its 95 % Student-t half-width (`*_ci95`). The latent plots are the first seed's test codes.",
+        "tables": [("Table 1: unsupervised (ELBO per pixel, MMD, latent NLL)", "ddvi/table1.csv", "ddvi_tables.csv", 1),
+                   ("Table 8: latent NLL without the sleep term", "ddvi/table8.csv", "ddvi_tables.csv", 8),
+                   ("Table 2: semi-supervised (ELBO, KNN-20 accuracy, latent NLL)", "ddvi/table2.csv",
+                    "ddvi_tables.csv", 2),
+                   ("Table 3: genotype clustering (purity, completeness, NMI)", "ddvi/table3.csv",
+                    "ddvi_table3_genotype_clustering.csv", None)],
+        "figures": [("Latent codes: unsupervised", "ddvi/latents_unsup.png"),
+                    ("Latent codes: semi-supervised", "ddvi/latents_semi.png"),
+                    ("Latent codes: genotype clustering", "ddvi/latents_cluster.png")],
+        "curves": {"rule": "ddvi_train", "metric": ["loss/recon", "loss/recon_mse"], "split": _ddvi_split,
+                   "keep": lambda name: name.endswith("/seed0")},
+    },
+}
+RUN_ID_COLUMNS = ("mlflow_run_id", "mlflow_run_ids")
+
+
+def styled(df: pd.DataFrame, caption: str):
+    """A table for the report: 4 significant digits (the papers' MSEs go down to 1e-5), blanks for N/A."""
+    floats = df.select_dtypes("float").columns
+    return df.style.format("{:.4g}", subset=floats, na_rep="").hide(axis="index").set_caption(caption)
+
+
+def study_tables(study: str, results: str | Path = "results", ref_dir: str | Path | None = None):
+    """(title, ours, the paper's or None) for each of the study's tables that this run produced."""
+    out = []
+    for title, ours, ref, table_no in SECTIONS[study]["tables"]:
+        path = Path(results) / ours
+        if not path.exists():
+            continue
+        df = pd.read_csv(path).drop(columns=[c for c in RUN_ID_COLUMNS if c in pd.read_csv(path, nrows=0)])
+        paper = None
+        if ref is not None:
+            paper = pd.read_csv(Path(ref_dir or reference_dir()) / ref)
+            if table_no is not None:
+                paper = paper[paper["table"] == table_no].drop(columns="table").dropna(axis=1, how="all")
+        out.append((title, df, paper))
+    return out
+
+
+def study_figures(study: str, results: str | Path = "results", nfe: int | None = None) -> list[tuple[str, list[Path]]]:
+    """(caption, image files) for each of the study's figures that exist; ``nfe`` fills the DBAE grids' NFE."""
+    import re
+
+    out = []
+    for caption, pattern in SECTIONS[study]["figures"]:
+        files = sorted(Path(results).glob(pattern.format(nfe=nfe if nfe is not None else "*")))
+        if "{nfe}" in pattern and nfe is None and files:  # the largest NFE swept
+            top = max(int(re.search(r"_nfe(\d+)", f.name).group(1)) for f in files)
+            files = [f for f in files if f.name.endswith(f"_nfe{top}.png")]
+        if files:
+            out.append((caption, files))
+    return out
+
+
+def contents(studies: Sequence[str]) -> str:
+    """The report's table of contents (Markdown links to the sections' anchors)."""
+    items = [("summary", "Summary"), ("findings", "Findings, study by study"),
+             ("table4", "Two-phase DAE training: Table 4")]
+    items += [(SECTIONS[s]["anchor"], SECTIONS[s]["title"]) for s in studies if s in SECTIONS]
+    items += [("emergence", "Emergence: the claims against the training budget"), ("protocol", "Protocol")]
+    return "\n".join(f"{i}. [{title}](#{anchor})" for i, (anchor, title) in enumerate(items, 1))
+
+
+def study_curves(study: str, uri: str, experiment: str, dataset: str | None = None) -> pd.DataFrame:
+    c = SECTIONS[study]["curves"]
+    return training_curves(uri, experiment, dataset, metric=c["metric"], rule=c["rule"], methods=c.get("methods"),
+                           split=c.get("split", _split_name), keep=c.get("keep"))
+
+
+def study_of_benchmark(path: Path, methods: dict[str, str]) -> str:
+    """Which study a job's benchmark file (logs/benchmarks/<rule dir>/...) belongs to: DBAE, ScoreVAE and
+    DDVI jobs live under their study's directory; training jobs by their method (``methods``: method ->
+    study); what the studies share (data, the metric classifier) is `shared`."""
+    parts = path.parts
+    if parts[0] in ("dbae", "scorevae", "ddvi"):
+        return parts[0]
+    if parts[0] == "train_prior":
+        return "dbae"
+    if parts[0] == "train" and len(parts) > 2:
+        return methods.get(parts[2], "shared")
+    if parts[0] in ("reconstruct", "metrics") or parts[:2] == ("tables", "table4.tsv"):
+        return "two_phase"
+    return "shared"
+
+
+def study_summary(claims: pd.DataFrame, studies: Sequence[str], bench_dir: str | Path,
+                  methods: dict[str, str]) -> pd.DataFrame:
+    """Per study: claims held out of those tested (holds + fails + inconclusive), and the job time spent on it
+    (sum of its jobs' wall times from Snakemake's benchmark files; jobs run in parallel, so this is compute
+    time, not elapsed time). `shared` is the data preparation and the metric classifier."""
+    rows = {s: {"jobs": 0, "job_seconds": 0.0} for s in [*studies, "shared"]}
+    for f in sorted(Path(bench_dir).rglob("*.tsv")):
+        study = study_of_benchmark(f.relative_to(bench_dir), methods)
+        if study not in rows:
+            continue
+        try:
+            s = float(pd.read_csv(f, sep="\t")["s"].iloc[-1])
+        except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
+            continue
+        rows[study]["jobs"] += 1
+        rows[study]["job_seconds"] += s
+    out = []
+    for s, r in rows.items():
+        c = claims[claims["study"] == s] if s != "shared" else claims.iloc[0:0]
+        tested = c[c["verdict"] != "untestable"]
+        out.append({"study": STUDIES[s].PAPER if s in STUDIES else "shared (data, metric classifier)",
+                    "claims held / tested": f"{int((tested['verdict'] == 'holds').sum())} / {len(tested)}"
+                    if s != "shared" else "",
+                    "untestable": int((c["verdict"] == "untestable").sum()) if s != "shared" else "",
+                    "jobs": r["jobs"], "job time": _duration(r["job_seconds"])})
+    return pd.DataFrame(out)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def method_studies(config: dict) -> dict[str, str]:
+    """method -> study, for training jobs, from the config's own lists (first study that lists a method)."""
+    out: dict[str, str] = {}
+    for m in config.get("table4", {}).get("methods", []):
+        out.setdefault(m, "two_phase")
+    db = config.get("dbae", {})
+    for m in [*db.get("methods", []), *db.get("tc_methods", [])]:
+        out.setdefault(m, "dbae")
+    for row in config.get("scorevae", {}).get("rows", []):
+        out.setdefault(row["method"], "scorevae")
+        prior = config.get("methods", {}).get(row["method"], {}).get("prior")
+        if prior:
+            out.setdefault(prior, "scorevae")
+    return out

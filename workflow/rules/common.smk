@@ -617,3 +617,23 @@ def ddvi_job_eval_slice(w):
 def emergence_points(wildcards):
     return {f"x{s:g}": f"results/emergence/{wildcards.study}/x{s:g}/results/claims/{wildcards.study}.csv"
             for s in config["emergence"]["scales"]}
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+# report.studies picks the report's sections after Table 4 (always shown), and so what it depends on.
+def report_studies():
+    return ["two_phase"] + [s for s in config["report"]["studies"] if s != "two_phase"]
+
+
+def report_method_studies():
+    from daebench.report import method_studies
+
+    return method_studies(config)
+
+
+def report_study_inputs(wildcards):
+    # DBAE_OUTPUTS etc. are defined beside each study's `all` rule (workflow/rules/<study>.smk)
+    outputs = {"dbae": DBAE_OUTPUTS, "scorevae": SCOREVAE_OUTPUTS, "ddvi": DDVI_OUTPUTS}
+    return [p for s in report_studies()[1:] for p in outputs[s]]

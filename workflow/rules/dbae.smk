@@ -171,7 +171,7 @@ rule dbae_table:
     input:
         dbae_table_inputs,
     output:
-        "results/dbae/{table}.csv",
+        report("results/dbae/{table}.csv", caption="../report/dbae_table.rst", category="DBAE"),
     params:
         cfg=dbae_table_cfg,
         upstream=dbae_table_upstream,
@@ -186,6 +186,10 @@ rule dbae_table:
         " --out {output} > {log} 2>&1"
 
 
+# Everything the study produces (its `all` target, and what the report shows of it).
+DBAE_OUTPUTS = expand("results/dbae/{table}.csv", table=["table1", "table2", "table3", "table4", "table5", "table9"])
+
+
 rule dbae_all:
     input:
-        expand("results/dbae/{table}.csv", table=["table1", "table2", "table3", "table4", "table5", "table9"]),
+        DBAE_OUTPUTS,

@@ -76,7 +76,7 @@ rule ddvi_table:
     input:
         lambda w: ddvi_table_runs(w.table),
     output:
-        "results/ddvi/{table}.csv",
+        report("results/ddvi/{table}.csv", caption="../report/ddvi_table.rst", category="DDVI"),
     params:
         cfg=ddvi_table_cfg,
     localrule: True
@@ -96,7 +96,7 @@ rule ddvi_latents:
     input:
         lambda w: ddvi_latent_inputs(w.setting),
     output:
-        "results/ddvi/latents_{setting}.png",
+        report("results/ddvi/latents_{setting}.png", caption="../report/ddvi_latents.rst", category="DDVI"),
     params:
         labels=lambda w: ddvi_latent_labels(w.setting),
         title=lambda w: DDVI_LATENT_TITLES[w.setting],
@@ -112,8 +112,12 @@ rule ddvi_latents:
         " --title {params.title:q} > {log} 2>&1"
 
 
+# Everything the study produces (its `all` target, and what the report shows of it).
+DDVI_OUTPUTS = expand("results/ddvi/{table}.csv", table=["table1", "table2", "table3", "table8"]) + expand(
+    "results/ddvi/latents_{setting}.png", setting=["unsup", "semi", "cluster"])
+
+
 rule ddvi_all:
     input:
-        expand("results/ddvi/{table}.csv", table=["table1", "table2", "table3", "table8"]),
-        expand("results/ddvi/latents_{setting}.png", setting=["unsup", "semi", "cluster"]),
+        DDVI_OUTPUTS,
     localrule: True

@@ -7,7 +7,8 @@ rule reconstruct:
         data=manifest,
     output:
         recon="results/recon/{dataset}/{method}/{mode}.npz",
-        grid="results/recon/{dataset}/{method}/{mode}.png",
+        grid=report("results/recon/{dataset}/{method}/{mode}.png", caption="../report/recon.rst",
+                    category="Two-phase DAE (Table 4)", subcategory="Reconstructions"),
     params:
         cfg=reconstruct_cfg,
         data=lambda w: data_dir(w.dataset),

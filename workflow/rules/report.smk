@@ -50,15 +50,17 @@ rule claims:
 rule report:
     input:
         table4="results/table4.csv",
-        claims="results/claims.csv",
+        claims=lambda w: expand("results/claims/{study}.csv", study=report_studies()),
         recon=report_recon_inputs,
+        studies=report_study_inputs,
         notebook="notebooks/report.ipynb",
     output:
-        "results/report.html",
+        report("results/report.html", caption="../report/report.rst", category="Report"),
     params:
         # Notebook parameters; the reconstructions are found under recon_dir/<dataset>/<method>/<mode>.npz.
-        nb=lambda w, input: as_json({"table4_csv": input.table4, "claims_csv": input.claims,
-                                     "recon_dir": "results/recon"}),
+        nb=lambda w, input: as_json({"table4_csv": input.table4, "claims_csvs": list(input.claims),
+                                     "recon_dir": "results/recon", "studies": report_studies(),
+                                     "method_studies": report_method_studies(), "bench_dir": "logs/benchmarks"}),
         upstream=table4_provenance,
     conda:
         "../../envs/daebench.yaml"

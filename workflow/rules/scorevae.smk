@@ -53,7 +53,7 @@ rule scorevae_table:
     input:
         scorevae_table_inputs,
     output:
-        "results/scorevae/table1.csv",
+        report("results/scorevae/table1.csv", caption="../report/scorevae_table.rst", category="ScoreVAE"),
     params:
         cfg=scorevae_table_cfg,
         upstream=scorevae_table_upstream,
@@ -72,7 +72,7 @@ rule scorevae_grid:
     input:
         lambda w: scorevae_recon_files(config["dataset"]),
     output:
-        "results/scorevae/recon_grid.png",
+        report("results/scorevae/recon_grid.png", caption="../report/scorevae_grid.rst", category="ScoreVAE"),
     params:
         labels=scorevae_grid_labels,
     conda:
@@ -85,7 +85,10 @@ rule scorevae_grid:
         "python -m daebench scorevae-grid --inputs {input} --labels {params.labels} --out {output} > {log} 2>&1"
 
 
+# Everything the study produces (its `all` target, and what the report shows of it).
+SCOREVAE_OUTPUTS = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
+
+
 rule scorevae_all:
     input:
-        "results/scorevae/table1.csv",
-        "results/scorevae/recon_grid.png",
+        SCOREVAE_OUTPUTS,

@@ -5,7 +5,7 @@ rule table4:
     input:
         table4_inputs,
     output:
-        "results/table4.csv",
+        report("results/table4.csv", caption="../report/table4.rst", category="Two-phase DAE (Table 4)"),
     params:
         cfg=table4_cfg,
         upstream=table4_upstream,
