@@ -20,6 +20,12 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", config["mlflow"]["tracking_uri"])
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
 # So do the execution settings (compute.*: AMP, DDP processes, ...): how a job runs is not what it computes.
 os.environ.update(DAEBENCH_COMPUTE=json.dumps(config["compute"], sort_keys=True))
+# Jobs import daebench from this workflow's own src/, first on PYTHONPATH: under `--sdm conda` the environment
+# holds only the dependencies (envs/daebench.yaml explains why), and either way a job runs the code of the
+# Snakefile that scheduled it. Absent (a workflow copied without src/), jobs use the installed package.
+_src = os.path.join(workflow.basedir, "src")
+if os.path.isdir(_src) and os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _src:
+    os.environ["PYTHONPATH"] = os.pathsep.join([_src] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 # And what MLflow keeps beside the metrics (checkpoints as artifacts, registered models).
 os.environ.update(DAEBENCH_MLFLOW=json.dumps({k: config["mlflow"][k] for k in ("log_checkpoints", "register_models")},
                                             sort_keys=True))
