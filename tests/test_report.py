@@ -296,6 +296,64 @@ def test_report_command_failing_cell_keeps_executed_notebook(rendered, tmp_path)
 
 
 # --------------------------------------------------------------------------
+# the per-study sections' helpers
+
+
+def test_study_summary_counts_claims_and_sums_job_times_per_study(tmp_path):
+    from daebench.report import method_studies, study_summary
+
+    bench = tmp_path / "bench"
+    times = {"train/digits/dae_2phase_sc4/phase1.tsv": 10.0, "reconstruct/digits/dae_baseline/inversion.tsv": 5.0,
+             "tables/table4.tsv": 1.0, "train/digits/dbae/main.tsv": 20.0, "train_prior/digits/dbae.tsv": 4.0,
+             "tables/dbae_table2.tsv": 2.0, "dbae/recon/digits/dbae/endpoint_nfe5.tsv": 3.0,
+             "train/digits/score_prior/main.tsv": 30.0, "scorevae/metrics/digits/vae/main_decoder.tsv": 6.0,
+             "ddvi/train/unsup/pinwheel/ddvi/seed0.tsv": 7.0, "report/claims_ddvi.tsv": 0.5,
+             "prepare_data/digits.tsv": 100.0, "report/report.tsv": 8.0}
+    for rel, s in times.items():
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bench / rel).write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t1.0\n")
+    (bench / "train/digits/vae").mkdir(parents=True)
+    (bench / "train/digits/vae/broken.tsv").write_text("not a benchmark")  # skipped, not a crash
+    cfg = {"table4": {"methods": ["dae_baseline", "dae_1phase_sc4", "dae_2phase_sc4"]},
+           "dbae": {"methods": ["dbae", "dbae_d"], "tc_methods": ["dbae", "dbae_tc"]},
+           "scorevae": {"rows": [{"method": "vae"}, {"method": "scorevae", "phase": "encoder"}]},
+           "methods": {"scorevae": {"prior": "score_prior"}}}
+    methods = method_studies(cfg)
+    assert methods["dae_baseline"] == "two_phase" and methods["dbae_tc"] == "dbae"
+    assert methods["score_prior"] == "scorevae"  # a ScoreVAE row's frozen prior counts for ScoreVAE
+    claims = pd.DataFrame({"study": ["two_phase"] * 3 + ["ddvi"] * 2,
+                           "verdict": ["holds", "fails", "untestable", "inconclusive", "holds"]})
+    s = study_summary(claims, ["two_phase", "dbae", "scorevae", "ddvi"], bench, methods).set_index("study")
+    assert s.loc["Two-phase DAE training", "claims held / tested"] == "1 / 2"
+    assert s.loc["Two-phase DAE training", "untestable"] == 1
+    assert s.loc["DDVI", "claims held / tested"] == "1 / 2"
+    assert s.loc["DBAE", "claims held / tested"] == "0 / 0"
+    jobs = s["jobs"].to_dict()
+    assert jobs == {"Two-phase DAE training": 3, "DBAE": 4, "ScoreVAE": 2, "DDVI": 2,
+                    "shared (data, metric classifier, report)": 2}
+    assert s.loc["Two-phase DAE training", "job time"] == "16 s" and s.loc["DBAE", "job time"] == "29 s"
+    assert s.loc["shared (data, metric classifier, report)", "job time"] == "1.8 min"
+
+
+def test_study_figures_pick_the_largest_nfe_and_tables_pair_the_papers(tmp_path):
+    from daebench.report import study_figures, study_tables
+
+    for name in ("endpoint_nfe3.png", "endpoint_nfe10.png", "inversion_nfe10.png"):
+        f = tmp_path / "dbae/recon/digits/dbae" / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"png")
+    (caption, files), = study_figures("dbae", tmp_path)
+    assert caption.startswith("Reconstructions at the largest NFE")
+    assert [f.name for f in files] == ["endpoint_nfe10.png", "inversion_nfe10.png"]
+    (tmp_path / "ddvi").mkdir()
+    pd.DataFrame({"method": ["ddvi"], "elbo": [-1.0], "mlflow_run_ids": ["a b"]}).to_csv(tmp_path / "ddvi/table1.csv")
+    (title, ours, paper), = study_tables("ddvi", tmp_path)
+    assert title.startswith("Table 1") and "mlflow_run_ids" not in ours.columns
+    assert set(paper["method"]) >= {"AEVB", "DDVI"} and "table" not in paper.columns
+    assert "acc" not in paper.columns  # Table 1 has no accuracy: the all-blank column is dropped
+
+
+# --------------------------------------------------------------------------
 # the report of the shared smoke run of every study
 
 
@@ -318,7 +376,7 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
     starts = [html.index(f'id="{a}"') for a in anchors]
     assert starts == sorted(starts)
     summary = html[starts[0]:starts[1]]
-    for paper in ("Two-phase DAE training", "DBAE", "ScoreVAE", "DDVI", "shared (data, metric classifier)"):
+    for paper in ("Two-phase DAE training", "DBAE", "ScoreVAE", "DDVI", "shared (data, metric classifier, report)"):
         assert paper in summary, paper
     assert re.search(r"\d+ / \d+", summary)  # claims held / tested
     sections = {a: html[starts[i]:starts[i + 1]] for i, a in enumerate(anchors[:-1])}

@@ -218,6 +218,7 @@ def cmd_scorevae_table(a) -> None:
 def cmd_scorevae_grid(a) -> None:
     import numpy as np
 
+    from .data.store import atomic_path
     from .report import recon_rows_figure
 
     if len(a.labels) != len(a.inputs):
@@ -228,8 +229,6 @@ def cmd_scorevae_grid(a) -> None:
             original = f["original"] if original is None else original
             recons.append(f["recon"])
     fig = recon_rows_figure(original, recons, a.labels, n=a.n)
-    from .data.store import atomic_path
-
     out = Path(a.out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")

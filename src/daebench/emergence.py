@@ -185,8 +185,8 @@ def figure(df: pd.DataFrame, out: Path, title: str) -> None:
     fig.suptitle(f"{title}: claims against the training budget (filled: holds, hollow: fails, grey: "
                  "inconclusive)", fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
 
 

@@ -412,8 +412,8 @@ def latent_scatter_figure(inputs: list[Path], labels: list[str], out: Path | Non
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
     return fig
 
@@ -547,6 +547,10 @@ def study_of_benchmark(path: Path, methods: dict[str, str]) -> str:
         return methods.get(parts[2], "shared")
     if parts[0] in ("reconstruct", "metrics") or parts[:2] == ("tables", "table4.tsv"):
         return "two_phase"
+    if parts[0] == "tables" and parts[-1].startswith("dbae_"):
+        return "dbae"
+    if parts[0] == "report" and parts[-1].startswith("claims_"):
+        return parts[-1][len("claims_"):-len(".tsv")]
     return "shared"
 
 
@@ -554,7 +558,7 @@ def study_summary(claims: pd.DataFrame, studies: Sequence[str], bench_dir: str |
                   methods: dict[str, str]) -> pd.DataFrame:
     """Per study: claims held out of those tested (holds + fails + inconclusive), and the job time spent on it
     (sum of its jobs' wall times from Snakemake's benchmark files; jobs run in parallel, so this is compute
-    time, not elapsed time). `shared` is the data preparation and the metric classifier."""
+    time, not elapsed time). `shared` is the data preparation, the metric classifier and the report."""
     rows = {s: {"jobs": 0, "job_seconds": 0.0} for s in [*studies, "shared"]}
     for f in sorted(Path(bench_dir).rglob("*.tsv")):
         study = study_of_benchmark(f.relative_to(bench_dir), methods)
@@ -570,7 +574,7 @@ def study_summary(claims: pd.DataFrame, studies: Sequence[str], bench_dir: str |
     for s, r in rows.items():
         c = claims[claims["study"] == s] if s != "shared" else claims.iloc[0:0]
         tested = c[c["verdict"] != "untestable"]
-        out.append({"study": STUDIES[s].PAPER if s in STUDIES else "shared (data, metric classifier)",
+        out.append({"study": STUDIES[s].PAPER if s in STUDIES else "shared (data, metric classifier, report)",
                     "claims held / tested": f"{int((tested['verdict'] == 'holds').sum())} / {len(tested)}"
                     if s != "shared" else "",
                     "untestable": int((c["verdict"] == "untestable").sum()) if s != "shared" else "",

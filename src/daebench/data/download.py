@@ -3,7 +3,7 @@
 A file is streamed to a temporary name next to its destination, hashed while
 it streams, and moved into place only once its size and checksum are right,
 so ``download_dir`` never holds a partial file under the real name (the
-failure mode clean-fid 0.1.35 has, see DESIGN.md).
+failure mode clean-fid 0.1.35 has, see docs/architecture.md, "Known pitfalls").
 """
 
 from __future__ import annotations

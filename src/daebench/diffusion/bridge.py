@@ -1,7 +1,7 @@
 """The VP diffusion bridge of DDBM (Zhou et al. 2024) as used by DBAE
 (`dbae_diffusion_bridge_autoencoders`, §3.1 eq. 9 and App. C.1: "VP SDE, DDBM preconditioning and
 time weighting, pred-x"). The paper's equations are stripped from its text; the formulas below are
-the release's, recorded in DESIGN.md ("Implementation facts").
+the release's, recorded in docs/architecture.md ("Implementation facts").
 
 VP SDE with beta(t) = beta_min + beta_d t:
     log alpha_t = -1/4 beta_d t^2 - 1/2 beta_min t,   sigma_t^2 = 1 - alpha_t^2,

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import load_split, to_tensor
+from ..data.store import atomic_path
 from ..methods import get_family
 
 
@@ -71,5 +72,5 @@ def save_grid(path: Path, rows: list[np.ndarray], n: int = 12, pad: int = 1, sca
     grid = (montage([to_hwc01(arr[:n]) for arr in rows], pad) * 255).round().astype(np.uint8)
     img = Image.fromarray(grid)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")

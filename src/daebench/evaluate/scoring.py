@@ -1,4 +1,4 @@
-"""Score a reconstruction file with the fixed metric protocol (DESIGN.md "Metric protocol"):
+"""Score a reconstruction file with the fixed metric protocol (docs/architecture.md, "Metric protocol"):
 PSNR/SSIM/MSE/L2 always; LPIPS and FID (tf, cf) when the pretrained weights are in weights_dir;
 the domain-feature metrics (own column names, never labelled FID/LPIPS) always, so runs with
 and without the weights stay comparable with each other."""

@@ -1,7 +1,7 @@
 """Diffusion Bridge AutoEncoders (`dbae_diffusion_bridge_autoencoders`, §3, App. C; release details in
-DESIGN.md): encoder x_0 -> z, endpoint decoder z -> x_T (the information bottleneck: x_T depends on
-x_0 only through z), and a bridge denoiser D(x_t, t; x_T, z) on the VP bridge pinned at x_T, all
-trained jointly with DDBM's preconditioned, weighted x-prediction loss (§3.3 eq. 13, Algorithm 1).
+docs/architecture.md, "Implementation facts"): encoder x_0 -> z, endpoint decoder z -> x_T (the information
+bottleneck: x_T depends on x_0 only through z), and a bridge denoiser D(x_t, t; x_T, z) on the VP bridge
+pinned at x_T, all trained jointly with DDBM's preconditioned, weighted x-prediction loss (§3.3 eq. 13, Algorithm 1).
 
 Encoders: "stochastic" (DBAE) q(z|x) = N(mu, sigma^2) with sigma = exp(5 tanh(s / 5)) + 0.01 and a
 reparameterised sample in training; "deterministic" (DBAE-d) z = mu. Evaluation uses z = mu.

@@ -1,5 +1,5 @@
 """Denoising diffusion variational inference (`ddvi_denoising_diffusion_variational_inference` §3.2-3.4,
-App. A, E, F; release details in DESIGN.md).
+App. A, E, F; release details in docs/architecture.md, "More release facts").
 
 q_phi(z | x) = int q_phi(y_T | x) prod_t q_phi(y_{t-1} | y_t, x) dy_{1:T},  y_0 = z:
   q_phi(y_T | x) = N(mu_phi(x), sigma_phi^2(x))                   (the encoder, which also emits a context c(x))

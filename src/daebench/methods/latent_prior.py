@@ -1,7 +1,7 @@
 """Latent DDIM prior p_omega(z) (DiffAE §3.3 / DBAE §3.3.2, App. C.1 Table 7): a diffusion model over
 the encoder's codes, fitted after the autoencoder is frozen. Codes are standardised per dimension
 with the training set's mean and std, which the prior stores and undoes after sampling (without it
-the prior's noise scale mismatches the codes: DESIGN.md "Known pitfalls"). eps-prediction, L1 loss,
+the prior's noise scale mismatches the codes: docs/architecture.md, "Known pitfalls"). eps-prediction, L1 loss,
 constant beta = 0.008 over 1000 steps; sampling is DDIM (eta = 0).
 
 Unconditional generation = z ~ p_omega, then the autoencoder's decoder; the "+AE" variant decodes

@@ -1,5 +1,5 @@
 """ScoreVAE and ScoreVAE+ (`scorevae_variational_diffusion_autoencoder` §3.3-3.6, App. A.1, B.1; release
-details in DESIGN.md).
+details in docs/architecture.md, "Implementation facts" and "More release facts").
 
 A frozen unconditional diffusion model eps_theta(x_t, t) (the `uncond` family, trained by its own job)
 and a time-dependent Gaussian encoder q_phi(z | x_t, t) = N(mu_phi(x_t, t), sigma_phi^2(x_t, t) I) give

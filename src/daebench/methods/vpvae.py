@@ -1,5 +1,5 @@
 """Pieces shared by the ScoreVAE study's families (scorevae, diffdec, vae; `scorevae_variational_diffusion_autoencoder`
-§2-3, App. A.1; release details in DESIGN.md).
+§2-3, App. A.1; release details in docs/architecture.md, "Implementation facts" and "More release facts").
 
 Gaussian encoder: the network outputs (mu, log sigma^2) of q(z | x) = N(mu, sigma^2 I), as in the release;
 KL(q || N(0, I)) = -1/2 sum_k (1 + log sigma_k^2 - mu_k^2 - sigma_k^2), summed over the latent dimensions.
