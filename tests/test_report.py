@@ -353,6 +353,21 @@ def test_study_figures_pick_the_largest_nfe_and_tables_pair_the_papers(tmp_path)
     assert "acc" not in paper.columns  # Table 1 has no accuracy: the all-blank column is dropped
 
 
+def test_nfe_curves_plot_each_row_of_table9_against_nfe():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from daebench.report import nfe_curve_figure
+
+    t9 = pd.DataFrame({"metric": ["ssim", "ssim", "mse", "mse"], "label": ["DBAE", "DAE"] * 2,
+                       "nfe10": [0.5, 0.4, 0.2, 0.3], "nfe3": [0.3, 0.1, 0.4, 0.5]})
+    fig = nfe_curve_figure(t9)
+    ssim, mse = fig.axes
+    assert [ln.get_label() for ln in ssim.lines] == ["DBAE", "DAE"] and ssim.get_ylabel() == "ssim"
+    assert list(ssim.lines[0].get_xdata()) == [3, 10] and list(ssim.lines[0].get_ydata()) == [0.3, 0.5]
+    assert list(mse.lines[1].get_ydata()) == [0.5, 0.3]
+
+
 # --------------------------------------------------------------------------
 # the report of the shared smoke run of every study
 

@@ -604,3 +604,32 @@ def method_studies(config: dict) -> dict[str, str]:
         if prior:
             out.setdefault(prior, "scorevae")
     return out
+
+
+def nfe_curve_figure(table9: pd.DataFrame):
+    """DBAE Table 9 as curves: each metric against the NFE, one line per row (method and x_T)."""
+    import matplotlib.pyplot as plt
+
+    nfe_cols = sorted((c for c in table9.columns if c.startswith("nfe") and c[3:].isdigit()), key=lambda c: int(c[3:]))
+    metrics = list(dict.fromkeys(table9["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for _, row in table9[table9["metric"] == metric].iterrows():
+            ax.plot([int(c[3:]) for c in nfe_cols], [row[c] for c in nfe_cols], marker="o", ms=4, label=row["label"])
+        ax.set_xscale("log")
+        ax.set_xticks([int(c[3:]) for c in nfe_cols], [c[3:] for c in nfe_cols])
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def study_plots(study: str, results: str | Path = "results") -> list[tuple[str, object]]:
+    """(caption, matplotlib figure) of the curves a study's tables hold: DBAE's reconstruction against NFE."""
+    path = Path(results) / "dbae/table9.csv"
+    if study != "dbae" or not path.exists():
+        return []
+    return [("Table 9 as curves: reconstruction against the number of function evaluations",
+             nfe_curve_figure(pd.read_csv(path)))]
