@@ -255,8 +255,15 @@ def step_smoke_dag(a, rec: Record) -> None:
     rec.check("MLflow: a run per training job", len(train_runs) == n_train, f"{len(train_runs)} of {n_train}")
     rec.check("MLflow: every run FINISHED", bool(summary) and all(s["status"] == "FINISHED" for s in summary),
               ", ".join(f"{s['name']}: {s['status']}" for s in summary if s["status"] != "FINISHED"))
-    lacking = [f"{s['name']} lacks {s['missing']}" for s in summary if s["missing"]]
-    rec.check(f"MLflow: {'GPU' if cuda else 'CPU'} system metrics in every run", bool(summary) and not lacking,
+    # the invocation's parent run (rule: workflow) is bookkeeping: no system metrics; the jobs nest under it
+    jobs = [s for s in summary if s["rule"] != "workflow"]
+    parents = {r.info.run_id for r in runs if r.data.tags.get("rule") == "workflow"}
+    nested = [r for r in runs if r.data.tags.get("rule") != "workflow"
+              and r.data.tags.get("mlflow.parentRunId") in parents]
+    rec.check("MLflow: every job's run nested under the workflow's run", len(parents) == 1 and len(nested) == len(jobs),
+              f"{len(parents)} workflow runs, {len(nested)} of {len(jobs)} job runs nested")
+    lacking = [f"{s['name']} lacks {s['missing']}" for s in jobs if s["missing"]]
+    rec.check(f"MLflow: {'GPU' if cuda else 'CPU'} system metrics in every job's run", bool(jobs) and not lacking,
               "; ".join(lacking[:5]))
     if cuda:
         def peak(key):

@@ -63,10 +63,11 @@ def test_cpu_mode_runs_every_step(tmp_path):
     dag = load(out, "smoke_dag")
     assert dag["jobs"]["total"] == 6 and dag["snakemake_rc"] == 0
     assert len(dag["table4"]) == 1 and all(math.isfinite(r["psnr"]) for r in dag["table4"])
-    assert {r["rule"] for r in dag["mlflow_runs"]} >= {"train"}
+    assert {r["rule"] for r in dag["mlflow_runs"]} >= {"train", "workflow"}
     for run in dag["mlflow_runs"]:
-        assert run["status"] == "FINISHED" and not run["missing"], run
-        assert "system/cpu_utilization_percentage" in run["system_metrics"]
+        assert run["status"] == "FINISHED", run
+        if run["rule"] != "workflow":  # the invocation's parent run is bookkeeping, the jobs carry the metrics
+            assert not run["missing"] and "system/cpu_utilization_percentage" in run["system_metrics"], run
 
     fam = load(out, "train_families")
     eager = {r["case"]: r for r in fam["results"] if not r["compile"]}

@@ -54,3 +54,15 @@ def test_jobs_import_the_workflows_own_source(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert (tmp_path / "probe.txt").read_text().strip() == "the workflow"
+
+
+def test_source_first_on_path_puts_the_workflows_src_first_once(tmp_path):
+    from daebench.config import source_first_on_path
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sep = os.pathsep
+    assert source_first_on_path(str(src), {}) == str(src)
+    assert source_first_on_path(str(src), {"PYTHONPATH": f"/a{sep}{src}{sep}/b"}) == f"{src}{sep}/a{sep}/b"
+    assert source_first_on_path(str(tmp_path / "absent"), {"PYTHONPATH": "/a"}) == "/a"  # copied without src/
+    assert source_first_on_path(str(tmp_path / "absent"), {}) == ""

@@ -12,6 +12,8 @@ import functools
 import hashlib
 import json
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +340,13 @@ def load(path: str | Path, schema_path: str | Path) -> dict:
 
 def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_first_on_path(src: str, environ: Mapping[str, str]) -> str:
+    """The PYTHONPATH under which jobs import daebench from the workflow's own ``src`` (first), the rest of
+    ``environ``'s PYTHONPATH kept after it, once. Unchanged when ``src`` does not exist (a workflow copied
+    without its source: jobs use the installed package)."""
+    current = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if not os.path.isdir(src):
+        return os.pathsep.join(current)
+    return os.pathsep.join([src] + [p for p in current if p != src])

@@ -6,7 +6,7 @@ import shutil
 
 from snakemake.exceptions import WorkflowError
 
-from daebench.config import ConfigError, dataset_path_problems, nets_keys, validate
+from daebench.config import ConfigError, dataset_path_problems, nets_keys, source_first_on_path, validate
 from daebench.data.registry import needs_download
 
 try:
@@ -23,9 +23,7 @@ os.environ.update(DAEBENCH_COMPUTE=json.dumps(config["compute"], sort_keys=True)
 # Jobs import daebench from this workflow's own src/, first on PYTHONPATH: under `--sdm conda` the environment
 # holds only the dependencies (envs/daebench.yaml explains why), and either way a job runs the code of the
 # Snakefile that scheduled it. Absent (a workflow copied without src/), jobs use the installed package.
-_src = os.path.join(workflow.basedir, "src")
-if os.path.isdir(_src) and os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _src:
-    os.environ["PYTHONPATH"] = os.pathsep.join([_src] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+os.environ.update(PYTHONPATH=source_first_on_path(os.path.join(workflow.basedir, "src"), os.environ))
 # And what MLflow keeps beside the metrics (checkpoints as artifacts, registered models).
 os.environ.update(DAEBENCH_MLFLOW=json.dumps({k: config["mlflow"][k] for k in ("log_checkpoints", "register_models")},
                                             sort_keys=True))
