@@ -250,15 +250,38 @@ def _test_profile(project, **extra):
 
 
 @pytest.mark.slow
-def test_smoke_table4_through_slurm(project, slurm):
-    mem = _test_profile(project)
+def test_smoke_table4_through_slurm_with_a_preempted_training_job(project, slurm, tmp_path_factory):
+    """The smoke Table 4 through sbatch with `--slurm-requeue`; one training job is pre-empted mid-way
+    (`scontrol requeue`: SLURM kills it and queues it again, as pre-emption in REQUEUE mode does). It runs
+    again under the same SLURM job id, resumes from its checkpoint and ends with exactly the weights of an
+    undisturbed run; the table, and what SLURM ran, are as without the pre-emption."""
+    mem = _test_profile(project, **{"slurm-requeue": True})
+    # the job we pre-empt trains longer, so that there is a mid-way
+    (project / "long.yaml").write_text("methods: {dae_1phase_sc4: {examples: 3200}}\n")
+    config = ["--configfile", "tests/smoke.yaml", "long.yaml"]
     cmd = [sys.executable, "-m", "snakemake", "results/table4.csv", "--profile", "workflow/profiles/slurm",
-           "--profile", "testprofile", "--configfile", "tests/smoke.yaml"]
+           "--profile", "testprofile", *config]
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=900, env=slurm.env, check=False)
+    with open(project / "snakemake.out", "w") as sink:  # a file, not a pipe: a full pipe would stall Snakemake
+        proc = subprocess.Popen(cmd, cwd=project, stdout=sink, stderr=subprocess.STDOUT, env=slurm.env)
+        resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
+        deadline = time.monotonic() + 600  # a guard against a hang only
+        while proc.poll() is None and not resume.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        victim = [j for j in slurm.jobs() if j["Comment"].startswith("rule_train_phase")
+                  and "dae_1phase_sc4" in j["Comment"] and j["JobState"] == "RUNNING"]
+        assert len(victim) == 1, (slurm.jobs(), proc.poll())
+        victim_id = victim[0]["JobId"]
+        requeue = slurm.run(["scontrol", "requeue", victim_id])
+        assert requeue.returncode == 0, requeue.stderr
+        # SLURM holds a requeued job back by a BeginTime delay (minutes); the test lets it start at once
+        wait_for(lambda: next(j for j in slurm.jobs() if j["JobId"] == victim_id)["JobState"] == "PENDING", 60,
+                 "the requeued job did not go back to PENDING")
+        release = slurm.run(["scontrol", "update", f"JobId={victim_id}", "StartTime=now"])
+        assert release.returncode == 0, release.stderr
+        proc.wait(timeout=900)
     elapsed = time.time() - t0
-    out = proc.stdout + proc.stderr
-    (project / "snakemake.out").write_text(out)
+    out = (project / "snakemake.out").read_text()
     assert proc.returncode == 0, out[-5000:]
 
     table = pd.read_csv(project / "results/table4.csv")
@@ -267,7 +290,7 @@ def test_smoke_table4_through_slurm(project, slurm):
     assert set(table["label"]) == {"Preechakul et al.", "1-phase SC-4", "2-phase SC-4"}
     assert table["psnr"].notna().all() and (table["n_images"] == 32).all()
 
-    # every non-local job went through sbatch, and SLURM ran it to completion
+    # every non-local job went through sbatch, and SLURM ran it to completion (the pre-empted one twice)
     run_id = re.search(r"SLURM run ID: (\S+)", out).group(1)
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", out)
     jobs = {j["JobId"]: j for j in slurm.jobs() if j.get("JobName") == run_id}
@@ -279,6 +302,7 @@ def test_smoke_table4_through_slurm(project, slurm):
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
         assert job["NumCPUs"] == "1" and job["MinMemoryNode"] == f"{mem}M", job
         assert (job.get("TresPerJob") == "gres:gpu:1") == (rule not in ("table4", "prepare_data")), job
+        assert job["Restarts"] == ("1" if job["JobId"] == victim_id else "0"), job
     # preprocessing is a batch job like the others (digits downloads nothing, so there is no download_data job)
     assert rules == {"prepare_data": 1, "train_classifier": 1, "train_phase": 4, "reconstruct": 6, "metrics": 6,
                      "table4": 1}
@@ -289,55 +313,21 @@ def test_smoke_table4_through_slurm(project, slurm):
     # the profile's time limits reached sbatch (runtime minutes -> TimeLimit)
     limits = {re.match(r"rule_(\w+?)(_wildcards_|$)", j["Comment"]).group(1): j["TimeLimit"] for j in jobs.values()}
     assert limits["train_phase"] == "12:00:00" and limits["table4"] == "00:15:00", limits
-    print(f"smoke Table 4 through SLURM: {len(jobs)} batch jobs, {elapsed:.0f}s")
 
-
-
-@pytest.mark.slow
-def test_preempted_training_job_is_requeued_and_resumes_to_the_same_weights(project, slurm, tmp_path_factory):
-    """`--slurm-requeue`: a training job preempted mid-way (`scontrol requeue`: SLURM kills it and queues it
-    again, as preemption in REQUEUE mode does) runs again under the same SLURM job id, resumes from its
-    checkpoint, and ends with exactly the weights of an undisturbed run."""
-    _test_profile(project, **{"slurm-requeue": True})
-    (project / "long.yaml").write_text("train: {examples: 3200}\n")  # long enough to be preempted mid-way
-    target = "resources/models/digits/dae_1phase_sc4/main.pt"
-    args = [target, "--configfile", "tests/smoke.yaml", "long.yaml"]
-    cmd = [sys.executable, "-m", "snakemake", *args, "--profile", "workflow/profiles/slurm", "--profile", "testprofile"]
-    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=slurm.env)
-    resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
-    deadline = time.monotonic() + 600  # a guard against a hang only
-    while proc.poll() is None and not resume.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    running = [j for j in slurm.jobs() if j["Comment"].startswith("rule_train_phase") and j["JobState"] == "RUNNING"]
-    assert len(running) == 1, (slurm.jobs(), proc.poll())
-    job_id = running[0]["JobId"]
-    requeue = slurm.run(["scontrol", "requeue", job_id])
-    assert requeue.returncode == 0, requeue.stderr
-    # SLURM holds a requeued job back by a BeginTime delay (minutes); the test lets it start at once
-    wait_for(lambda: next(j for j in slurm.jobs() if j["JobId"] == job_id)["JobState"] == "PENDING", 60,
-             "the requeued job did not go back to PENDING")
-    release = slurm.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
-    assert release.returncode == 0, release.stderr
-    out, _ = proc.communicate(timeout=900)
-    (project / "snakemake.out").write_text(out)
-    assert proc.returncode == 0, out[-5000:]
-
-    job = next(j for j in slurm.jobs() if j["JobId"] == job_id)
-    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", job
     log = (project / "logs/train/digits/dae_1phase_sc4/main.log").read_text()
     assert f"resumed from {resume.relative_to(project)} at step" in log, log[-3000:]
     assert int(log.split(" at step ")[1].split("/")[0]) > 0
-
-    # the same target, undisturbed and locally, with the same 1 thread per job
+    # the pre-empted model against the same target trained undisturbed and locally, with 1 thread per job
+    target = "resources/models/digits/dae_1phase_sc4/main.pt"
     ref = copy_workflow(tmp_path_factory.mktemp("requeue_ref"))
-    (ref / "long.yaml").write_text("train: {examples: 3200}\n")
-    local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=ref, capture_output=True,
-                           text=True, timeout=900, check=False)
+    (ref / "long.yaml").write_text((project / "long.yaml").read_text())
+    local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", target, *config], cwd=ref,
+                           capture_output=True, text=True, timeout=900, check=False)
     assert local.returncode == 0, (local.stdout + local.stderr)[-4000:]
     a = torch.load(project / target, weights_only=True)
     b = torch.load(ref / target, weights_only=True)
-    assert a["step"] == b["step"]
+    assert a["step"] == b["step"] == 100
     for key in ("model", "ema"):
         for name in b[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after the requeue"
+    print(f"smoke Table 4 through SLURM with one pre-emption: {len(jobs)} batch jobs, {elapsed:.0f}s")
