@@ -51,10 +51,14 @@ SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluste
 SMOKE_REPORT = "results/report.html"  # every study's section, so also DDVI's Table 2 and latent plots
 
 
+def workflow_env() -> dict[str, str]:
+    """The environment of a Snakemake subprocess: this one without MLFLOW_* (the workflow sets its own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
 def snakemake(args, cwd, timeout=600, **kw):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False, **kw)
+                          timeout=timeout, env=workflow_env(), check=False, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMOKE_TABLES, copy_workflow
+from conftest import SMOKE_TABLES, copy_workflow, workflow_env
 from procs import descendants
 
 SEED = 20261130
@@ -127,7 +127,7 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
     project = copy_workflow(tmp_path)
     tables = [t for ts in SMOKE_TABLES.values() for t in ts]
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *tables, "--configfile", "tests/smoke.yaml"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = workflow_env()
     rng = random.Random(SEED)
     kills, runs, t0 = [], 0, time.monotonic()
     while True:

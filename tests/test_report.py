@@ -259,6 +259,14 @@ def test_report_command_renders_self_contained_html(rendered):
     assert "def " not in html and "import " not in html  # code cells hidden
 
 
+def chromium_screenshot(url: str, png: Path, profile: Path, size: str) -> subprocess.CompletedProcess:
+    """Headless Chromium renders ``url`` into ``png`` (``size`` as "W,H"), with no network of its own."""
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", f"--window-size={size}", f"--screenshot={png}", url]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="chromium not installed (apt-get install -y chromium) — needed for the screenshot")
@@ -267,11 +275,7 @@ def test_report_screenshot_in_headless_chromium(rendered, tmp_path):
 
     png = tmp_path / "report.png"
     html = rendered / "results" / "report.html"
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,3000", f"--screenshot={png}",
-           html.as_uri()]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    proc = chromium_screenshot(html.as_uri(), png, tmp_path / "chromium-profile", "1280,3000")
     assert png.is_file(), proc.stdout + proc.stderr
     shutil.copy(png, rendered / "report.png")  # left beside the report for a look
     with Image.open(png) as im:
@@ -418,11 +422,7 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
             page = tmp_path / f"{a}.html"
             page.write_text(html.replace("</body>", SECTION_FIRST.replace("ANCHOR", a) + "</body>"), encoding="utf-8")
             png = tmp_path / f"{a}.png"
-            cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1600",
-                   f"--screenshot={png}", page.as_uri()]
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+            proc = chromium_screenshot(page.as_uri(), png, tmp_path / "chromium-profile", "1280,1600")
             assert png.is_file(), proc.stdout + proc.stderr
             shutil.copy(png, smoke_run / f"report_{a}.png")  # left beside the report for a look
             with Image.open(png) as im:

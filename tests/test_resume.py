@@ -51,6 +51,24 @@ def train_args(tmp, out, ckpt_dir, index=1, init=None):
     return args + (["--init", str(init)] if init else [])
 
 
+@pytest.fixture(scope="module")
+def phase1(workspace):
+    """Phase 1 trained once for the module: the initialisation of the phase-2 runs that are killed or starved."""
+    tmp, env = workspace
+    path = tmp / "phase1.pt"
+    run_ok(train_args(tmp, path, tmp / "ck0", index=0), env, tmp)
+    return path
+
+
+def start_until_checkpoint(args, env, cwd, resume_file, poll=0.05):
+    """Start a training job and return it once its first resume checkpoint is on disk (or it ended)."""
+    p = cli(*args, env=env, cwd=cwd)
+    deadline = time.time() + 300
+    while not resume_file.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(poll)
+    return p
+
+
 def run_ok(args, env, cwd):
     p = cli(*args, env=env, cwd=cwd)
     out, _ = p.communicate(timeout=600)
@@ -59,10 +77,9 @@ def run_ok(args, env, cwd):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted(workspace):
+def test_sigkill_then_resume_matches_uninterrupted(workspace, phase1):
     tmp, env = workspace
-    phase1, again = tmp / "phase1.pt", tmp / "phase1_again.pt"
-    run_ok(train_args(tmp, phase1, tmp / "ck0", index=0), env, tmp)
+    again = tmp / "phase1_again.pt"
     run_ok(train_args(tmp, again, tmp / "ck1", index=0), env, tmp)
     a, b = torch.load(phase1, weights_only=True), torch.load(again, weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "same seed, different weights"
@@ -72,10 +89,7 @@ def test_sigkill_then_resume_matches_uninterrupted(workspace):
     # Interrupted: SIGKILL once a mid-run checkpoint exists, then rerun the same command.
     out, ck = tmp / "resumed.pt", tmp / "ck_kill"
     resume_file = ck / "resumed.resume.pt"
-    p = cli(*train_args(tmp, out, ck, init=phase1), env=env, cwd=tmp)
-    deadline = time.time() + 300
-    while not resume_file.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
+    p = start_until_checkpoint(train_args(tmp, out, ck, init=phase1), env, tmp, resume_file)
     time.sleep(0.3)
     assert p.poll() is None, "training finished before it could be killed; make it longer"
     os.kill(p.pid, signal.SIGKILL)
@@ -138,7 +152,7 @@ def test_ema_update_matches_hand_computed_values():
 
 
 @pytest.mark.slow
-def test_disk_full_during_a_checkpoint_write_names_it_and_keeps_the_previous_one(workspace):
+def test_disk_full_during_a_checkpoint_write_names_it_and_keeps_the_previous_one(workspace, phase1):
     """A file-size limit (RLIMIT_FSIZE, what a full disk or quota looks like to a writer) imposed on a running
     training job once it has a checkpoint: the next checkpoint write fails with an error naming the file,
     the previous checkpoint still loads, no temp file is left, and a rerun without the limit resumes."""
@@ -149,14 +163,9 @@ def test_disk_full_during_a_checkpoint_write_names_it_and_keeps_the_previous_one
     tmp, env = workspace
     # MLflow to a file store: its files stay small, so the limit hits the checkpoint, not the tracking database
     env = dict(env, MLFLOW_TRACKING_URI=(tmp / "mlruns_full").as_uri(), MLFLOW_ALLOW_FILE_STORE="true")
-    phase1 = tmp / "phase1_full.pt"
-    run_ok(train_args(tmp, phase1, tmp / "ck_full0", index=0), env, tmp)
     out, ck = tmp / "full.pt", tmp / "ck_full"
     resume_file = ck / "full.resume.pt"
-    p = cli(*train_args(tmp, out, ck, init=phase1), env=env, cwd=tmp)
-    deadline = time.time() + 300
-    while not resume_file.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.02)
+    p = start_until_checkpoint(train_args(tmp, out, ck, init=phase1), env, tmp, resume_file, poll=0.02)
     size = resume_file.stat().st_size
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (size // 2, hard))
