@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from daebench.train import resolve_device
+from daebench.checkpoint import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -134,7 +134,7 @@ def image_shape(cfg: dict) -> tuple[int, int]:
 
 def train_slice(cfg: dict, method: str, upto: int | None = None) -> dict:
     """The config slice a training job of ``method`` receives (workflow/rules/common.smk train_slice)."""
-    from daebench.config import nets_keys
+    from daebench.methods import nets_keys
 
     core = {k: v for k, v in cfg["methods"][method].items() if k != "label"}
     if upto is not None:

@@ -284,8 +284,9 @@ def _train_one(a, rec, device, cfg, item: dict, x_images, work: Path) -> dict:
     import torch
 
     from daebench import compute as compute_mod
+    from daebench.checkpoint import load_checkpoint
     from daebench.data import to_tensor
-    from daebench.train import load_checkpoint, train_phase
+    from daebench.train import as_stages, train_phase
 
     comp = {**compute_mod.DEFAULTS, "compile": item["compile"]}
     steps, batch = item["steps"], item["batch"]
@@ -338,7 +339,7 @@ def _train_one(a, rec, device, cfg, item: dict, x_images, work: Path) -> dict:
         xb = data[:4].cpu()
     else:
         xb = to_tensor(x_images[:4])
-    fns = [st.fn for st in loss.stages] if getattr(loss, "stages", None) else [loss]
+    fns = [st.fn for st in as_stages(loss)[0]]
     terms = {}
     for fn in fns:
         terms.update({k: float(v.float().mean()) for k, v in fn(cpu_model, xb, torch.Generator().manual_seed(0)).items()})
@@ -535,7 +536,7 @@ def step_ddp(a, rec: Record) -> None:
     import train_step as TS
 
     from daebench import compute as compute_mod
-    from daebench.train import load_checkpoint
+    from daebench.checkpoint import load_checkpoint
 
     cuda = not a.cpu and torch.cuda.is_available()
     if not a.cpu and not cuda:

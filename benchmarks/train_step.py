@@ -95,6 +95,7 @@ def _make_step(model, loss_fn, batch, opts, stage_fns=None):
 
 def family_case(cfg: dict, case: str, family: str, prefer: str, phase_name: str, what: str, device, x):
     from daebench.methods import get_family
+    from daebench.train import as_stages
 
     method = C.first_method(cfg, family, prefer)
     if method is None:
@@ -116,7 +117,7 @@ def family_case(cfg: dict, case: str, family: str, prefer: str, phase_name: str,
     torch.manual_seed(0)
     model, x = _prepare(fam.build(sl, c, h).to(device), x, device)
     loss = fam.phase_loss(sl["method"], sl["method"]["phases"][idx])
-    trainable = getattr(loss, "trainable", None)
+    _, trainable, _ = as_stages(loss)
     model.train()
     for name, m in model.named_children():  # as train.train_phase freezes the networks a phase does not train
         if trainable is not None and name not in trainable:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daebench.config import DDVI_ONLY, FAMILY_KEYS, ConfigError, validate
+from daebench.config import ConfigError, validate
 from daebench.data.registry import DATASETS, needs_path
+from daebench.methods import families
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/params.schema.yaml"
@@ -74,7 +75,7 @@ def test_schema_documents_every_top_level_key():
     (lambda c: c["methods"]["scorevae"].update(prior="nope"), "methods.scorevae.prior: 'nope' is not defined"),
     (lambda c: c["methods"]["scorevae"]["phases"].reverse(),
      "a ScoreVAE trains train: encoder, then optionally train: corrector (ScoreVAE+); got ['corrector', 'encoder']"),
-    (lambda c: c["methods"]["vae"].pop("beta"), "'beta' is a required property"),
+    (lambda c: c["methods"]["vae"].pop("beta"), "methods.vae.beta: a vae method needs this key"),
     (lambda c: c["methods"]["diffdec"].update(weighting="uniform"),
      "methods.diffdec.weighting: 'uniform' is not allowed; allowed values: simple, likelihood"),
     (lambda c: c["methods"]["vae"].update(prior="score_prior"),
@@ -166,10 +167,11 @@ def key_name(parts):
 
 def owners_ok(parts, i, name):
     """Whether the map entry ``name`` at ``parts[i]`` may hold the rest of the path (a family's own keys)."""
-    if parts[:i] == ("methods",) and i + 1 < len(parts) and parts[i + 1] in set().union(*FAMILY_KEYS.values()):
-        return parts[i + 1] in FAMILY_KEYS[PARAMS["methods"][name]["family"]]
-    if parts[:i] == ("ddvi", "methods") and parts[i + 1] in DDVI_ONLY:
-        return PARAMS["ddvi"]["methods"][name]["family"] in DDVI_ONLY[parts[i + 1]]
+    image, lvm = families("image"), families("lvm")
+    if parts[:i] == ("methods",) and i + 1 < len(parts) and parts[i + 1] in set().union(*(f.keys for f in image.values())):
+        return parts[i + 1] in image[PARAMS["methods"][name]["family"]].keys
+    if parts[:i] == ("ddvi", "methods") and parts[i + 1] in set().union(*(f.keys for f in lvm.values())):
+        return parts[i + 1] in lvm[PARAMS["ddvi"]["methods"][name]["family"]].keys
     return True
 
 
@@ -342,3 +344,39 @@ def test_dry_run_without_a_local_dataset_path_fails_before_any_job(project, over
     assert "invalid parameters" in out and f"dataset_paths.{name}: dataset {name} is read from a local copy" in out
     assert f"set dataset_paths.{name} in params.yaml (or your --configfile) to" in out, out[-2000:]
     assert "Job stats" not in out and "rule prepare_data:" not in out  # no job was scheduled
+
+
+def test_schema_enums_follow_the_code_registries():
+    """Registry-backed fields (`x-registry` in the schema) take their enum from the code as it is, and the
+    fields naming studies list exactly the studies the claims know."""
+    from daebench.claims import STUDIES
+    from daebench.config import _schema, registries
+    from daebench.diffusion.schedules import SCHEDULES
+    from daebench.methods import families
+
+    path = ROOT / "workflow/schemas/params.schema.yaml"
+    schema = _schema(str(path), path.stat().st_mtime_ns)
+    found = {}
+
+    def walk(node, where=""):
+        if isinstance(node, dict):
+            if "x-registry" in node:
+                found[where] = node
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, where)
+
+    walk(schema)
+    regs = registries()
+    assert {n["x-registry"] for n in found.values()} == set(regs) - {"modes.dbae", "modes.uncond", "modes.vae",
+                                                                        "modes.diffdec"}
+    for where, node in found.items():
+        assert node["enum"] == regs[node["x-registry"]], where
+    assert regs["schedules"] == list(SCHEDULES)
+    assert regs["image_families"] == list(families("image")) and regs["lvm_families"] == list(families("lvm"))
+    props = schema["properties"]
+    assert props["report"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
+    assert props["emergence"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
+    assert set(props["emergence"]["properties"]["tables"]["properties"]) == set(STUDIES)

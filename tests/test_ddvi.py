@@ -13,10 +13,11 @@ from sklearn.metrics import completeness_score, normalized_mutual_info_score
 
 from daebench.config import ConfigError, load
 from daebench.evaluate.lvm import clustering_scores, latent_nll, mmd2, purity
-from daebench.methods import LVM_FAMILIES, get_lvm_family
+from daebench.methods import get_lvm_family
 from daebench.methods import priors as P
 from daebench.methods.ddvi import posterior_chain
-from daebench.methods.lvm import Ctx, Stage
+from daebench.methods.lvm import Ctx
+from daebench.methods.objective import Stage
 from daebench.nets.mlp import MADE
 from daebench.train import _stage_optimizers
 
@@ -158,7 +159,7 @@ def _linear_gaussian(seed=0, dim=5):
 
 def _aevb(W, b, dim=5):
     nets = {"hidden": 4, "layers": 0, "context": 3, "made": {"hidden": 8, "layers": 2}, "aux": {"hidden": 8, "layers": 1}}
-    model = LVM_FAMILIES["aevb"].build(nets, dim, {}, False).double()
+    model = get_lvm_family("aevb").build(nets, dim, {}, False).double()
     with torch.no_grad():
         model.decoder[0].weight.copy_(W)
         model.decoder[0].bias.copy_(b)
@@ -269,7 +270,7 @@ def _exact_posterior_model(family, dim=5):
         # posterior covariance I (prior N(0, 2 I), W^T W = I / 2): a Gaussian whose noising keeps unit variance,
         # so the fixed reverse variance beta_t is exact and eps_phi is linear (ExactEps)
         b, M, P, log_px = _gaussian_case(2.0, W_UNIT, dim)
-        model = LVM_FAMILIES["ddvi"].build({**NETS, "context": 2}, dim, {"steps": 6, "beta": [0.05, 0.4]}, False)
+        model = get_lvm_family("ddvi").build({**NETS, "context": 2}, dim, {"steps": 6, "beta": [0.05, 0.4]}, False)
         model.double()
         ab = model.alpha_bar
         model.betas = 1 - ab[1:] / ab[:-1]          # exactly consistent with alpha_bar in float64
@@ -279,7 +280,7 @@ def _exact_posterior_model(family, dim=5):
         prior = IsoNormal(2.0)
     else:
         b, M, P, log_px = _gaussian_case(1.0, W_DIAG, dim)
-        model = LVM_FAMILIES[family].build(NETS, dim, {"flows": 2}, False).double()
+        model = get_lvm_family(family).build(NETS, dim, {"flows": 2}, False).double()
         prior = IsoNormal(1.0)
         z1 = torch.zeros(1, dim, dtype=torch.float64)
         if family == "aevb":
@@ -315,7 +316,7 @@ def _elbo_draws(family, model, ctx, x, n, seed):
     rep = torch.cat([x] * n)
     torch.set_default_dtype(torch.float64)
     try:
-        est = LVM_FAMILIES[family].elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
+        est = get_lvm_family(family).elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
                                         torch.Generator().manual_seed(seed))
     finally:
         torch.set_default_dtype(torch.float32)
@@ -346,7 +347,7 @@ def test_exact_bounds_equal_the_evidence_at_the_exact_posterior_and_fall_below_i
     # (3) generic networks for the posterior side, same decoder and prior
     torch.manual_seed(3)
     method = {"steps": 5, "beta": [0.05, 0.3], "flows": 2, "sleep": "none"}
-    generic = LVM_FAMILIES[family].build({**NETS, "aux": {"hidden": 8, "layers": 1}}, 5, method, False).double()
+    generic = get_lvm_family(family).build({**NETS, "aux": {"hidden": 8, "layers": 1}}, 5, method, False).double()
     generic.decoder = model.decoder
     est = _elbo_draws(family, generic, ctx, x, 4000, seed=4)["elbo_nats"]
     se = est.std(0) / math.sqrt(4000)
@@ -361,16 +362,16 @@ def test_ddvi_regulariser_splits_into_endpoint_and_chain_and_chain_weight_uses_t
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
     method = {"steps": 4, "beta": [0.05, 0.3], "sleep": "none", "kl_weight": 0.01}
-    model = LVM_FAMILIES["ddvi"].build(nets, 6, method, False)
+    model = get_lvm_family("ddvi").build(nets, 6, method, False)
     x = torch.rand(5, 6)
     p = posterior_terms(model, x, torch.Generator().manual_seed(3))
     assert torch.allclose(p["endpoint_qr"] + p["chain"], p["log_qr"], atol=1e-4)
     ctx = Ctx(prior=StdNormal(), likelihood="bce", kl_weight=0.01)
     reg = p["log_qr"] - StdNormal().log_prob(p["z"])
     batch = (x, torch.full((5,), -1))
-    default = LVM_FAMILIES["ddvi"].stages(method, ctx)[0].fn(model, batch, torch.Generator().manual_seed(3))
+    default = get_lvm_family("ddvi").stages(method, ctx)[0].fn(model, batch, torch.Generator().manual_seed(3))
     assert set(default) == {"recon", "kl"} and torch.allclose(default["kl"], 0.01 * reg, atol=1e-6)
-    split = LVM_FAMILIES["ddvi"].stages({**method, "chain_weight": 2.0}, ctx)[0].fn(
+    split = get_lvm_family("ddvi").stages({**method, "chain_weight": 2.0}, ctx)[0].fn(
         model, batch, torch.Generator().manual_seed(3))
     assert torch.allclose(split["kl"], 0.01 * (p["endpoint_qr"] - StdNormal().log_prob(p["z"])), atol=1e-6)
     assert torch.allclose(split["chain"], 2.0 * p["chain"], atol=1e-5)
@@ -388,11 +389,11 @@ def test_release_aevb_estimator_matches_a_hand_computation():
     g = np.random.default_rng(0)
     We, be = g.normal(size=(4, dim)) * 0.5, np.array([0.2, -0.1, 2 * math.log(0.05), 2 * math.log(0.3)])
     Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
-    model = LVM_FAMILIES["aevb"].build({"hidden": 4, "layers": 0}, dim, {}, False).double()
+    model = get_lvm_family("aevb").build({"hidden": 4, "layers": 0}, dim, {}, False).double()
     model.encoder = _linear(dim, 4, torch.from_numpy(We), torch.from_numpy(be))
     model.decoder = _linear(2, dim, torch.from_numpy(Wd), torch.from_numpy(bd))
     x = g.uniform(size=(3, dim))
-    est = LVM_FAMILIES["aevb"].elbo(model, (torch.from_numpy(x), torch.full((3,), -1)),
+    est = get_lvm_family("aevb").elbo(model, (torch.from_numpy(x), torch.full((3,), -1)),
                                     Ctx(prior=StdNormal(), likelihood="bce"), torch.Generator().manual_seed(5))
     eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(5)).double().numpy()
     h = x @ We.T + be
@@ -446,7 +447,7 @@ def test_release_ddvi_estimator_matches_a_hand_computation():
     We, be = g.normal(size=(6, dim)) * 0.5, g.normal(size=6) * 0.3
     Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
     A, C, E = g.normal(size=(2, 2)) * 0.3, g.normal(size=(2, 2)) * 0.3, g.normal(size=(T + 1, 2)) * 0.3
-    model = LVM_FAMILIES["ddvi"].build({"hidden": 4, "layers": 0, "context": 2,
+    model = get_lvm_family("ddvi").build({"hidden": 4, "layers": 0, "context": 2,
                                         "denoiser": {"hidden": 4, "layers": 1}}, dim,
                                        {"steps": T, "beta": list(beta)}, False).double()
     model.encoder = _linear(dim, 6, torch.from_numpy(We), torch.from_numpy(be))
@@ -480,7 +481,7 @@ def test_release_ddvi_estimator_matches_a_hand_computation():
 def test_ddvi_chain_log_ratio_matches_the_gaussian_densities():
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
-    model = LVM_FAMILIES["ddvi"].build(nets, 3, {"steps": 3, "beta": [0.1, 0.3], "sleep": "none"}, False)
+    model = get_lvm_family("ddvi").build(nets, 3, {"steps": 3, "beta": [0.1, 0.3], "sleep": "none"}, False)
     x = torch.rand(2, 3)
     z, log_qr = posterior_chain(model, x, torch.Generator().manual_seed(5))
     # replay the chain with the same noise, computing every density with torch.distributions
@@ -530,7 +531,7 @@ def test_cluster_codes_average_posterior_draws():
     """chain_mean: the mean of z over draws (here a Gaussian posterior: it converges to mu); sample: one draw."""
     from daebench.lvm_study import cluster_codes
 
-    fam = LVM_FAMILIES["aevb"]
+    fam = get_lvm_family("aevb")
     model = fam.build({"hidden": 4, "layers": 0}, 3, {}, False)
     with torch.no_grad():
         model.encoder[0].weight.zero_()
@@ -550,7 +551,7 @@ def test_denoiser_pretraining_on_prior_samples_trains_only_the_denoiser():
 
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 32, "layers": 3}}
-    model = LVM_FAMILIES["ddvi"].build(nets, 4, {"steps": 10, "beta": [0.005, 0.3]}, False)
+    model = get_lvm_family("ddvi").build(nets, 4, {"steps": 10, "beta": [0.005, 0.3]}, False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
     losses = pretrain_denoiser(model, prior, examples=64 * 300, batch_size=64, lr=3e-3, seed=0)
@@ -575,10 +576,10 @@ def test_made_is_autoregressive_in_its_order():
 
 def _stages_step(family, method):
     nets = {"hidden": 16, "layers": 1, "context": 3, "denoiser": {"hidden": 8, "layers": 2}}
-    model = LVM_FAMILIES[family].build(nets, 8, method, False)
+    model = get_lvm_family(family).build(nets, 8, method, False)
     prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
     ctx = Ctx(prior=prior, likelihood="bce")
-    stages = LVM_FAMILIES[family].stages(method, ctx)
+    stages = get_lvm_family(family).stages(method, ctx)
     opts = _stage_optimizers(model, stages, 1e-2)
     batch = (torch.rand(16, 8), torch.full((16,), -1))
     changed = []
@@ -637,9 +638,10 @@ def test_table_rows_must_be_defined_methods(tmp_path):
 def test_multi_stage_training_resumes_exactly(tmp_path, family, method):
     """A run stopped after its checkpoint at step 10 and resumed ends bit-identical to an uninterrupted
     one: every stage's Adam state and the in-loss schedules come back."""
+    from daebench.checkpoint import load_checkpoint
     from daebench.lvm_study import LVMLoss
     from daebench.methods.lvm import Ctx as LCtx
-    from daebench.train import load_checkpoint, train_phase
+    from daebench.train import train_phase
 
     nets = {"hidden": 16, "layers": 1, "context": 3, "denoiser": {"hidden": 8, "layers": 2}}
     prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
@@ -649,7 +651,7 @@ def test_multi_stage_training_resumes_exactly(tmp_path, family, method):
 
     def run_(out, ckpt, crash_at=None):
         torch.manual_seed(0)
-        fam = LVM_FAMILIES[family]
+        fam = get_lvm_family(family)
         model = fam.build(nets, 8, method, False)
         loss = LVMLoss(fam, method, LCtx(prior=prior, likelihood="bce"))
         if crash_at is not None:  # the job dies in the middle of step `crash_at`

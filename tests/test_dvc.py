@@ -1,5 +1,6 @@
-"""DVC around Snakemake: `dvc repro` after one parameter edit reruns exactly the affected jobs;
-artefacts pushed to the default remote and pulled into a second clone leave nothing to do."""
+"""DVC around Snakemake, one stage per study: dvc.yaml is derived from the slice builders, `dvc repro` after
+one parameter edit reruns exactly the affected jobs, and artefacts pushed to the default remote and pulled
+into a second clone leave nothing to do."""
 import re
 import shutil
 import subprocess
@@ -11,8 +12,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ITEMS = ("Snakefile", "params.yaml", "dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "workflow", "envs",
-         "src/daebench", "notebooks")
 
 
 def sh(args, cwd, timeout=900):
@@ -44,48 +43,136 @@ def deep_update(base, extra):
     return base
 
 
+def test_committed_dvc_yaml_is_derived_from_params():
+    """dvc.yaml is generated from params.yaml by the job layer's slice builders (`daebench dvc-yaml`); a
+    hand edit or a params change without regenerating it fails here."""
+    out = subprocess.run([sys.executable, "-m", "daebench", "dvc-yaml", "--check"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    else:
+        yield path
+
+
+def _other(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_x"
+    if isinstance(value, list):
+        return value + value[:1] if value else [1]
+    return 1
+
+
+@pytest.mark.parametrize("stage", ["data", "table4", "dbae", "scorevae", "ddvi", "report"])
+def test_stage_params_cover_every_key_its_jobs_read(stage):
+    """Changing any key outside a stage's derived params leaves every config slice of the stage's jobs
+    as it was: DVC never skips a stage whose work changed."""
+    import copy
+    import json
+
+    from daebench.config import load
+    from daebench.jobs import dvc as D
+
+    config = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")
+    jobs = {"data": D._data_jobs, "table4": D._table4_jobs, "dbae": D._dbae_jobs, "scorevae": D._scorevae_jobs,
+            "ddvi": D._ddvi_jobs, "report": D._report_jobs}[stage]
+    params = D.stages(config)[stage]["params"]
+    covered = [tuple(p.split(".")) for p in params]
+    before = json.dumps(jobs(config), sort_keys=True, default=str)
+    checked = 0
+    for leaf in _leaves(config):
+        if not leaf or any(leaf[:len(c)] == c for c in covered):
+            continue
+        cfg = copy.deepcopy(config)
+        node = cfg
+        for k in leaf[:-1]:
+            node = node[k]
+        node[leaf[-1]] = _other(node[leaf[-1]])
+        try:
+            after = json.dumps(jobs(cfg), sort_keys=True, default=str)
+        except Exception as err:  # noqa: BLE001 (a key the builders reject is a key they read)
+            after = repr(err)
+        assert after == before, f"stage {stage}: {'.'.join(map(str, leaf))} changes its jobs but is not in its params"
+        checked += 1
+    assert checked > 20
+
+
 @pytest.mark.slow
-def test_repro_after_param_change_then_push_pull(tmp_path):
+def test_every_study_under_dvc(smoke_run, tmp_path):
+    """The smoke run of every study, taken under DVC: nothing to redo; an edit reruns exactly the affected
+    jobs; metrics show the headline numbers; `dvc exp run -S` works; a pulled clone has nothing to do."""
     a = tmp_path / "a"
-    for item in ITEMS:
+    shutil.copytree(smoke_run, a, symlinks=True)  # copy2: modification times kept
+    for item in ("dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "src/daebench"):
         src, dst = ROOT / item, a / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy(src, dst)
-    # The smoke preset, written into params.yaml itself (DVC reads params from there).
+    # The smoke preset, written into params.yaml itself (DVC reads params from there); dvc.yaml derived from it.
     params = deep_update(yaml.safe_load((a / "params.yaml").read_text()),
                          yaml.safe_load((ROOT / "tests/smoke.yaml").read_text()))
-    params["report"] = {"studies": ["two_phase"]}  # the DVC stages cover Table 4 (see dvc.yaml)
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh([sys.executable, "-m", "daebench", "dvc-yaml"], a)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     sh(["git", "init", "-q"], a)
     sh([*git, "add", "-A"], a)
     sh([*git, "commit", "-qm", "init"], a)
 
-    first = dvc("repro", cwd=a)
-    assert executed_jobs(first)["train_phase"] == 4
+    first = executed_jobs(dvc("repro", cwd=a))  # only what the smoke run did not build: summaries, the curve
+    assert set(first) <= {"study_summary", "dbae_nfe_curve", "study_claims", "claims", "report"}, first
+    assert first["study_summary"] == 4
     assert "Data and pipelines are up to date" in dvc("status", cwd=a)
+    shown = dvc("metrics", "show", "--json", cwd=a)
+    for key in ("two_phase", "dbae", "scorevae", "ddvi", "dae_2phase_sc4/stochastic", "pinwheel/ddvi"):
+        assert key in shown, shown[-2000:]
+    sh([*git, "add", "-A"], a)
+    sh([*git, "commit", "-qm", "lock"], a)
 
-    params["methods"]["dae_2phase_sc4"]["phases"][1]["schedule"]["scale"] = 2
+    # A DBAE sampler setting, as an experiment: DBAE's evaluation jobs and tables rerun, no training, no DAE job.
+    out = dvc("exp", "run", "-S", "dbae.sampler.churn=0.5", cwd=a)
+    jobs = executed_jobs(out)
+    assert jobs == Counter({"dbae_reconstruct": 4, "dbae_recon_metrics": 4, "generate": 3, "gen_metrics": 3,
+                            "inference_cost": 2, "dbae_table": 6, "dbae_nfe_curve": 1, "study_summary": 1,
+                            "study_claims": 1, "claims": 1, "report": 1}), out[-3000:]
+    assert "method=dae_baseline" not in out
+    assert "churn" in dvc("exp", "show", "--no-pager", cwd=a)
+    sh([*git, "add", "-A"], a)
+    sh([*git, "commit", "-qm", "churn"], a)
+
+    # ScoreVAE's beta: its two phases retrain (not the prior they build on), then its rows are redone.
+    params = yaml.safe_load((a / "params.yaml").read_text())
+    params["methods"]["scorevae"]["beta"] = 0.02
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    second = dvc("repro", cwd=a)
-    jobs = executed_jobs(second)
-    assert jobs == Counter({"train_phase": 1, "reconstruct": 2, "metrics": 2, "table4": 1, "study_claims": 1,
-                            "claims": 1, "report": 1}), second[-3000:]
-    assert "output: resources/models/digits/dae_2phase_sc4/phase2.pt" in second  # phase 1 is kept
-    third = dvc("repro", cwd=a)
-    assert executed_jobs(third) == Counter(), third[-2000:]
+    out = dvc("repro", cwd=a)
+    jobs = executed_jobs(out)
+    assert jobs == Counter({"train_phase": 2, "scorevae_reconstruct": 4, "scorevae_metrics": 4, "scorevae_grid": 1,
+                            "scorevae_table": 1, "study_summary": 1, "study_claims": 1, "claims": 1,
+                            "report": 1}), out[-3000:]
+    assert "method=score_prior" not in out
+    assert executed_jobs(dvc("repro", cwd=a)) == Counter()
     assert "Data and pipelines are up to date" in dvc("status", cwd=a)
 
     dvc("push", cwd=a)
     assert (tmp_path / "daebench-dvc-storage").is_dir()  # the default remote, beside the repo
     sh([*git, "add", "-A"], a)
-    sh([*git, "commit", "-qm", "scale 2"], a)
+    sh([*git, "commit", "-qm", "beta"], a)
     b = tmp_path / "b"
     sh(["git", "clone", "-q", str(a), str(b)], tmp_path)
     dvc("pull", cwd=b)
-    assert (b / "results/table4.csv").read_text() == (a / "results/table4.csv").read_text()
-    dry = sh([sys.executable, "-m", "snakemake", "-n", "results/table4.csv"], b)
+    for table in ("results/table4.csv", "results/dbae/table2.csv", "results/scorevae/table1.csv",
+                  "results/ddvi/table1.csv"):
+        assert (b / table).read_text() == (a / table).read_text()
+    targets = [t for stage in yaml.safe_load((b / "dvc.yaml").read_text())["stages"].values()
+               for t in stage["cmd"].split()[3:]]
+    dry = sh([sys.executable, "-m", "snakemake", "-n", *targets], b)
     assert "Nothing to be done" in dry, dry[-3000:]

@@ -13,15 +13,16 @@ import pytest
 import torch
 from torch import nn
 
+from daebench.checkpoint import CorruptCheckpoint, atomic_save, load_checkpoint
 from daebench.data.store import IntegrityError, load_split, read_manifest
 from daebench.evaluate import weights
-from daebench.train import CorruptCheckpoint, NonFiniteLoss, atomic_save, load_checkpoint, train_phase
+from daebench.train import NonFiniteLoss, train_phase
 
 WRITER = textwrap.dedent('''
     import sys, time
     from pathlib import Path
     import torch
-    import daebench.train as T
+    import daebench.checkpoint as T
 
     path = Path(sys.argv[1])
     T.atomic_save({"step": 1, "w": torch.zeros(4)}, path)

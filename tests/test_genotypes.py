@@ -6,6 +6,7 @@ under the real phase-3 file names; nothing here touches the network.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -14,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daebench.config import ConfigError, load, validate
 from daebench.data.download import DownloadError
 from daebench.data.genotypes import (
     GENOTYPES_FILE,
-    SIM_DEFAULTS,
     THOUSAND_GENOMES,
     build_1000_genomes,
     load_genotypes,
@@ -28,6 +29,20 @@ from daebench.data.genotypes import (
     simulate_genotypes,
 )
 from daebench.data.store import IntegrityError
+
+ROOT = Path(__file__).resolve().parents[1]
+# ddvi.genotypes as the workflow validates it: the schema's defaults (params.yaml sets the same)
+GENOTYPES = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")["ddvi"]["genotypes"]
+SIM_DEFAULTS = GENOTYPES["simulated"]
+
+
+def genotypes_cfg(**over) -> dict:
+    """The validated genotypes config with top-level keys, and keys of its sub-blocks, replaced."""
+    out = copy.deepcopy(GENOTYPES)
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out[k], dict) else v
+    return out
+
 
 SMALL_SIM = {**SIM_DEFAULTS, "populations": 3, "samples_per_population": 10, "sequence_length": 2.0e5, "seed": 7}
 
@@ -68,7 +83,7 @@ def test_simulation_defaults_give_separable_populations():
     assert G.shape[0] == k * n and len(names) == k
     assert 3000 <= G.shape[1] <= 25000
     np.testing.assert_array_equal(np.bincount(labels), [n] * k)
-    features, _ = pca_features(G, n_components=10)
+    features, _ = pca_features(G, n_components=10, scale=30.0)
     assert features.shape == (k * n, 10)
     acc = _nearest_centroid_cv_accuracy(features, labels)
     assert acc > 0.8, f"nearest-centroid accuracy {acc:.3f} on the top 10 PCs (chance {1 / k:.2f})"
@@ -130,12 +145,12 @@ def test_pca_matches_sklearn_up_to_sign_with_sign_convention(n, m, k):
 def test_pca_drops_monomorphic_sites_and_is_invariant_to_site_order():
     G = _random_genotypes(15, 40, seed=1)
     padded = np.concatenate([G, np.zeros((15, 4), np.uint8), np.full((15, 3), 2, np.uint8)], axis=1)
-    a, _ = pca_features(G, n_components=5)
-    b, info_b = pca_features(padded, n_components=5)
+    a, _ = pca_features(G, n_components=5, scale=30.0)
+    b, info_b = pca_features(padded, n_components=5, scale=30.0)
     np.testing.assert_array_equal(a, b)
     assert info_b["n_sites"] == 40 and info_b["n_sites_dropped"] == 7
     perm = np.random.default_rng(2).permutation(40)
-    c, _ = pca_features(G[:, perm], n_components=5)
+    c, _ = pca_features(G[:, perm], n_components=5, scale=30.0)
     np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-6)
 
 
@@ -145,12 +160,12 @@ def test_pca_caps_k_and_scales():
     assert info["k"] == 11 and full.shape == (12, 11)  # capped by n - 1
     assert info["explained_variance_ratio_sum"] == pytest.approx(1.0)
     few_sites = _random_genotypes(12, 4, seed=4)
-    _, info = pca_features(few_sites, n_components=1000)
+    _, info = pca_features(few_sites, n_components=1000, scale=30.0)
     assert info["k"] == 4  # capped by the number of polymorphic sites
     scaled, _ = pca_features(G, n_components=3, scale=30.0)
     np.testing.assert_allclose(scaled, full[:, :3] / 30.0, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="monomorphic"):
-        pca_features(np.ones((5, 3), np.uint8))
+        pca_features(np.ones((5, 3), np.uint8), n_components=2, scale=30.0)
 
 
 # --------------------------------------------------------------------------- VCF and panel
@@ -339,9 +354,9 @@ def test_1000_genomes_missing_file_and_unlisted_sample(kg_server, tmp_path):
 
 
 def test_prepare_from_1000_genomes_records_sha256(kg_server, tmp_path):
-    cfg = {"source": "1000_genomes", "pca_components": 3,
-           "1000_genomes": {"download_dir": str(tmp_path / "dl"), "base_url": kg_server.base_url,
-                            "max_sites": None}}
+    cfg = genotypes_cfg(source="1000_genomes", pca_components=3,
+                        **{"1000_genomes": {"download_dir": str(tmp_path / "dl"), "base_url": kg_server.base_url,
+                                            "max_sites": None}})
     manifest = prepare_genotypes(cfg, tmp_path / "out", progress=False)
     assert manifest["k"] == 3 and manifest["n_individuals"] == 6
     assert manifest["label_names"] == ["AFR", "AMR", "EAS", "EUR"]
@@ -355,7 +370,7 @@ def test_prepare_from_1000_genomes_records_sha256(kg_server, tmp_path):
 # --------------------------------------------------------------------------- prepare / load
 
 def test_prepare_and_load_round_trip(tmp_path):
-    cfg = {"source": "simulated", "simulated": dict(SMALL_SIM), "pca_components": 1000, "scale": 30.0}
+    cfg = genotypes_cfg(simulated=dict(SMALL_SIM), pca_components=1000, scale=30.0)
     out = tmp_path / "genotypes"
     manifest = prepare_genotypes(cfg, out, progress=False)
     on_disk = json.loads((out / "manifest.json").read_text())
@@ -382,7 +397,7 @@ def test_prepare_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_npz_raises_integrity_error(tmp_path, damage):
     out = tmp_path / "genotypes"
-    prepare_genotypes({"simulated": dict(SMALL_SIM), "pca_components": 4}, out, progress=False)
+    prepare_genotypes(genotypes_cfg(simulated=dict(SMALL_SIM), pca_components=4), out, progress=False)
     path = out / GENOTYPES_FILE
     data = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -394,17 +409,27 @@ def test_damaged_npz_raises_integrity_error(tmp_path, damage):
         load_genotypes(out)
 
 
-def test_bad_config_names_the_key(tmp_path):
-    with pytest.raises(ValueError, match=r"'hapmap'.*simulated, 1000_genomes"):
-        prepare_genotypes({"source": "hapmap"}, tmp_path)
-    with pytest.raises(ValueError, match="pca_component"):
-        prepare_genotypes({"pca_component": 10}, tmp_path)
-    with pytest.raises(ValueError, match="n_populations"):
-        prepare_genotypes({"simulated": {"n_populations": 3}}, tmp_path)
-    with pytest.raises(ValueError, match="label"):
-        prepare_genotypes({"source": "1000_genomes", "1000_genomes": {"label": "gender"}}, tmp_path)
-    with pytest.raises(ValueError, match="scale"):
-        prepare_genotypes({"scale": 0}, tmp_path)
+@pytest.mark.parametrize("bad, key", [
+    ({"source": "hapmap"}, "ddvi.genotypes.source"),
+    ({"pca_component": 10}, "pca_component"),
+    ({"simulated": {"n_populations": 3}}, "n_populations"),
+    ({"1000_genomes": {"label": "gender"}}, "ddvi.genotypes.1000_genomes.label"),
+    ({"scale": 0}, "ddvi.genotypes.scale"),
+    ({"simulated": {"seed": 0}}, "ddvi.genotypes.simulated.seed"),
+])
+def test_bad_config_names_the_key(bad, key):
+    """The schema validates the genotypes config (types, bounds, unknown keys); errors name the key."""
+    params = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")
+    for k, v in bad.items():
+        g = params["ddvi"]["genotypes"]
+        g[k] = {**g[k], **v} if isinstance(v, dict) and isinstance(g.get(k), dict) else v
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(params, ROOT / "workflow/schemas/params.schema.yaml")
+
+
+def test_an_unvalidated_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="lacks pca_components, scale"):
+        prepare_genotypes({"source": "simulated", "simulated": dict(SMALL_SIM)}, tmp_path)
     assert not (tmp_path / "manifest.json").exists()
 
 

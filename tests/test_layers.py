@@ -1,16 +1,16 @@
-"""The library's layers (docs/architecture.md): data → nets → diffusion → methods → train / evaluate →
-study level (tables, claims, report, emergence, lvm_study) → cli. Every import, function-level ones included,
-goes from a layer to itself or one to its left; the support modules (config, compute, tracking) may be used
-by any layer and themselves use only data and each other."""
+"""The library's layers (docs/architecture.md): data → nets → diffusion → methods → train / evaluate / config →
+study level (tables, claims, report, emergence, lvm_study) → jobs → cli. Every import, function-level ones included,
+goes from a layer to itself or one to its left; the support modules (compute, tracking, checkpoint) may
+be used by any layer and themselves use only data and each other."""
 import ast
 from pathlib import Path
 
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src/daebench"
-RANK = {"data": 0, "nets": 1, "diffusion": 2, "methods": 3, "train": 4, "evaluate": 4,
-        "tables": 5, "claims": 5, "report": 5, "emergence": 5, "lvm_study": 5, "cli": 6, "__main__": 6}
-SUPPORT = {"config", "compute", "tracking", "reference"}
+RANK = {"data": 0, "nets": 1, "diffusion": 2, "methods": 3, "train": 4, "evaluate": 4, "config": 4,
+        "tables": 5, "claims": 5, "report": 5, "emergence": 5, "lvm_study": 5, "jobs": 6, "cli": 7, "__main__": 7}
+SUPPORT = {"compute", "tracking", "reference", "checkpoint"}
 
 
 def unit(module: str) -> str:
@@ -69,3 +69,16 @@ def test_the_check_catches_an_upward_import(tmp_path):
     f.parent.mkdir()
     f.write_text("import daebench.tracking\n\n\ndef g():\n    from ..methods import dae\n    from .. import data\n")
     assert imports(f, tmp_path) == {"methods", "data", "tracking"}
+
+
+def test_lint_imports_keeps_the_layer_contracts():
+    """import-linter's contracts in pyproject.toml (layers, and support modules below the rest) hold."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("lint-imports")
+    assert exe, "lint-imports not found: pip install -e '.[dev]' (import-linter)"
+    proc = subprocess.run([exe, "--no-cache"], cwd=PKG.parents[1], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout

@@ -110,8 +110,9 @@ def test_sigkill_then_resume_matches_uninterrupted(workspace, phase1):
 
 
 def test_checkpoint_with_other_config_is_not_resumed(workspace, tmp_path):
+    from daebench.checkpoint import atomic_save
     from daebench.methods import dae
-    from daebench.train import atomic_save, train_phase
+    from daebench.train import train_phase
 
     model = dae.build({"nets": NETS}, 1, 16)
     x = torch.rand(64, 1, 16, 16) * 2 - 1
@@ -158,7 +159,7 @@ def test_disk_full_during_a_checkpoint_write_names_it_and_keeps_the_previous_one
     the previous checkpoint still loads, no temp file is left, and a rerun without the limit resumes."""
     import resource
 
-    from daebench.train import load_checkpoint
+    from daebench.checkpoint import load_checkpoint
 
     tmp, env = workspace
     # MLflow to a file store: its files stay small, so the limit hits the checkpoint, not the tracking database

@@ -217,7 +217,7 @@ print(json.dumps({"run_id": run.run_id}))
 def test_concurrent_jobs_on_fresh_sqlite(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from daebench.config import params_hash
+    from daebench.tracking import params_hash
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

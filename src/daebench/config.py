@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
+
+from .methods import FAMILIES, families
 
 
 class ConfigError(ValueError):
@@ -38,26 +37,29 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
-# Keys a family's methods get by default (schema defaults would put them on every method).
-FAMILY_DEFAULTS = {"dbae": {"bridge": {}}, "scorevae": {"weighting": "likelihood", "log_q": "release"},
-                   "diffdec": {"weighting": "likelihood"}}
-# The nets.* blocks each family builds from: a job's params carry only these, so editing one block
-# retrains only the families that use it.
-FAMILY_NETS = {"dae": ("z_dim", "decoder", "encoder"), "dbae": ("z_dim", "decoder", "encoder", "endpoint"),
-               "uncond": ("decoder",), "scorevae": ("z_dim", "encoder"), "diffdec": ("z_dim", "decoder", "encoder"),
-               "vae": ("z_dim", "encoder")}
-FAMILY_KEYS = {"dae": {"prediction"}, "dbae": {"encoder", "tc_weight", "bridge"}, "uncond": set(),
-               "scorevae": {"prior", "beta", "weighting", "log_q", "loss_levels"},
-               "diffdec": {"beta", "weighting", "encoder", "loss_levels"},
-               "vae": {"beta"}}
+def registries() -> dict[str, list[str]]:
+    """The names the code registers, which the schema's ``x-registry: <name>`` fields accept: adding a
+    schedule, family, sampler or dataset is its code and one registration line, never a schema edit."""
+    from .data.registry import DATASETS
+    from .diffusion.bridge import SOLVERS
+    from .diffusion.schedules import SCHEDULES
+    from .methods import families
+
+    image = families("image")
+    return {"schedules": list(SCHEDULES), "image_families": list(image), "lvm_families": list(families("lvm")),
+            "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS),
+            **{f"modes.{name}": list(f.modes) for name, f in image.items()}}
 
 
-def nets_keys(method: dict) -> tuple[str, ...]:
-    """The nets.* blocks a method (as trained up to some phase) is built from."""
-    keys = FAMILY_NETS[method["family"]]
-    if any(p.get("train") == "corrector" for p in method["phases"]):
-        keys += ("corrector",)
-    return keys
+def _fill_registries(node, regs: dict) -> None:
+    if isinstance(node, dict):
+        if "x-registry" in node:
+            node["enum"] = regs[node["x-registry"]]
+        for v in node.values():
+            _fill_registries(v, regs)
+    elif isinstance(node, list):
+        for v in node:
+            _fill_registries(v, regs)
 
 
 def _key(parts) -> str:
@@ -98,8 +100,15 @@ def _describe(err: jsonschema.ValidationError) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _schema(path: str, mtime_ns: int) -> dict:
+def _schema_file(path: str, mtime_ns: int) -> dict:
     return yaml.safe_load(Path(path).read_text())
+
+
+def _schema(path: str, mtime_ns: int) -> dict:
+    """The schema with every ``x-registry`` field's enum filled from the code's registries as they are now."""
+    schema = copy.deepcopy(_schema_file(path, mtime_ns))
+    _fill_registries(schema, registries())
+    return schema
 
 
 def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) -> dict:
@@ -119,7 +128,8 @@ def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) 
     if isinstance(methods, dict):
         for m in methods.values():
             if isinstance(m, dict):
-                for key, value in FAMILY_DEFAULTS.get(m.get("family"), {}).items():
+                fam = FAMILIES.get(m.get("family"))
+                for key, value in (fam.defaults if fam is not None and fam.kind == "image" else {}).items():
                     m.setdefault(key, copy.deepcopy(value))
         for _ in cls(schema).iter_errors(config):
             pass
@@ -148,9 +158,14 @@ def _semantic_problems(config: dict) -> list[str]:
         if abs(total - 1.0) > 1e-6:
             problems.append(f"methods.{name}.phases: fractions must sum to 1, got {total:g}")
         fam = m["family"]
-        for key in sorted((set().union(*FAMILY_KEYS.values()) - FAMILY_KEYS[fam]) & set(m)):
-            owners = sorted(f for f, k in FAMILY_KEYS.items() if key in k)
+        keys = {f: spec.keys for f, spec in families("image").items()}
+        for key in sorted((set().union(*keys.values()) - keys[fam]) & set(m)):
+            owners = sorted(f for f, k in keys.items() if key in k)
             problems.append(f"methods.{name}.{key}: a {fam} method has no such key (it belongs to {', '.join(owners)})")
+        missing = [k for k in FAMILIES[fam].required if k not in m]
+        problems += [f"methods.{name}.{k}: a {fam} method needs this key" for k in missing]
+        if missing:
+            continue
         if fam == "dbae":
             problems += _dbae_problems(name, m)
             continue
@@ -290,16 +305,6 @@ def _dbae_study_problems(config: dict) -> list[str]:
     return problems
 
 
-# DDVI-study keys each family needs, and the keys only some families have.
-DDVI_REQUIRED = {"ddvi": ("sleep", "steps", "beta"), "aevb": (), "aevb_iaf": ("flows",), "haevb": (),
-                 "aaeb": ("noise", "noise_end")}
-DDVI_ONLY = {"sleep": ("ddvi",), "steps": ("ddvi",), "beta": ("ddvi",), "sleep_weight": ("ddvi",),
-             "chain_weight": ("ddvi",), "pretrain_examples": ("ddvi",),
-             "flows": ("aevb_iaf",), "noise": ("aaeb",), "noise_end": ("aaeb",),
-             "prior_weight": ("aevb", "aevb_iaf", "haevb"), "anneal": ("ddvi", "aevb", "aevb_iaf", "haevb"),
-             "kl_weight": ("ddvi", "aevb", "aevb_iaf", "haevb")}
-
-
 def ddvi_method(study: dict, name: str, setting: str) -> dict:
     """A DDVI-study method with its per-setting overrides merged in (what a run of that setting sees)."""
     m = {k: v for k, v in study["methods"][name].items() if k != "settings"}
@@ -315,13 +320,16 @@ def _ddvi_study_problems(config: dict) -> list[str]:
             m = ddvi_method(study, name, setting)
             where = f"ddvi.methods.{name}" + (f".settings.{setting}" if setting in methods[name].get("settings", {})
                                               else "")
+            lvm = families("lvm")
+            known = set().union(*(f.keys for f in lvm.values()))
             for key in sorted(set(m) - {"family", "label"}):
-                if key not in DDVI_ONLY:
-                    problems.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(DDVI_ONLY))}")
-                elif m["family"] not in DDVI_ONLY[key]:
+                if key not in known:
+                    problems.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
+                elif key not in lvm[m["family"]].keys:
+                    owners = sorted(n for n, f in lvm.items() if key in f.keys)
                     problems.append(f"{where}.{key}: a {m['family']} method has no such key (it belongs to "
-                                    f"{', '.join(DDVI_ONLY[key])})")
-            for key in DDVI_REQUIRED[m["family"]]:
+                                    f"{', '.join(owners)})")
+            for key in lvm[m["family"]].required:
                 if key not in m:
                     problems.append(f"{where}.{key}: a {m['family']} method needs this key")
             if m["family"] == "ddvi" and "beta" in m and not m["beta"][0] <= m["beta"][1]:
@@ -336,10 +344,6 @@ def _ddvi_study_problems(config: dict) -> list[str]:
 
 def load(path: str | Path, schema_path: str | Path) -> dict:
     return validate(yaml.safe_load(Path(path).read_text()) or {}, schema_path)
-
-
-def params_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def source_first_on_path(src: str, environ: Mapping[str, str]) -> str:

@@ -11,9 +11,10 @@ import pandas as pd
 from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, reference_dir, summary
 from .data.store import atomic_path
 from .evaluate.reconstruction import montage, to_hwc01
+from .methods import get_family
 from .tracking import sqlite_path
 
-MODES = ("stochastic", "inversion")
+MODES = get_family("dae").modes  # Table 4's rows: the DAE family's decoding modes
 SHORT = {BASELINE: "Preechakul", ONE_PHASE: "1-phase", TWO_PHASE: "2-phase"}
 REFERENCE_TABLE4 = "dae_two_phase_table4.csv"
 claims_summary = summary  # the notebook's name for the claims' one-line summary

@@ -431,8 +431,6 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
     for processes that are killed."""
     import mlflow
 
-    from .config import params_hash
-
     uri = resolve_uri(tracking_uri())
     mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
     c = client(uri)
@@ -513,3 +511,8 @@ def close_workflow_run(success: bool) -> None:
         retry(lambda: client().set_terminated(run_id, "FINISHED" if success else "FAILED"))
     except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
         log.warning("could not close the workflow's MLflow run %s: %s", run_id, exc)
+
+
+def params_hash(obj) -> str:
+    """A short fingerprint of a JSON-able config (runs are tagged with it; slices of job provenance)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

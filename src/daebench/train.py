@@ -1,6 +1,15 @@
 """One training loop for every method and phase: Adam with linear warm-up, EMA weights,
 atomic resumable checkpoints, per-term loss logging, DDP and the GPU fast paths (compute.py).
 
+The loss (methods/objective.py, read only by ``as_stages``) is either a plain callable
+``loss(model, batch, generator) -> {name: unreduced term}``, trained as one stage: one Adam over every
+trainable parameter; or a ``methods.objective.Objective`` with ``stages`` (a list of ``Stage(name, fn,
+modules)``: several updates per batch, each stepping its own Adam over its child modules, for wake-sleep and
+adversarial training), ``trainable`` (the child modules this phase trains, None: all; the others are frozen:
+no gradients, eval mode, so a frozen network's dropout stays off) and ``set_progress(fraction)`` (hears how
+far training has got, for schedules inside the loss). A checkpoint holds one Adam state per stage, a list;
+the single dict that one-stage runs wrote before still loads.
+
 Resumption is exact on CPU: the data order and every random draw of step k are functions of
 (seed, phase, k) alone (a fresh generator per step), so a run resumed from a checkpoint at step
 k replays steps k+1... exactly as an uninterrupted run would.
@@ -13,6 +22,11 @@ what one process would draw for those examples). Only rank 0 keeps the EMA, logs
 A non-finite term is detected without a host sync per step: the first step at which each term was
 non-finite is tracked on the device and checked before every checkpoint and log point, so a bad
 update never reaches a checkpoint; the job stops naming the step and the terms.
+
+``train_phase`` reads in sections: execution settings (``_execution``); the stages, frozen networks, EMA and
+optimizers (``_build``); the previous phase and the resume file (``_carry_over``, ``_resume``); data and
+DDP (``_batches``, ``_wrap``); the step loop (``_train_step``, then ``_after_step``: finite check, log point,
+checkpoint); the final checkpoint (``_finish``).
 """
 from __future__ import annotations
 
@@ -21,51 +35,21 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from . import compute as compute_mod
-from .data.store import atomic_path
+from .checkpoint import atomic_save, load_checkpoint, resolve_device
 from .data.transforms import UInt8Images
+from .methods.objective import LossFn, Objective, Stage
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
-
-
-def resolve_device(name: str, setting: str = "train.device") -> torch.device:
-    """auto | cpu | cuda -> a device; ``setting`` names where the choice came from, for the error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"{setting} is 'cuda' but no CUDA device is visible; use auto or cpu")
-    return torch.device(name)
-
-
-def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temp file, fsync, then rename: a process killed mid-write (SIGKILL, OOM, preemption)
-    leaves the previous file whole, and a node crash cannot leave a renamed but unwritten file. Temp files
-    of writers killed earlier are removed."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)  # through a Python file: a full disk surfaces as an OSError (named by atomic_path)
-
-
-class CorruptCheckpoint(RuntimeError):
-    pass
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise CorruptCheckpoint(f"{path} is not a readable checkpoint (truncated or corrupted: {err}). Delete it "
-                                "and rerun the job that writes it (Snakemake: --forcerun that rule)") from None
+Logger = Callable[[dict[str, float], int], None]
 
 
 def _step_seed(seed: int, phase_index: int, step: int) -> int:
@@ -98,18 +82,28 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         torch._foreach_copy_(ema_buffers, model_buffers)
 
 
-def _load_carried(model: nn.Module, state: dict) -> None:
-    """Load the previous phase's weights; a child module the previous phase did not have (ScoreVAE+'s
-    corrector) keeps its fresh initialisation. Anything else missing or unexpected is an error."""
-    have = {k.split(".", 1)[0] for k in state}
-    res = model.load_state_dict(state, strict=False)
-    missing = [k for k in res.missing_keys if k.split(".", 1)[0] in have]
-    if missing or res.unexpected_keys:
-        raise RuntimeError(f"the previous phase's checkpoint does not fit this model: missing {missing[:5]}, "
-                           f"unexpected {res.unexpected_keys[:5]}")
+# --- the loss contract and the optimizers -----------------------------------------------------------------
+def as_stages(loss) -> tuple[list[Stage], tuple[str, ...] | None, Callable[[float], None] | None]:
+    """(stages, trainable child modules or None for all, progress hook or None) of a loss: the one reader of
+    the contract in methods/objective.py. A plain callable is one stage over every trainable parameter."""
+    if isinstance(loss, Objective):
+        stages = list(loss.stages)
+        if not stages or not all(isinstance(st, Stage) for st in stages):
+            raise TypeError(f"{type(loss).__name__}.stages must be a non-empty list of methods.objective.Stage, "
+                            f"got {loss.stages!r}")
+        return stages, None if loss.trainable is None else tuple(loss.trainable), loss.set_progress
+    if not callable(loss):
+        raise TypeError("train_phase takes a loss: a callable loss(model, batch, generator) -> dict of unreduced "
+                        f"terms, or a methods.objective.Objective with a list of stages; got {type(loss).__name__}")
+    # a callable that still carries the old optional attributes would have them silently ignored
+    stray = [a for a in ("stages", "trainable", "set_progress") if hasattr(loss, a)]
+    if stray:
+        raise TypeError(f"{type(loss).__name__} has {', '.join(stray)} but is not a methods.objective.Objective; "
+                        "subclass Objective so train_phase uses them")
+    return [Stage("loss", loss, ())], None, None
 
 
-def _stage_optimizers(model: nn.Module, stages, lr: float) -> list[torch.optim.Optimizer]:
+def _stage_optimizers(model: nn.Module, stages: list[Stage], lr: float) -> list[torch.optim.Optimizer]:
     """One Adam per stage over the (unfrozen) parameters of the stage's modules (all when none named)."""
     children = dict(model.named_children())
     opts = []
@@ -120,9 +114,20 @@ def _stage_optimizers(model: nn.Module, stages, lr: float) -> list[torch.optim.O
     return opts
 
 
+def load_optimizer_state(opts: list[torch.optim.Optimizer], state: list[dict] | dict) -> None:
+    """One state per stage, in stage order. A single dict is the form one-stage runs wrote before every
+    checkpoint held a list (finished phase-1 checkpoints that phase-2 jobs start from)."""
+    states = [state] if isinstance(state, dict) else list(state)
+    if len(states) != len(opts):
+        raise ValueError(f"the checkpoint holds the optimizer state of {len(states)} stage(s), this loss has "
+                         f"{len(opts)}")
+    for opt, st in zip(opts, states):
+        opt.load_state_dict(st)
+
+
 class _Step(nn.Module):
-    """One loss (or stage) evaluation as a module call: DDP synchronises gradients of what runs inside
-    a wrapped forward, and the losses call the networks' children directly."""
+    """One stage evaluation as a module call: DDP synchronises gradients of what runs inside a wrapped
+    forward, and the losses call the networks' children directly."""
 
     def __init__(self, model: nn.Module, fns: list[LossFn]):
         super().__init__()
@@ -133,6 +138,7 @@ class _Step(nn.Module):
         return self.fns[index](self.model, x, generator)
 
 
+# --- data ---------------------------------------------------------------------------------------------------
 def _rank_seed(seed: int, rank: int) -> int:
     return (seed + rank * 7_777_777_777) % (2**63 - 1)
 
@@ -174,28 +180,80 @@ def _f32(v: torch.Tensor) -> torch.Tensor:
     return v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
 
 
-def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8Images | tuple, *, steps: int,
-                phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict, init: dict | None = None,
-                logger: Callable[[dict[str, float], int], None] | None = None, step_offset: int = 0,
-                progress: bool = True, extra: dict | None = None, compute: dict | None = None) -> dict:
-    """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
+# --- the sections of train_phase ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Exec:
+    """Where the steps run: the device, this process's place in a torchrun job, compute.py's settings there."""
+    device: torch.device
+    dist: compute_mod.Dist
+    eff: dict
 
-    ``init``: the previous phase's final checkpoint (model, EMA and optimizer state carry over).
-    ``ckpt_path``: resumable checkpoint; if it exists with the same config hash, training resumes.
-    ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
-    ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
-    ``compute``: execution settings (compute.DEFAULTS; GPU fast paths apply on CUDA only). Under torchrun the
-    processes train one model with DDP.
-    ``loss_fn.trainable`` (optional): names of the child modules this phase trains; the others are
-    frozen (no gradients, eval mode, so a frozen network's dropout stays off).
-    ``loss_fn.stages`` (optional): several updates per batch, each ``stage.fn(model, batch, generator)``
-    stepping its own Adam over ``stage.modules`` (wake-sleep, adversarial training); ``images`` may then be
-    a tuple of tensors sliced together (data and labels). ``images`` (or a member of the tuple) may be a
-    ``data.UInt8Images`` (uint8 NHWC, possibly memory-mapped): batches are then gathered as uint8 and
-    converted to float on the training device, equal to training on ``to_tensor`` of the same images.
-    ``loss_fn.set_progress(fraction)`` (optional) hears how far training has got, for schedules inside the loss.
-    Returns the final checkpoint dict.
-    """
+
+@dataclass(frozen=True)
+class _Phase:
+    """What the caller asked of this phase (train_phase's arguments)."""
+    steps: int
+    index: int
+    offset: int
+    train_cfg: dict
+    ckpt_path: Path
+    out_path: Path
+    cfg_json: str
+    extra: dict | None
+    logger: Logger | None
+
+
+@dataclass
+class _Loop:
+    """The training state the sections share: networks, one Adam per stage, and where training stands."""
+    model: nn.Module
+    ema: nn.Module
+    stages: list[Stage]
+    opts: list[torch.optim.Optimizer]
+    trainable: tuple[str, ...] | None
+    frozen: list[nn.Module]
+    on_progress: Callable[[float], None] | None
+    start: int = 0                 # the first step this process runs (after a resume)
+    last_saved: int | None = None  # step of the resumable checkpoint on disk
+
+    def trainable_list(self) -> list[str] | None:
+        """``trainable`` as checkpoints store and compare it."""
+        return list(self.trainable) if self.trainable is not None else None
+
+
+@dataclass
+class _Batches:
+    """Each step's examples: the placed sources, this rank's shard of the global batch, the data-order seed."""
+    sources: tuple
+    as_tuple: bool  # the caller passed a tuple of sources (data and labels): the loss gets a tuple
+    batch_size: int
+    shard: slice
+    seed: int
+    device: torch.device
+    channels_last: bool
+
+
+@dataclass
+class _Meter:
+    """Loss sums since the last log point and, per term, the first step it was non-finite (-1: none so far),
+    both kept on the device so a step needs no host sync; the progress bar and the clocks of the log points."""
+    bar: tqdm
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    first_bad: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+    t0: float = field(default_factory=time.time)       # start of the current log interval
+    started: float = field(default_factory=time.time)  # for the ETA: a resumed job restarts the clock
+
+    def add(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        for k, v in terms.items():
+            v = _f32(v.detach())
+            self.sums[k] = self.sums.get(k, 0.0) + v.mean()
+            bad = self.first_bad.get(k, torch.full((), -1, dtype=torch.long, device=v.device))
+            self.first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v).all(), step, bad)
+
+
+def _execution(train_cfg: dict, compute: dict | None) -> _Exec:
+    """The training device (this rank's GPU under torchrun), the process group and the compute settings."""
     device = resolve_device(train_cfg["device"])
     dist = compute_mod.dist_info()
     if device.type == "cuda" and dist.distributed:
@@ -204,184 +262,250 @@ def train_phase(model: nn.Module, loss_fn: LossFn, images: torch.Tensor | UInt8I
     compute_mod.init_distributed(device)
     if device.type == "cuda":
         compute_mod.set_tf32(eff["tf32"])
-    fmt = torch.channels_last if eff["channels_last"] else torch.preserve_format
-    model.to(device, memory_format=fmt)
-    trainable = getattr(loss_fn, "trainable", None)
+    return _Exec(device, dist, eff)
+
+
+def _build(model: nn.Module, loss_fn, lr: float, ex: _Exec) -> _Loop:
+    """The stages of the loss; the networks on the device with the untrained ones frozen; the EMA; the Adams."""
+    stages, trainable, on_progress = as_stages(loss_fn)
+    model.to(ex.device, memory_format=torch.channels_last if ex.eff["channels_last"] else torch.preserve_format)
     frozen = [m for name, m in model.named_children() if trainable is not None and name not in trainable]
     for m in frozen:
         m.requires_grad_(False)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    stages = getattr(loss_fn, "stages", None)
-    if stages is None:
-        opts = [torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=train_cfg["lr"],
-                                 betas=(0.9, 0.999))]
-        step_fns = [loss_fn]
-    else:
-        opts = _stage_optimizers(model, stages, train_cfg["lr"])
-        step_fns = [st.fn for st in stages]
+    return _Loop(model, ema, stages, _stage_optimizers(model, stages, lr), trainable, frozen, on_progress)
 
-    def opt_state():
-        return opts[0].state_dict() if len(opts) == 1 else [o.state_dict() for o in opts]
 
-    def load_opt_state(state):
-        for o, st in zip(opts, [state] if len(opts) == 1 else state):
-            o.load_state_dict(st)
-    # The resolved config travels in every checkpoint; a resume file from another config is ignored.
-    cfg_json = json.dumps(config, sort_keys=True)
-    start, last_saved = 0, None
-    if init is not None:
-        _load_carried(model, init["model"])
-        _load_carried(ema, init["ema"])
-        # Adam's moments carry over only when this phase trains the same parameters as the last one.
-        if init.get("trainable") == (list(trainable) if trainable is not None else None):
-            load_opt_state(init["optimizer"])
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck.get("config_json") == cfg_json:
-            model.load_state_dict(ck["model"])
-            ema.load_state_dict(ck["ema"])
-            load_opt_state(ck["optimizer"])
-            start = last_saved = int(ck["step"])
-            log.info("resumed from %s at step %d/%d", ckpt_path, start, steps)
-        else:
-            log.warning("ignoring %s: it was written with a different configuration", ckpt_path)
+def _load_carried(model: nn.Module, state: dict) -> None:
+    """Load the previous phase's weights; a child module the previous phase did not have (ScoreVAE+'s
+    corrector) keeps its fresh initialisation. Anything else missing or unexpected is an error."""
+    have = {k.split(".", 1)[0] for k in state}
+    res = model.load_state_dict(state, strict=False)
+    missing = [k for k in res.missing_keys if k.split(".", 1)[0] in have]
+    if missing or res.unexpected_keys:
+        raise RuntimeError(f"the previous phase's checkpoint does not fit this model: missing {missing[:5]}, "
+                           f"unexpected {res.unexpected_keys[:5]}")
+
+
+def _carry_over(loop: _Loop, init: dict) -> None:
+    """Start from the previous phase's final checkpoint: model and EMA weights, and Adam's moments."""
+    _load_carried(loop.model, init["model"])
+    _load_carried(loop.ema, init["ema"])
+    # Adam's moments carry over only when this phase trains the same parameters as the last one.
+    if init.get("trainable") == loop.trainable_list():
+        load_optimizer_state(loop.opts, init["optimizer"])
+
+
+def _resume(loop: _Loop, ph: _Phase) -> None:
+    """Continue from the resumable checkpoint if it was written with this phase's configuration."""
+    if not ph.ckpt_path.exists():
+        return
+    ck = load_checkpoint(ph.ckpt_path)
+    if ck.get("config_json") != ph.cfg_json:
+        log.warning("ignoring %s: it was written with a different configuration", ph.ckpt_path)
+        return
+    loop.model.load_state_dict(ck["model"])
+    loop.ema.load_state_dict(ck["ema"])
+    load_optimizer_state(loop.opts, ck["optimizer"])
+    loop.start = loop.last_saved = int(ck["step"])
+    log.info("resumed from %s at step %d/%d", ph.ckpt_path, loop.start, ph.steps)
+
+
+def _frozen_from_ema(loop: _Loop) -> None:
     # A frozen network is used as evaluation will use it: with its EMA weights (the EMA then stays put).
-    ema_children = dict(ema.named_children())
-    for name, m in model.named_children():
-        if m in frozen:
+    ema_children = dict(loop.ema.named_children())
+    for name, m in loop.model.named_children():
+        if m in loop.frozen:
             m.load_state_dict(ema_children[name].state_dict())
-    bs, seed = train_cfg["batch_size"], train_cfg["seed"]
-    if bs % dist.world_size:
+
+
+def _batches(images, train_cfg: dict, phase_index: int, ex: _Exec) -> _Batches:
+    bs, world = train_cfg["batch_size"], ex.dist.world_size
+    if bs % world:
         raise ValueError(f"train.batch_size {bs} (the global batch) does not split evenly over "
-                         f"{dist.world_size} processes (compute.nproc); make it a multiple")
-    shard = slice(dist.rank * bs // dist.world_size, (dist.rank + 1) * bs // dist.world_size)
-    warmup_steps = train_cfg["warmup_examples"] / bs
-    data = _place_data(images, device, eff["data_on_device"])
-    n = len(data[0])
-    if eff["compile"]:
-        for m in model.children():
+                         f"{world} processes (compute.nproc); make it a multiple")
+    shard = slice(ex.dist.rank * bs // world, (ex.dist.rank + 1) * bs // world)
+    return _Batches(_place_data(images, ex.device, ex.eff["data_on_device"]), isinstance(images, tuple), bs, shard,
+                    train_cfg["seed"] + 1000 * phase_index, ex.device, ex.eff["channels_last"])
+
+
+def _batch(b: _Batches, step: int):
+    idx = batch_indices(len(b.sources[0]), b.batch_size, step, b.seed)[b.shard]
+    x0 = tuple(_take(t, idx, b.device) for t in b.sources)
+    if b.channels_last:
+        x0 = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in x0)
+    return x0 if b.as_tuple else x0[0]
+
+
+def _wrap(loop: _Loop, ex: _Exec) -> nn.Module:
+    """The module every stage's forward runs through (compiled networks, DDP under torchrun); the networks are
+    then put in training mode, the frozen ones in eval mode."""
+    if ex.eff["compile"]:
+        for m in loop.model.children():
             m.compile()  # in place: parameter names (and so checkpoints) stay as they are
-    step_module = _Step(model, step_fns)
-    if dist.distributed:
+    step_module = _Step(loop.model, [st.fn for st in loop.stages])
+    if ex.dist.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         # Each stage of a multi-stage loss leaves the other stages' networks without gradients; one-stage
         # losses use every trainable parameter (checked for every image family), which keeps DDP's fast path.
-        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=len(step_fns) > 1)
-    amp_dtype = compute_mod.AMP_DTYPES[eff["amp"]]
-    model.train()
-    for m in frozen:
+        step_module = DistributedDataParallel(step_module, device_ids=[ex.device.index] if ex.device.type == "cuda"
+                                              else None, find_unused_parameters=len(loop.stages) > 1)
+    loop.model.train()
+    for m in loop.frozen:
         m.eval()
-    sums: dict[str, torch.Tensor] = {}
-    first_bad: dict[str, torch.Tensor] = {}
-    count, t0 = 0, time.time()
+    return step_module
 
-    def snapshot(step: int) -> dict:
-        return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt_state(),
-                "step": step, "config_json": cfg_json, "trainable": list(trainable) if trainable is not None else None,
-                **(extra or {})}
 
-    def check_finite() -> None:
-        """Stop (on every rank) if a term was non-finite since the last check."""
-        if not first_bad:
-            return
-        names = list(first_bad)
-        at = torch.stack([first_bad[k] for k in names]).to(torch.float64)
-        at = torch.where(at < 0, torch.full_like(at, float("inf")), at)
-        if dist.distributed:
-            import torch.distributed as tdist
+def _lr(train_cfg: dict, gstep: int) -> float:
+    """Linear warm-up over ``warmup_examples`` (counted over all phases), then constant."""
+    warmup_steps = train_cfg["warmup_examples"] / train_cfg["batch_size"]
+    return train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
 
-            tdist.all_reduce(at, op=tdist.ReduceOp.MIN)
-        at = at.tolist()
-        bad_step = min(at)
-        if bad_step == float("inf"):
-            return
-        terms = [k for k, s in zip(names, at) if s == bad_step]
-        kept = (f"the last good checkpoint, {ckpt_path} (step {last_saved}), is kept" if last_saved is not None
-                else "no checkpoint was written yet")
-        raise NonFiniteLoss(f"non-finite loss at step {int(bad_step)} of phase {phase_index} (term(s): "
-                            f"{', '.join(terms)}); training stopped and {kept}. Lower train.lr or check the data.")
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train phase {phase_index}",
-               disable=not progress or not dist.is_main, mininterval=2.0)
-    t_start = time.time()  # for the ETA: the rate of this process (a resumed job restarts the clock)
-    for step in bar:
-        gstep = step_offset + step
-        lr = train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
-        for opt in opts:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        if hasattr(loss_fn, "set_progress"):
-            loss_fn.set_progress(step / max(steps, 1))
-        s = _step_seed(seed, phase_index, step)
-        torch.manual_seed(_rank_seed(s, dist.rank))  # dropout
-        gen = torch.Generator().manual_seed(_rank_seed(s + 1, dist.rank))
-        idx = batch_indices(n, bs, step, seed + 1000 * phase_index)[shard]
-        x0 = tuple(_take(t, idx, device) for t in data)
-        if eff["channels_last"]:
-            x0 = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in x0)
-        x0 = x0 if isinstance(images, tuple) else x0[0]
-        for i, opt in enumerate(opts):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                terms = step_module(i, x0, gen)
-            loss = sum(_f32(v).mean() for v in terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in terms.items():
-                v = _f32(v.detach())
-                sums[k] = sums.get(k, 0.0) + v.mean()
-                bad = first_bad.get(k, torch.full((), -1, dtype=torch.long, device=v.device))
-                first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v).all(), step, bad)
-        if dist.is_main:
-            ema_update(ema, model, train_cfg["ema_decay"], gstep)
-        count += 1
-        done = step + 1
-        save = done % train_cfg["checkpoint_every"] == 0 and done < steps
-        if done % train_cfg["log_every"] == 0 or done == steps or save:
-            check_finite()
-        if done % train_cfg["log_every"] == 0 or done == steps:
-            keys = sorted(sums)
-            totals = torch.stack([sums[k] for k in keys]) / count
-            if dist.distributed:
-                import torch.distributed as tdist
+def _train_step(loop: _Loop, step_module: nn.Module, batches: _Batches, meter: _Meter, ph: _Phase, ex: _Exec,
+                step: int) -> float:
+    """One step: learning rate, the step's seeds and batch, each stage's forward, backward and Adam update,
+    the EMA. Returns the learning rate."""
+    gstep = ph.offset + step
+    lr = _lr(ph.train_cfg, gstep)
+    for opt in loop.opts:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    if loop.on_progress is not None:
+        loop.on_progress(step / max(ph.steps, 1))
+    s = _step_seed(ph.train_cfg["seed"], ph.index, step)
+    torch.manual_seed(_rank_seed(s, ex.dist.rank))  # dropout
+    gen = torch.Generator().manual_seed(_rank_seed(s + 1, ex.dist.rank))
+    x0 = _batch(batches, step)
+    amp_dtype = compute_mod.AMP_DTYPES[ex.eff["amp"]]
+    for i, opt in enumerate(loop.opts):
+        with torch.autocast(ex.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            terms = step_module(i, x0, gen)
+        loss = sum(_f32(v).mean() for v in terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        meter.add(terms, step)
+    if ex.dist.is_main:
+        ema_update(loop.ema, loop.model, ph.train_cfg["ema_decay"], gstep)
+    meter.count += 1
+    return lr
 
-                tdist.all_reduce(totals)
-                totals /= dist.world_size
-            means = {f"loss/{k}": v for k, v in zip(keys, totals.tolist())}
-            means["lr"] = lr
-            means["examples_per_s"] = count * bs / max(time.time() - t0, 1e-9)
-            # where a long job stands, for the MLflow UI: fraction of this phase done, seconds left at the
-            # rate since this process started
-            means["progress"] = done / steps
-            means["eta_seconds"] = (steps - done) * (time.time() - t_start) / max(done - start, 1)
-            bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
-            if logger and dist.is_main:
-                logger(means, step_offset + done)
-            sums, count, t0 = {}, 0, time.time()
-        if save and dist.is_main:
-            atomic_save(snapshot(done), ckpt_path)
-            last_saved = done
-    final = snapshot(steps)
-    if dist.is_main:
-        atomic_save(final, out_path)
-        if ckpt_path.exists():
-            ckpt_path.unlink()
+
+def _check_finite(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec) -> None:
+    """Stop (on every rank) if a term was non-finite since the last check."""
+    if not meter.first_bad:
+        return
+    names = list(meter.first_bad)
+    at = torch.stack([meter.first_bad[k] for k in names]).to(torch.float64)
+    at = torch.where(at < 0, torch.full_like(at, float("inf")), at)
+    if ex.dist.distributed:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(at, op=tdist.ReduceOp.MIN)
+    at = at.tolist()
+    bad_step = min(at)
+    if bad_step == float("inf"):
+        return
+    terms = [k for k, s in zip(names, at) if s == bad_step]
+    kept = (f"the last good checkpoint, {ph.ckpt_path} (step {loop.last_saved}), is kept"
+            if loop.last_saved is not None else "no checkpoint was written yet")
+    raise NonFiniteLoss(f"non-finite loss at step {int(bad_step)} of phase {ph.index} (term(s): "
+                        f"{', '.join(terms)}); training stopped and {kept}. Lower train.lr or check the data.")
+
+
+def _log_point(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, done: int) -> None:
+    """Mean of each term since the last log point (over all ranks), throughput, progress and ETA."""
+    keys = sorted(meter.sums)
+    totals = torch.stack([meter.sums[k] for k in keys]) / meter.count
+    if ex.dist.distributed:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(totals)
+        totals /= ex.dist.world_size
+    means = {f"loss/{k}": v for k, v in zip(keys, totals.tolist())}
+    means["lr"] = lr
+    means["examples_per_s"] = meter.count * ph.train_cfg["batch_size"] / max(time.time() - meter.t0, 1e-9)
+    # where a long job stands, for the MLflow UI: fraction of this phase done, seconds left at the
+    # rate since this process started
+    means["progress"] = done / ph.steps
+    means["eta_seconds"] = (ph.steps - done) * (time.time() - meter.started) / max(done - loop.start, 1)
+    meter.bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
+    if ph.logger and ex.dist.is_main:
+        ph.logger(means, ph.offset + done)
+    meter.sums, meter.count, meter.t0 = {}, 0, time.time()
+
+
+def _snapshot(loop: _Loop, ph: _Phase, step: int) -> dict:
+    return {"model": loop.model.state_dict(), "ema": loop.ema.state_dict(),
+            "optimizer": [opt.state_dict() for opt in loop.opts], "step": step, "config_json": ph.cfg_json,
+            "trainable": loop.trainable_list(), **(ph.extra or {})}
+
+
+def _after_step(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, done: int) -> None:
+    """After ``done`` steps: the finite check before any log point or checkpoint, then each that is due."""
+    save = done % ph.train_cfg["checkpoint_every"] == 0 and done < ph.steps
+    log_now = done % ph.train_cfg["log_every"] == 0 or done == ph.steps
+    if log_now or save:
+        _check_finite(meter, loop, ph, ex)
+    if log_now:
+        _log_point(meter, loop, ph, ex, lr, done)
+    if save and ex.dist.is_main:
+        atomic_save(_snapshot(loop, ph, done), ph.ckpt_path)
+        loop.last_saved = done
+
+
+def _finish(loop: _Loop, ph: _Phase, ex: _Exec) -> dict:
+    """The final checkpoint, written by rank 0, which then removes the resumable one."""
+    final = _snapshot(loop, ph, ph.steps)
+    if ex.dist.is_main:
+        atomic_save(final, ph.out_path)
+        if ph.ckpt_path.exists():
+            ph.ckpt_path.unlink()
     return final
 
 
-def phase_steps(train_cfg: dict, phases: list[dict], index: int, examples: int | None = None) -> tuple[int, int]:
-    """(steps of phase ``index``, global step at its start) from the method's training length
-    (``examples``, default train.examples)."""
-    total = (examples or train_cfg["examples"]) / train_cfg["batch_size"]
-    bounds = np.round(np.cumsum([0.0] + [p["fraction"] for p in phases]) * total).astype(int)
-    return int(bounds[index + 1] - bounds[index]), int(bounds[index])
+def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Tensor | UInt8Images | tuple, *,
+                steps: int, phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict,
+                init: dict | None = None, logger: Logger | None = None, step_offset: int = 0, progress: bool = True,
+                extra: dict | None = None, compute: dict | None = None) -> dict:
+    """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
+
+    ``loss_fn``: a callable of unreduced terms or an ``Objective`` (module header). ``images``: a tensor, a
+    ``data.UInt8Images`` (uint8 NHWC, possibly memory-mapped: batches are gathered as uint8 and converted to
+    float on the training device, equal to training on ``to_tensor`` of the same images), or a tuple of
+    them sliced together (data and labels), which the loss then receives as a tuple.
+    ``init``: the previous phase's final checkpoint (model, EMA and optimizer state carry over).
+    ``ckpt_path``: resumable checkpoint; if it exists with the same config hash, training resumes.
+    ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
+    ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
+    ``compute``: execution settings (compute.DEFAULTS; GPU fast paths apply on CUDA only). Under torchrun the
+    processes train one model with DDP.
+    Returns the final checkpoint dict.
+    """
+    ex = _execution(train_cfg, compute)
+    loop = _build(model, loss_fn, train_cfg["lr"], ex)
+    # The resolved config travels in every checkpoint; a resume file from another config is ignored.
+    ph = _Phase(steps, phase_index, step_offset, train_cfg, ckpt_path, out_path, json.dumps(config, sort_keys=True),
+                extra, logger)
+    if init is not None:
+        _carry_over(loop, init)
+    _resume(loop, ph)
+    _frozen_from_ema(loop)
+    batches = _batches(images, train_cfg, phase_index, ex)
+    step_module = _wrap(loop, ex)
+    meter = _Meter(tqdm(range(loop.start, steps), initial=loop.start, total=steps, desc=f"train phase {phase_index}",
+                        disable=not progress or not ex.dist.is_main, mininterval=2.0))
+    for step in meter.bar:
+        lr = _train_step(loop, step_module, batches, meter, ph, ex, step)
+        _after_step(meter, loop, ph, ex, lr, step + 1)
+    return _finish(loop, ph, ex)
 
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["CorruptCheckpoint", "NonFiniteLoss", "atomic_save", "batch_indices", "load_checkpoint", "num_params", "phase_steps",
-           "resolve_device", "train_phase"]
+__all__ = ["NonFiniteLoss", "as_stages", "batch_indices", "ema_update", "load_optimizer_state", "num_params",
+           "train_phase"]

@@ -1,4 +1,4 @@
-# Datasets -> uint8 arrays + manifest; pretrained metric weights.
+# Datasets -> uint8 arrays + J.manifest; pretrained metric weights.
 
 # Download and preprocessing are two jobs. Under a cluster executor (workflow/profiles/slurm) the download
 # runs on the submit node (a local rule: compute nodes often have no network) and preprocessing, hours of
@@ -11,7 +11,7 @@ rule download_data:
     output:
         f"{config['data']['download_dir']}/{{dataset}}/download.json",
     params:
-        cfg=lambda w: as_json(download_slice(w.dataset)),
+        cfg=lambda w: J.as_json(J.download_slice(w.dataset)),
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -24,14 +24,14 @@ rule download_data:
 
 rule prepare_data:
     input:
-        download_record,
+        J.download_record,
     output:
         manifest="resources/data/{dataset}/manifest.json",
         train="resources/data/{dataset}/train.npz",
         test="resources/data/{dataset}/test.npz",
     params:
-        cfg=lambda w: as_json(prepare_slice(w.dataset)),
-        out=lambda w: data_dir(w.dataset),
+        cfg=lambda w: J.as_json(J.prepare_slice(w.dataset)),
+        out=lambda w: J.data_dir(w.dataset),
     conda:
         "../../envs/daebench.yaml"
     log:

@@ -5,14 +5,14 @@
 
 rule dbae_reconstruct:
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         recon="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.npz",
         grid="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.png",
     params:
-        cfg=dbae_recon_cfg,
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.dbae_recon_cfg,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -34,8 +34,8 @@ rule dbae_recon_metrics:
     output:
         "results/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.json",
     params:
-        cfg=metrics_cfg,
-        upstream=dbae_metrics_upstream,
+        cfg=J.metrics_cfg,
+        upstream=J.dbae_metrics_upstream,
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -50,15 +50,15 @@ rule dbae_recon_metrics:
 
 rule generate:
     input:
-        model=final_model,
-        data=manifest,
-        prior=generation_prior,
+        model=J.final_model,
+        data=J.manifest,
+        prior=J.generation_prior,
     output:
         samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
         grid="results/dbae/gen/{dataset}/{method}/{source}.png",
     params:
-        cfg=lambda w: as_json(generation_slice(w.dataset, w.method, w.source)),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.generation_cfg,
+        data=lambda w: J.data_dir(w.dataset),
         prior=lambda w, input: f"--prior {input.prior}" if input.prior else "",
     threads: TORCH_THREADS
     resources:
@@ -79,14 +79,13 @@ rule gen_metrics:
     input:
         samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
         classifier="resources/models/{dataset}/feature_classifier.pt",
-        data=manifest,
+        data=J.manifest,
     output:
         "results/dbae/gen_metrics/{dataset}/{method}/{source}.json",
     params:
-        cfg=gen_metrics_cfg,
-        upstream=lambda w: as_json({"generation": generation_slice(w.dataset, w.method, w.source),
-                                    "classifier": classifier_slice(w.dataset)}),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.gen_metrics_cfg,
+        upstream=J.gen_metrics_upstream,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -101,13 +100,13 @@ rule gen_metrics:
 
 rule probe:
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         "results/dbae/probe/{dataset}/{method}.json",
     params:
-        cfg=lambda w: as_json(latent_eval_slice(w.dataset, w.method)),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.probe_cfg,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -122,13 +121,13 @@ rule probe:
 
 rule disentangle:
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         "results/dbae/disentangle/{dataset}/{method}.json",
     params:
-        cfg=lambda w: as_json(latent_eval_slice(w.dataset, w.method, **dbae_study()["disentangle"])),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.disentangle_cfg,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -145,13 +144,13 @@ rule inference_cost:
     # A timing job: it claims every core so no other job runs beside it and skews the times;
     # torch still uses TORCH_THREADS, like the jobs being timed.
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         "results/dbae/cost/{dataset}/{method}.json",
     params:
-        cfg=cost_cfg,
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.cost_cfg,
+        data=lambda w: J.data_dir(w.dataset),
         torch_threads=TORCH_THREADS,
     threads: workflow.cores
     resources:
@@ -169,12 +168,12 @@ rule inference_cost:
 
 rule dbae_table:
     input:
-        dbae_table_inputs,
+        J.dbae_table_inputs,
     output:
         report("results/dbae/{table}.csv", caption="../report/dbae_table.rst", category="DBAE"),
     params:
-        cfg=dbae_table_cfg,
-        upstream=dbae_table_upstream,
+        cfg=J.dbae_table_cfg,
+        upstream=J.dbae_table_upstream,
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -186,10 +185,24 @@ rule dbae_table:
         " --out {output} > {log} 2>&1"
 
 
-# Everything the study produces (its `all` target, and what the report shows of it).
-DBAE_OUTPUTS = expand("results/dbae/{table}.csv", table=["table1", "table2", "table3", "table4", "table5", "table9"])
+rule dbae_nfe_curve:
+    # Table 9 as one line per method and mode over NFE, for `dvc plots show` (DVC stage dbae)
+    input:
+        J.nfe_curve_inputs,
+    output:
+        "results/dbae/nfe_curve.csv",
+    localrule: True
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/nfe_curve.log",
+    benchmark:
+        "logs/benchmarks/dbae/nfe_curve.tsv"
+    shell:
+        "python -m daebench dbae-nfe-curve --inputs {input} --out {output} > {log} 2>&1"
 
 
+# Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule dbae_all:
     input:
-        DBAE_OUTPUTS,
+        J.dbae_outputs(),

@@ -12,7 +12,7 @@ rule ddvi_genotypes:
         manifest="resources/data/genotypes/{source}/manifest.json",
         data="resources/data/genotypes/{source}/genotypes.npz",
     params:
-        cfg=lambda w: as_json({**config["ddvi"]["genotypes"], "source": w.source}),
+        cfg=lambda w: J.as_json(J.genotypes_slice(w.source)),
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -26,12 +26,12 @@ rule ddvi_genotypes:
 
 rule ddvi_train:
     input:
-        data=ddvi_manifest,
+        data=J.ddvi_manifest,
     output:
         "resources/ddvi/{setting}/{prior}/{method}/seed{seed}.pt",
     params:
-        cfg=lambda w: as_json(ddvi_job_slice(w.setting, w.prior, w.method, w.seed)),
-        data=lambda w: ddvi_data(w.setting)[0],
+        cfg=J.ddvi_train_cfg,
+        data=J.ddvi_data_dir,
         ckpt=lambda w: f"resources/checkpoints/ddvi/{w.setting}/{w.prior}/{w.method}",
     threads: TORCH_THREADS
     resources:
@@ -50,14 +50,14 @@ rule ddvi_train:
 
 rule ddvi_evaluate:
     input:
-        data=ddvi_manifest,
+        data=J.ddvi_manifest,
         model="resources/ddvi/{setting}/{prior}/{method}/seed{seed}.pt",
     output:
         metrics="results/ddvi/runs/{setting}/{prior}/{method}/seed{seed}.json",
         arrays="results/ddvi/runs/{setting}/{prior}/{method}/seed{seed}.npz",
     params:
-        cfg=ddvi_job_eval_slice,
-        data=lambda w: ddvi_data(w.setting)[0],
+        cfg=J.ddvi_eval_cfg,
+        data=J.ddvi_data_dir,
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -74,11 +74,11 @@ rule ddvi_evaluate:
 
 rule ddvi_table:
     input:
-        lambda w: ddvi_table_runs(w.table),
+        J.ddvi_table_runs,
     output:
         report("results/ddvi/{table}.csv", caption="../report/ddvi_table.rst", category="DDVI"),
     params:
-        cfg=ddvi_table_cfg,
+        cfg=J.ddvi_table_cfg,
     localrule: True
     conda:
         "../../envs/daebench.yaml"
@@ -94,12 +94,12 @@ rule ddvi_table:
 rule ddvi_latents:
     # The report's latent plots: the first seed's test codes, one panel per table row (and prior).
     input:
-        lambda w: ddvi_latent_inputs(w.setting),
+        J.ddvi_latent_inputs,
     output:
         report("results/ddvi/latents_{setting}.png", caption="../report/ddvi_latents.rst", category="DDVI"),
     params:
-        labels=lambda w: ddvi_latent_labels(w.setting),
-        title=lambda w: DDVI_LATENT_TITLES[w.setting],
+        labels=J.ddvi_latent_labels,
+        title=J.ddvi_latent_title,
     localrule: True
     conda:
         "../../envs/daebench.yaml"
@@ -112,12 +112,8 @@ rule ddvi_latents:
         " --title {params.title:q} > {log} 2>&1"
 
 
-# Everything the study produces (its `all` target, and what the report shows of it).
-DDVI_OUTPUTS = expand("results/ddvi/{table}.csv", table=["table1", "table2", "table3", "table8"]) + expand(
-    "results/ddvi/latents_{setting}.png", setting=["unsup", "semi", "cluster"])
-
-
+# Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule ddvi_all:
     input:
-        DDVI_OUTPUTS,
+        J.ddvi_outputs(),
     localrule: True

@@ -10,7 +10,7 @@ rule emergence_point:
     output:
         "results/emergence/{study}/x{scale}/results/claims/{study}.csv",
     params:
-        cfg=lambda w: as_json(config),
+        cfg=J.config_json,
         workdir=lambda w: f"results/emergence/{w.study}/x{w.scale}",
         snakefile=workflow.main_snakefile,
     threads: workflow.cores
@@ -27,13 +27,13 @@ rule emergence_point:
 
 rule emergence:
     input:
-        unpack(emergence_points),
+        unpack(J.emergence_points),
     output:
         csv="results/emergence/{study}.csv",
         png="results/emergence/{study}.png",
     params:
-        cfg=lambda w: as_json(config),
-        points=lambda w, input: " ".join(f"{k[1:]}=results/emergence/{w.study}/{k}" for k in input.keys()),
+        cfg=J.config_json,
+        points=J.emergence_points_arg,
     localrule: True
     conda:
         "../../envs/daebench.yaml"

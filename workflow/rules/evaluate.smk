@@ -3,15 +3,15 @@
 
 rule reconstruct:
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         recon="results/recon/{dataset}/{method}/{mode}.npz",
         grid=report("results/recon/{dataset}/{method}/{mode}.png", caption="../report/recon.rst",
                     category="Two-phase DAE (Table 4)", subcategory="Reconstructions"),
     params:
-        cfg=reconstruct_cfg,
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.reconstruct_cfg,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -30,12 +30,12 @@ rule reconstruct:
 rule train_classifier:
     # Domain feature extractor: its features stand in for Inception/AlexNet where those are absent.
     input:
-        manifest,
+        J.manifest,
     output:
         "resources/models/{dataset}/feature_classifier.pt",
     params:
-        cfg=lambda w: as_json(classifier_slice(w.dataset)),
-        data=lambda w: data_dir(w.dataset),
+        cfg=lambda w: J.as_json(J.classifier_slice(w.dataset)),
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -55,8 +55,8 @@ rule metrics:
     output:
         "results/metrics/{dataset}/{method}/{mode}.json",
     params:
-        cfg=metrics_cfg,
-        upstream=lambda w: as_json(metrics_upstream(w.dataset, w.method, w.mode)),
+        cfg=J.metrics_cfg,
+        upstream=J.metrics_upstream_cfg,
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

@@ -4,13 +4,13 @@
 
 rule train_prior:
     input:
-        model=final_model,
-        data=manifest,
+        model=J.final_model,
+        data=J.manifest,
     output:
         "resources/priors/{dataset}/{method}.pt",
     params:
-        cfg=lambda w: as_json(prior_slice(w.dataset, w.method)),
-        data=lambda w: data_dir(w.dataset),
+        cfg=lambda w: J.as_json(J.prior_slice(w.dataset, w.method)),
+        data=lambda w: J.data_dir(w.dataset),
         ckpt=lambda w: f"resources/checkpoints/{w.dataset}/{w.method}",
     threads: TORCH_THREADS
     resources:

@@ -6,6 +6,7 @@
 # Light jobs that read the finished tables: on the submit node under a cluster executor.
 localrules:
     study_claims,
+    study_summary,
     claims,
     report,
 
@@ -13,13 +14,13 @@ localrules:
 rule study_claims:
     # One study's claims, on its tables and on the paper's (src/daebench/claims/).
     input:
-        unpack(study_claims_inputs),
+        unpack(J.study_claims_inputs),
     output:
         "results/claims/{study}.csv",
     params:
-        cfg=study_claims_cfg,
-        tables=lambda w, input: " ".join(f"{k}={v}" for k, v in input.items()),
-        upstream=study_claims_provenance,
+        cfg=J.study_claims_cfg,
+        tables=J.claims_tables_arg,
+        upstream=J.study_claims_provenance,
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -34,7 +35,7 @@ rule study_claims:
 rule claims:
     # Every study that has run (its tables exist when the DAG is built), the two-phase study always.
     input:
-        claims_files,
+        J.claims_files,
     output:
         "results/claims.csv",
     conda:
@@ -47,21 +48,36 @@ rule claims:
         "python -m daebench claims-all --inputs {input} --out {output} > {log} 2>&1"
 
 
+rule study_summary:
+    # A study's headline numbers as JSON: the DVC stages' `metrics:` (`dvc metrics show`).
+    input:
+        unpack(J.summary_inputs),
+    output:
+        "results/summary/{study}.json",
+    params:
+        tables=J.claims_tables_arg,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/report/summary_{study}.log",
+    benchmark:
+        "logs/benchmarks/report/summary_{study}.tsv"
+    shell:
+        "python -m daebench summary --study {wildcards.study} --tables {params.tables} --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         table4="results/table4.csv",
-        claims=lambda w: expand("results/claims/{study}.csv", study=report_studies()),
-        recon=report_recon_inputs,
-        studies=report_study_inputs,
+        claims=J.report_claims,
+        recon=J.report_recon_inputs,
+        studies=J.report_study_inputs,
         notebook="notebooks/report.ipynb",
     output:
         report("results/report.html", caption="../report/report.rst", category="Report"),
     params:
-        # Notebook parameters; the reconstructions are found under recon_dir/<dataset>/<method>/<mode>.npz.
-        nb=lambda w, input: as_json({"table4_csv": input.table4, "claims_csvs": list(input.claims),
-                                     "recon_dir": "results/recon", "studies": report_studies(),
-                                     "method_studies": report_method_studies(), "bench_dir": "logs/benchmarks"}),
-        upstream=table4_provenance,
+        nb=J.report_notebook_params,
+        upstream=J.table4_provenance,
     conda:
         "../../envs/daebench.yaml"
     log:

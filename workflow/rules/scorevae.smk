@@ -5,14 +5,14 @@
 
 rule scorevae_reconstruct:
     input:
-        model=scorevae_model,
-        data=manifest,
+        model=J.scorevae_model,
+        data=J.manifest,
     output:
         recon="results/scorevae/recon/{dataset}/{method}/{phase}_{mode}.npz",
         grid="results/scorevae/recon/{dataset}/{method}/{phase}_{mode}.png",
     params:
-        cfg=lambda w: as_json(scorevae_eval_slice(w.dataset, w.method, w.phase)),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.scorevae_recon_cfg,
+        data=lambda w: J.data_dir(w.dataset),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -34,9 +34,8 @@ rule scorevae_metrics:
     output:
         "results/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.json",
     params:
-        cfg=metrics_cfg,
-        upstream=lambda w: as_json({"eval": scorevae_eval_slice(w.dataset, w.method, w.phase),
-                                    "classifier": classifier_slice(w.dataset)}),
+        cfg=J.metrics_cfg,
+        upstream=J.scorevae_metrics_upstream,
     threads: TORCH_THREADS
     conda:
         "../../envs/daebench.yaml"
@@ -51,12 +50,12 @@ rule scorevae_metrics:
 
 rule scorevae_table:
     input:
-        scorevae_table_inputs,
+        J.scorevae_table_inputs,
     output:
         report("results/scorevae/table1.csv", caption="../report/scorevae_table.rst", category="ScoreVAE"),
     params:
-        cfg=scorevae_table_cfg,
-        upstream=scorevae_table_upstream,
+        cfg=J.scorevae_table_cfg,
+        upstream=J.scorevae_table_upstream,
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -70,11 +69,11 @@ rule scorevae_table:
 rule scorevae_grid:
     # originals over every Table 1 row's reconstructions of the same test images (for the report)
     input:
-        lambda w: scorevae_recon_files(config["dataset"]),
+        J.scorevae_recon_files,
     output:
         report("results/scorevae/recon_grid.png", caption="../report/scorevae_grid.rst", category="ScoreVAE"),
     params:
-        labels=scorevae_grid_labels,
+        labels=J.scorevae_grid_labels,
     conda:
         "../../envs/daebench.yaml"
     log:
@@ -85,10 +84,7 @@ rule scorevae_grid:
         "python -m daebench scorevae-grid --inputs {input} --labels {params.labels} --out {output} > {log} 2>&1"
 
 
-# Everything the study produces (its `all` target, and what the report shows of it).
-SCOREVAE_OUTPUTS = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
-
-
+# Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule scorevae_all:
     input:
-        SCOREVAE_OUTPUTS,
+        J.scorevae_outputs(),

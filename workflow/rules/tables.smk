@@ -3,12 +3,12 @@
 
 rule table4:
     input:
-        table4_inputs,
+        J.table4_inputs,
     output:
         report("results/table4.csv", caption="../report/table4.rst", category="Two-phase DAE (Table 4)"),
     params:
-        cfg=table4_cfg,
-        upstream=table4_upstream,
+        cfg=J.table4_cfg,
+        upstream=J.table4_upstream,
     conda:
         "../../envs/daebench.yaml"
     log:

@@ -4,22 +4,19 @@
 
 rule train_phase:
     input:
-        data=manifest,
-        init=previous_phase,
-        prior=prior_model,
+        data=J.manifest,
+        init=J.previous_phase,
+        prior=J.prior_model,
     output:
         "resources/models/{dataset}/{method}/{phase}.pt",
     params:
-        cfg=train_cfg,
-        index=lambda w: phase_index(w.method, w.phase),
-        # what the job starts from: the previous phase and/or a frozen prior (one param keeps the
-        # shell command, and so Snakemake's code trigger, unchanged for the existing studies)
-        init=lambda w, input: " ".join(([f"--init {input.init}"] if input.init else [])
-                                       + ([f"--prior {input.prior}"] if input.prior else [])),
-        data=lambda w: data_dir(w.dataset),
+        cfg=J.train_cfg,
+        index=lambda w: J.phase_index(w.method, w.phase),
+        init=J.train_init_args,
+        data=lambda w: J.data_dir(w.dataset),
         ckpt=lambda w: f"resources/checkpoints/{w.dataset}/{w.method}",
     threads: TORCH_THREADS
-    priority: train_priority
+    priority: J.train_priority
     resources:
         gpu=GPU,
     conda:

@@ -22,31 +22,9 @@ Genotype PCA follows EIGENSOFT (Patterson, Price & Reich 2006): monomorphic site
 dropped, and each SNP is centred by its mean count ``2p`` and divided by
 ``sqrt(p(1-p))``; the scores are the left singular vectors times the singular values.
 
-Config (``prepare_genotypes(cfg, out_dir)``; every key is optional, defaults in
-:data:`GENOTYPES_DEFAULTS`, an unknown key is an error)::
-
-    source: simulated            # "simulated" or "1000_genomes"
-    pca_components: 1000         # k = min(this, n_individuals - 1, n_polymorphic_sites)
-    scale: 30.0                  # PCA scores are divided by this (DDVI appendix G)
-    simulated:                   # keyword arguments of simulate_genotypes (SIM_DEFAULTS)
-      populations: 5             # number of populations = clusters
-      samples_per_population: 60 # diploid individuals sampled per population
-      sequence_length: 2.0e6     # simulated genome length (bp)
-      mutation_rate: 1.25e-8     # per bp per generation
-      recombination_rate: 1.0e-8 # per bp per generation
-      population_size: 1.0e4     # diploid effective size of every population
-      migration_rate: 1.0e-4     # symmetric per-generation migration rate between each pair
-      split_time: 2000           # generations since the split from the ancestral population
-      seed: 1                    # msprime random seed, 1..2**32-1 (ancestry and mutations)
-    1000_genomes:
-      download_dir: resources/downloads   # files go to <download_dir>/1000_genomes/
-      base_url: null             # mirror URL prefix; null = THOUSAND_GENOMES["base_url"]
-      vcf_file: ALL.chr22.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz
-      panel_file: integrated_call_samples_v3.20130502.ALL.panel
-      checksums: {vcf: null, panel: null}  # "md5:<hex>" / "sha256:<hex>"; null = not verified
-      max_sites: 20000           # stop after this many kept SNPs (null = whole file)
-      thin: 1                    # keep every thin-th biallelic SNP
-      label: super_pop           # "super_pop" (5 classes) or "pop" (26 classes)
+Config: ``prepare_genotypes(cfg, out_dir)`` takes ``ddvi.genotypes`` as the workflow validates it
+(workflow/schemas/params.schema.yaml holds every key's type, default and description: source,
+pca_components, scale, simulated.*, 1000_genomes.*). This module keeps no defaults of its own.
 
 No checksum of the 1000 Genomes files is pinned here (none was known for certain
 when this was written). With a null checksum the file is downloaded atomically but
@@ -72,9 +50,7 @@ from .download import DownloadError, fetch, parse_downloaded
 from .store import MANIFEST_NAME, IntegrityError, read_manifest, save_npz, verify_file, write_manifest
 
 __all__ = [
-    "GENOTYPES_DEFAULTS",
     "GENOTYPES_FILE",
-    "SIM_DEFAULTS",
     "SOURCES",
     "THOUSAND_GENOMES",
     "build_1000_genomes",
@@ -83,7 +59,6 @@ __all__ = [
     "pca_features",
     "prepare_genotypes",
     "read_panel",
-    "resolve_config",
     "simulate_genotypes",
 ]
 
@@ -94,41 +69,10 @@ GENOTYPES_FILE = "genotypes.npz"
 SOURCES = ("simulated", "1000_genomes")
 LABEL_COLUMNS = ("super_pop", "pop")
 
-SIM_DEFAULTS: dict[str, Any] = {
-    "populations": 5,
-    "samples_per_population": 60,
-    "sequence_length": 2.0e6,
-    "mutation_rate": 1.25e-8,
-    "recombination_rate": 1.0e-8,
-    "population_size": 1.0e4,
-    "migration_rate": 1.0e-4,
-    "split_time": 2000.0,
-    "seed": 1,
-}
-
 THOUSAND_GENOMES: dict[str, str] = {
     "base_url": "https://ftp.1000genomes.ebi.ac.uk/vol1/ftp/release/20130502/",
     "vcf": "ALL.chr22.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz",
     "panel": "integrated_call_samples_v3.20130502.ALL.panel",
-}
-
-KG_DEFAULTS: dict[str, Any] = {
-    "download_dir": "resources/downloads",
-    "base_url": None,
-    "vcf_file": THOUSAND_GENOMES["vcf"],
-    "panel_file": THOUSAND_GENOMES["panel"],
-    "checksums": {"vcf": None, "panel": None},
-    "max_sites": 20000,
-    "thin": 1,
-    "label": "super_pop",
-}
-
-GENOTYPES_DEFAULTS: dict[str, Any] = {
-    "source": "simulated",
-    "pca_components": 1000,
-    "scale": 30.0,
-    "simulated": SIM_DEFAULTS,
-    "1000_genomes": KG_DEFAULTS,
 }
 
 _KG_DIR = "1000_genomes"
@@ -219,7 +163,7 @@ def simulate_genotypes(
 
 # --------------------------------------------------------------------------- PCA
 
-def pca_features(G: np.ndarray, *, n_components: int = 1000, scale: float = 30.0) -> tuple[np.ndarray, dict]:
+def pca_features(G: np.ndarray, *, n_components: int, scale: float) -> tuple[np.ndarray, dict]:
     """PCA scores of a genotype matrix, divided by ``scale`` (DDVI appendix G).
 
     Monomorphic sites (all counts equal, including all 0 or all 2) are dropped. Each
@@ -553,37 +497,19 @@ def _require_number(key: str, value: Any, *, positive: bool) -> None:
                          f"got {value!r}")
 
 
-def _merge(section: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise TypeError(f"genotypes config {section} must be a mapping, got {type(given).__name__}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in genotypes config {section}; known keys: {sorted(defaults)}")
-    return {**defaults, **given}
+CONFIG_KEYS = ("source", "pca_components", "scale", "simulated", "1000_genomes")
 
 
-def resolve_config(cfg: dict | None) -> dict[str, Any]:
-    """Fill in defaults and validate a genotypes config; errors name the offending key."""
-    top = _merge("(top level)", cfg, GENOTYPES_DEFAULTS)
-    if top["source"] not in SOURCES:
-        raise ValueError(f"unknown genotypes source {top['source']!r} (key 'source'); known sources: "
-                         f"{', '.join(SOURCES)}")
-    _require_int("pca_components", top["pca_components"], minimum=1)
-    _require_number("scale", top["scale"], positive=True)
-    sim = _merge("'simulated'", top["simulated"], SIM_DEFAULTS)
-    kg = _merge("'1000_genomes'", top["1000_genomes"], KG_DEFAULTS)
-    kg["download_dir"] = os.fspath(kg["download_dir"])  # a Path would not serialise into the manifest
-    if top["source"] == "1000_genomes":
-        if kg["label"] not in LABEL_COLUMNS:
-            raise ValueError(f"1000_genomes.label must be one of {list(LABEL_COLUMNS)}, got {kg['label']!r}")
-        if kg["max_sites"] is not None:
-            _require_int("1000_genomes.max_sites", kg["max_sites"], minimum=1)
-        _require_int("1000_genomes.thin", kg["thin"], minimum=1)
-        if kg["checksums"] is not None and not isinstance(kg["checksums"], dict):
-            raise ValueError("1000_genomes.checksums must be a mapping {vcf: ..., panel: ...} or null")
-    return {**top, "simulated": sim, "1000_genomes": kg}
+def _validated(cfg: dict) -> dict[str, Any]:
+    """``cfg`` as the workflow validated it; a missing key means it was not (the schema fills every one)."""
+    missing = [k for k in CONFIG_KEYS if k not in (cfg or {})]
+    if missing:
+        raise ValueError(f"genotypes config lacks {', '.join(missing)}: pass ddvi.genotypes as daebench.config "
+                         "validates it (workflow/schemas/params.schema.yaml fills the defaults)")
+    if cfg["source"] not in SOURCES:
+        raise ValueError(f"unknown genotypes source {cfg['source']!r}; known sources: {', '.join(SOURCES)}")
+    kg = {**cfg["1000_genomes"], "download_dir": os.fspath(cfg["1000_genomes"]["download_dir"])}  # JSON-able
+    return {**cfg, "1000_genomes": kg}
 
 
 def _versions(source: str) -> dict[str, str]:
@@ -609,7 +535,7 @@ def prepare_genotypes(cfg: dict, out_dir: str | os.PathLike, *, progress: bool =
     dict
         The manifest as written.
     """
-    rcfg = resolve_config(cfg)
+    rcfg = _validated(cfg)
     source = rcfg["source"]
     if source == "simulated":
         G, labels, names = simulate_genotypes(**rcfg["simulated"])

@@ -29,8 +29,6 @@ import torch
 
 Schedule = Callable[[torch.Tensor], torch.Tensor]
 
-SCHEDULES = ("linear_beta", "cosine", "shifted_cosine", "inverted", "constant_beta", "vp_linear")
-
 
 def sigma_from_alpha(alpha: torch.Tensor) -> torch.Tensor:
     return (1.0 - alpha.square()).clamp_min(0.0).sqrt()
@@ -108,23 +106,29 @@ def t_of_log_snr(schedule: Schedule, lam: torch.Tensor, iters: int = 60) -> torc
     return 0.5 * (lo + hi)
 
 
+def _shifted_cosine(scale: float | None, num_steps: int) -> Schedule:
+    if scale is None or scale <= 0:
+        raise ValueError(f"schedule 'shifted_cosine' needs a positive scale S, got {scale!r}")
+    return partial(shifted_cosine, scale=float(scale))
+
+
+# name -> factory(scale, num_steps) -> alpha(t). Adding a schedule is its alpha(t) above and one line here;
+# the config's schedule names (params.schema.yaml `x-registry: schedules`) follow.
+SCHEDULES: dict[str, Callable[[float | None, int], Schedule]] = {
+    "linear_beta": lambda scale, num_steps: partial(linear_beta, num_steps=num_steps),
+    "cosine": lambda scale, num_steps: cosine,
+    "shifted_cosine": _shifted_cosine,
+    "inverted": lambda scale, num_steps: inverted,
+    "constant_beta": lambda scale, num_steps: partial(constant_beta, num_steps=num_steps),
+    "vp_linear": lambda scale, num_steps: vp_linear,
+}
+
+
 def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -> Schedule:
     """Explicit factory: ``name`` in SCHEDULES; ``scale`` is S for the shifted cosine family."""
-    if name == "linear_beta":
-        return partial(linear_beta, num_steps=num_steps)
-    if name == "cosine":
-        return cosine
-    if name == "shifted_cosine":
-        if scale is None or scale <= 0:
-            raise ValueError(f"schedule 'shifted_cosine' needs a positive scale S, got {scale!r}")
-        return partial(shifted_cosine, scale=float(scale))
-    if name == "inverted":
-        return inverted
-    if name == "constant_beta":
-        return partial(constant_beta, num_steps=num_steps)
-    if name == "vp_linear":
-        return vp_linear
-    raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](scale, num_steps)
 
 
 def schedule_label(name: str, scale: float | None = None) -> str:

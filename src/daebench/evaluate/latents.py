@@ -77,13 +77,13 @@ def inference_cost(ckpt: dict, data_dir: Path, method: dict, *, n: int, nfe: int
     model.to(device)
     images, _ = load_split(data_dir, "test")
     x = to_tensor(images[:n]).to(device)
-    cost = fam.cost(method, fam.ENDPOINT_MODE, nfe, sampler)
+    cost = fam.cost(method, fam.endpoint_mode, nfe, sampler)
     z = fam.encode(model, x)
     t_enc = _timed(lambda: fam.encode(model, x), repeats)
     t_end = _timed(lambda: fam.infer_endpoint(model, method, x, z, nfe, sampler), repeats)
     per = 1000.0 / len(x)
     return {"nfe_encoder": cost["nfe_encoder"], "nfe_endpoint": cost["nfe_endpoint"],
-            "endpoint_by": fam.ENDPOINT_BY,
+            "endpoint_by": fam.endpoint_by,
             "ms_encoder": t_enc * per, "ms_endpoint": t_end * per, "ms_total": (t_enc + t_end) * per,
             "n_images": len(x), "batch_size": len(x), "device": str(device),
             "threads": torch.get_num_threads()}

@@ -1,47 +1,49 @@
-"""Method families. One explicit factory: family name -> module exposing build and phase_loss, and for
-autoencoders encode, decode, cost, diffusion_nfe, reconstruct, MODES and ENDPOINT_MODE / ENDPOINT_BY
-(one interface, so evaluation never asks which family). A loss may name the child modules its phase
-trains (``trainable``); the others are frozen for that phase.
+"""Method families, each declared once in its own module (``FAMILY = Family(...)``, family.py): one
+registry, ``FAMILIES``, for both kinds.
 
-  dae      two-phase DAE paper / DiffAE        dbae     diffusion bridge autoencoder
-  uncond   unconditional VP diffusion (ScoreVAE's prior)
-  scorevae ScoreVAE / ScoreVAE+                diffdec  conditional-diffusion decoder (baseline)
-  vae      beta-VAE with a mirror decoder (baseline)
+  image  dae      two-phase DAE paper / DiffAE        dbae     diffusion bridge autoencoder
+         uncond   unconditional VP diffusion (ScoreVAE's prior)
+         scorevae ScoreVAE / ScoreVAE+                diffdec  conditional-diffusion decoder (baseline)
+         vae      beta-VAE with a mirror decoder (baseline)
+  lvm    ddvi, aevb, aevb_iaf, haevb, aaeb: the DDVI study's latent-variable models (flat data, 2-D latents)
 
-The DDVI study's latent-variable models (flat data, 2-D structured latents) have their own interface,
-``LVMFamily``, and their own factory ``get_lvm_family``: ddvi, aevb, aevb_iaf, haevb, aaeb.
-"""
+``phase_loss`` returns what train.train_phase takes (objective.py): a plain callable of unreduced terms, or
+an ``Objective`` (stages, the child modules its phase trains, a progress hook)."""
 from __future__ import annotations
 
-from types import ModuleType
-
 from . import dae, dbae, ddvi, diffdec, lvm_baselines, scorevae, uncond, vae
-from .lvm import LVMFamily
+from .family import Family
 
-FAMILIES: dict[str, ModuleType] = {"dae": dae, "dbae": dbae, "uncond": uncond, "scorevae": scorevae,
-                                   "diffdec": diffdec, "vae": vae}
-
-
-def get_family(name: str) -> ModuleType:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown method family {name!r}; known families: {', '.join(sorted(FAMILIES))}") from None
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    dae.FAMILY, dbae.FAMILY, uncond.FAMILY, scorevae.FAMILY, diffdec.FAMILY, vae.FAMILY,
+    ddvi.FAMILY, *lvm_baselines.FAMILIES)}
 
 
-_B = lvm_baselines
-LVM_FAMILIES: dict[str, LVMFamily] = {
-    "ddvi": LVMFamily(ddvi.build, ddvi.stages, ddvi.elbo, ddvi.encode),
-    "aevb": LVMFamily(_B.build_aevb, _B.variational_stages, _B.variational_elbo, _B.variational_encode),
-    "aevb_iaf": LVMFamily(_B.build_iaf, _B.variational_stages, _B.variational_elbo, _B.variational_encode),
-    "haevb": LVMFamily(_B.build_haevb, _B.variational_stages, _B.variational_elbo, _B.variational_encode),
-    "aaeb": LVMFamily(_B.build_aaeb, _B.aaeb_stages, None, _B.aaeb_encode),
-}
+def families(kind: str) -> dict[str, Family]:
+    return {n: f for n, f in FAMILIES.items() if f.kind == kind}
 
 
-def get_lvm_family(name: str) -> LVMFamily:
-    try:
-        return LVM_FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown DDVI-study family {name!r}; known families: {', '.join(sorted(LVM_FAMILIES))}"
-                         ) from None
+def get_family(name: str, kind: str = "image") -> Family:
+    known = families(kind)
+    if name not in known:
+        what = "method family" if kind == "image" else "DDVI-study family"
+        raise ValueError(f"unknown {what} {name!r}; known families: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def get_lvm_family(name: str) -> Family:
+    return get_family(name, "lvm")
+
+
+def modes() -> tuple[str, ...]:
+    """Every decoding mode of the image families (the workflow's mode wildcard, `reconstruct --mode`)."""
+    return tuple(dict.fromkeys(m for f in families("image").values() for m in f.modes))
+
+
+def nets_keys(method: dict) -> tuple[str, ...]:
+    """The nets.* blocks a method (as trained up to some phase) is built from: its family's, plus the
+    network a phase trains on top (ScoreVAE+'s corrector)."""
+    keys = FAMILIES[method["family"]].nets
+    if any(p.get("train") == "corrector" for p in method["phases"]):
+        keys += ("corrector",)
+    return keys

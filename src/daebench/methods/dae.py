@@ -19,6 +19,7 @@ from ..diffusion import parameterization as param
 from ..diffusion.samplers import sample_ddim, sample_ddim_inversion, time_grid
 from ..diffusion.schedules import Schedule, get_schedule, sigma_from_alpha
 from ..nets.unet import Encoder, UNet
+from .family import Family
 
 
 class DAE(nn.Module):
@@ -90,7 +91,6 @@ def denoiser(model: DAE, prediction: str, schedule: Schedule):
 
 
 MODES = ("stochastic", "inversion")
-ENDPOINT_MODE, ENDPOINT_BY = "inversion", "DDIM inversion"  # how this family gets x_T from an image
 
 
 def encode(model: DAE, x0: torch.Tensor) -> torch.Tensor:
@@ -136,3 +136,10 @@ def reconstruct(model: DAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
     z = encode(model, x0)
     x_T = infer_endpoint(model, method, x0, z, nfe, sampler) if mode == "inversion" else None
     return decode(model, method, z, nfe, generator, sampler, x_T=x_T, shape=x0.shape)
+
+
+FAMILY = Family(
+    name="dae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
+    endpoint_mode="inversion", endpoint_by="DDIM inversion", nets=("z_dim", "decoder", "encoder"),
+    keys=frozenset({"prediction"}), required=("prediction",))

@@ -24,10 +24,10 @@ from torch import nn
 
 from ..diffusion.bridge import VPBridge, karras_times, nfe_of, sample_bridge, steps_for_nfe
 from ..nets.unet import Encoder, EndpointDecoder, UNet
+from .family import Family
 
 ENCODERS = ("stochastic", "deterministic")
 MODES = ("endpoint",)
-ENDPOINT_MODE, ENDPOINT_BY = "endpoint", "endpoint decoder"  # how this family gets x_T from an image
 
 
 class DBAE(nn.Module):
@@ -162,3 +162,11 @@ def reconstruct(model: DBAE, method: dict, x0: torch.Tensor, mode: str, nfe: int
     cost(method, mode, nfe, sampler)
     z = encode(model, x0)
     return decode(model, method, z, nfe, generator, sampler, x_T=infer_endpoint(model, method, x0, z, nfe, sampler))
+
+
+FAMILY = Family(
+    name="dbae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
+    endpoint_mode="endpoint", endpoint_by="endpoint decoder", nets=("z_dim", "decoder", "encoder", "endpoint"),
+    keys=frozenset({"encoder", "tc_weight", "bridge"}), required=("encoder", "tc_weight"),
+    defaults={"bridge": {}})  # the bridge block's own defaults are the schema's (release values)

@@ -49,7 +49,9 @@ from torch import nn
 from ..diffusion.schedules import linear_beta_alpha_bar
 from ..nets.mlp import TimeMLP
 from . import lvm
-from .lvm import LOG2PI, Z_DIM, Ctx, Stage
+from .family import Family
+from .lvm import LOG2PI, Z_DIM, Ctx
+from .objective import Stage
 
 SLEEP = ("wake_sleep", "latent", "none")
 
@@ -242,3 +244,9 @@ def elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> dict[str, torch.Te
 @torch.no_grad()
 def encode(model: DDVI, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return posterior_chain(model, x, g)[0]
+
+
+FAMILY = Family(
+    name="ddvi", kind="lvm", build=build, stages=stages, elbo=elbo, encode=encode,
+    keys=frozenset({"sleep", "steps", "beta", "sleep_weight", "chain_weight", "pretrain_examples", "anneal",
+                    "kl_weight"}), required=("sleep", "steps", "beta"))

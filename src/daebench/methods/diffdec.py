@@ -18,9 +18,9 @@ from torch import nn
 
 from ..nets.unet import Encoder, UNet
 from . import vpvae
+from .family import Family
 
 MODES = vpvae.MODES
-ENDPOINT_MODE = ENDPOINT_BY = None
 ENCODERS = ("stochastic", "deterministic")
 
 
@@ -106,3 +106,10 @@ def reconstruct(model: DiffDecoder, method: dict, x0: torch.Tensor, mode: str, n
     mu, logvar = posterior(model, x0)
     z = mu if logvar is None else vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
     return decode(model, method, z, nfe, generator, sampler, shape=x0.shape, mode=mode)
+
+
+FAMILY = Family(
+    name="diffdec", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
+    keys=frozenset({"beta", "weighting", "encoder", "loss_levels"}), required=("beta",),
+    defaults={"weighting": "likelihood"})

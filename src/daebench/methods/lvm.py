@@ -24,7 +24,6 @@ partition of z already carries it), which avoids the sum over ten labels per unl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -38,15 +37,6 @@ Z_DIM = 2
 LOG2PI = math.log(2 * math.pi)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x [B, D], partition label [B], -1 where unlabelled)
-StageFn = Callable[[nn.Module, Batch, torch.Generator], dict[str, torch.Tensor]]
-
-
-@dataclass
-class Stage:
-    """One Adam update per batch: ``fn``'s terms, summed, update the child modules ``modules``."""
-    name: str
-    fn: StageFn
-    modules: tuple[str, ...]
 
 
 @dataclass
@@ -131,12 +121,3 @@ def evaluation_elbo(recon_out: torch.Tensor, x: torch.Tensor, reg: torch.Tensor,
     ``elbo_nats`` (the plain ELBO) and ``kl`` (the regulariser)."""
     lp = log_px(recon_out, x, likelihood)
     return {"elbo": lp / x.shape[1] - reg, "elbo_nats": lp - reg, "kl": reg}
-
-
-@dataclass(frozen=True)
-class LVMFamily:
-    """One family of the DDVI study: networks, training stages, ELBO (None: no density) and encoder."""
-    build: Callable[[dict, int, dict, bool], nn.Module]
-    stages: Callable[[dict, Ctx], list[Stage]]
-    elbo: Callable[[nn.Module, Batch, Ctx, torch.Generator], dict[str, torch.Tensor]] | None
-    encode: Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]

@@ -29,7 +29,9 @@ from torch import nn
 
 from ..nets.mlp import MADE, mlp
 from . import lvm
-from .lvm import Z_DIM, Ctx, Stage
+from .family import Family
+from .lvm import Z_DIM, Ctx
+from .objective import Stage
 from .priors import N_PARTS
 
 
@@ -191,3 +193,16 @@ def variational_encode(model, x: torch.Tensor, g) -> torch.Tensor:
 @torch.no_grad()
 def aaeb_encode(model, x: torch.Tensor, g) -> torch.Tensor:
     return model.encoder(x)
+
+
+_VARIATIONAL = frozenset({"prior_weight", "anneal", "kl_weight"})
+FAMILIES = (
+    Family(name="aevb", kind="lvm", build=build_aevb, stages=variational_stages, elbo=variational_elbo,
+           encode=variational_encode, keys=_VARIATIONAL),
+    Family(name="aevb_iaf", kind="lvm", build=build_iaf, stages=variational_stages, elbo=variational_elbo,
+           encode=variational_encode, keys=_VARIATIONAL | {"flows"}, required=("flows",)),
+    Family(name="haevb", kind="lvm", build=build_haevb, stages=variational_stages, elbo=variational_elbo,
+           encode=variational_encode, keys=_VARIATIONAL),
+    Family(name="aaeb", kind="lvm", build=build_aaeb, stages=aaeb_stages, elbo=None, encode=aaeb_encode,
+           keys=frozenset({"noise", "noise_end"}), required=("noise", "noise_end")),
+)

@@ -28,10 +28,11 @@ from torch import nn
 from ..diffusion.schedules import Schedule, sigma_from_alpha
 from ..nets.unet import Encoder, UNet
 from . import vpvae
+from .family import Family
+from .objective import Objective, Stage
 
 MODES = vpvae.MODES
 LOG_Q = ("full", "release")
-ENDPOINT_MODE = ENDPOINT_BY = None  # x_T is fresh noise: the code is z alone
 
 
 class ScoreVAE(nn.Module):
@@ -94,8 +95,9 @@ def _posterior0(model: ScoreVAE, x0: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 @dataclass
-class ScoreVAELoss:
-    """§3.5 (train: encoder) or §3.6 (train: corrector); terms unreduced over the batch."""
+class ScoreVAELoss(Objective):
+    """§3.5 (train: encoder) or §3.6 (train: corrector); terms unreduced over the batch. One stage that trains
+    the phase's network; the others, the prior among them, stay frozen."""
     phase: str
     beta: float
     weighting: str
@@ -105,6 +107,10 @@ class ScoreVAELoss:
     @property
     def trainable(self) -> tuple[str, ...]:
         return (self.phase,)
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [Stage(self.phase, self, ())]
 
     def __call__(self, model: ScoreVAE, x0: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         train_encoder = self.phase == "encoder"
@@ -163,3 +169,11 @@ def reconstruct(model: ScoreVAE, method: dict, x0: torch.Tensor, mode: str, nfe:
     mu, logvar = _posterior0(model, x0)
     z = vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
     return decode(model, method, z, nfe, generator, sampler, shape=x0.shape, mode=mode)
+
+
+FAMILY = Family(
+    name="scorevae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
+    nets=("z_dim", "encoder"),  # + corrector when a phase trains it (methods.nets_keys); the prior has its own
+    keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels"}), required=("prior", "beta"),
+    defaults={"weighting": "likelihood", "log_q": "release"})

@@ -11,9 +11,9 @@ import torch
 
 from ..nets.unet import UNet
 from . import vpvae
+from .family import Family
 
 MODES: tuple[str, ...] = ()
-ENDPOINT_MODE = ENDPOINT_BY = None
 
 
 def build(cfg: dict, in_channels: int, image_size: int) -> UNet:
@@ -39,3 +39,7 @@ def phase_loss(method: dict, phase: dict) -> EpsLoss:
 def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
     raise ValueError("an unconditional diffusion model (family uncond) has no encoder and cannot reconstruct; "
                      "use it as the prior of a scorevae method")
+
+
+FAMILY = Family(name="uncond", kind="image", build=build, phase_loss=phase_loss, encode=None, cost=cost,
+                nets=("decoder",))

@@ -13,9 +13,9 @@ from torch import nn
 
 from ..nets.unet import Encoder, MirrorDecoder
 from . import vpvae
+from .family import Family
 
 MODES = ("decoder",)
-ENDPOINT_MODE = ENDPOINT_BY = None
 
 
 class BetaVAE(nn.Module):
@@ -72,3 +72,9 @@ def reconstruct(model: BetaVAE, method: dict, x0: torch.Tensor, mode: str, nfe: 
     mu, logvar = vpvae.posterior(model.encoder(x0))
     return decode(model, method, vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator), nfe,
                   generator, sampler)
+
+
+FAMILY = Family(
+    name="vae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
+    keys=frozenset({"beta"}), required=("beta",))

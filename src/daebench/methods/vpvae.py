@@ -27,13 +27,16 @@ from collections.abc import Callable
 
 import torch
 
-from ..diffusion.samplers import sample_vp_ode, sample_vp_sde, time_grid
+from ..diffusion import samplers
+from ..diffusion.samplers import time_grid
 from ..diffusion.schedules import Schedule, get_schedule, log_snr, sigma_from_alpha, t_of_log_snr
 
 WEIGHTINGS = ("simple", "likelihood")
 LATENTS = ("sample", "mean")
-MODES = ("sde", "ode")
-SAMPLERS = {"sde": sample_vp_sde, "ode": sample_vp_ode}
+# Decoding modes of the VP families (scorevae, diffdec): mode -> sampler with the shared signature
+# (diffusion/samplers.py). Adding one is a function there and a line here; the modes follow.
+SAMPLERS = {"sde": samplers.sample_vp_sde, "ode": samplers.sample_vp_ode}
+MODES = tuple(SAMPLERS)
 T_MIN_TRAIN = 1e-5  # the release's prior (get_general_sde_loss_fn's default eps): t ~ U(eps, 1)
 # ScoreVAE's encoder and DiffDecoder: the release passes its VP sampling_eps, 1e-3, as the loss's eps
 # (lightning_modules/EncoderOnlyPretrainedScoreVAEmodel.py: t_dist = Uniform(sampling_eps, 1); ScoreVAEmodel.py).

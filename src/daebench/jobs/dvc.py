@@ -1,0 +1,286 @@
+"""dvc.yaml, derived: one DVC stage per study (data, table4, dbae, scorevae, ddvi, report), each a
+`snakemake` call on the study's targets, so Snakemake still decides which jobs rerun.
+
+A stage's ``params`` are the config keys its jobs' slices read, found by running the same slice builders
+the workflow uses on a config that records every key they touch (``read_keys``); they cannot drift from
+what the jobs depend on. Its ``outs`` are the study's own files (models per method, so no two stages own
+the same path); ``metrics`` its headline numbers (results/summary/<study>.json); ``plots`` the curves.
+
+`python -m daebench dvc-yaml` writes dvc.yaml from params.yaml; `--check` fails when it is stale
+(tests/test_dvc.py keeps the committed one current)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace as W
+
+import yaml
+
+from . import data, dbae, ddvi, evaluation, scorevae, studies, training, two_phase
+
+CODE = ["Snakefile", "workflow", "src/daebench", "envs"]
+
+
+class _Recorder(dict):
+    """A config (sub)tree that records the key paths read through it: a leaf when read by key, the block
+    when a key is missing from it, a whole subtree when iterated (``json.dumps`` of an embedded block, ``{**block}``, ``.items()``)."""
+
+    def __init__(self, d: dict, path: tuple, log: set):
+        super().__init__(d)
+        self._path, self._log = path, log
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if isinstance(value, dict):
+            return _Recorder(value, self._path + (key,), self._log)
+        self._log.add(self._path + (key,))
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default  # noqa: SIM401 (dict.get would bypass the recording)
+
+    def __contains__(self, key):
+        # a key's absence matters too; DVC can only track an existing key, so then the block is the param
+        here = dict.__contains__(self, key)
+        self._log.add(self._path + (key,) if here else self._path)
+        return here
+
+    def _whole(self):
+        self._log.add(self._path)
+
+    def __iter__(self):
+        self._whole()
+        return dict.__iter__(self)
+
+    def keys(self):
+        self._whole()
+        return dict.keys(self)
+
+    def items(self):
+        self._whole()
+        return dict.items(self)
+
+    def values(self):
+        self._whole()
+        return dict.values(self)
+
+    def __len__(self):
+        self._whole()
+        return dict.__len__(self)
+
+
+def read_keys(config: dict, fn) -> list[str]:
+    """Dotted config keys ``fn(config)`` reads (a key whose parent is read whole is left out)."""
+    import json
+
+    log: set = set()
+    # serialised as the rules hand them over: a block embedded whole in a slice counts as read whole
+    json.dumps(fn(_Recorder(config, (), log)), sort_keys=True, default=str)
+    paths = {p for p in log if p}
+    if () in log:
+        return ["."]
+    kept = sorted(p for p in paths if not any(p[:i] in paths for i in range(1, len(p))))
+    return [".".join(map(str, p)) for p in kept]
+
+
+# --- what each stage's jobs read (the same builders the rules call) ---------------------------------------
+
+
+def _data_jobs(config):
+    ds = config["dataset"]
+    return [data.prepare_slice(config, ds), data.download_slice(config, ds)]
+
+
+def _trainings(config, methods):
+    ds = config["dataset"]
+    return [training.train_cfg(config, W(dataset=ds, method=m, phase=p["name"]))
+            for m in methods for p in config["methods"][m]["phases"]]
+
+
+def _scoring(config):
+    ds = config["dataset"]
+    return [evaluation.metrics_cfg(config, W(dataset=ds)), evaluation.classifier_slice(config, ds)]
+
+
+def _table4_jobs(config):
+    t4, ds = config["table4"], config["dataset"]
+    return ([two_phase.table4_provenance(config, W()), *_trainings(config, t4["methods"]), *_scoring(config)]
+            + [two_phase.reconstruct_cfg(config, W(dataset=ds, method=m)) for m in t4["methods"]])
+
+
+def _dbae_jobs(config):
+    ds, d = config["dataset"], config["dbae"]
+    out = [dbae.dbae_table_upstream(config, W()), dbae.dbae_table_cfg(config, W()), *_scoring(config),
+           *_trainings(config, dbae.dbae_study_methods(config))]
+    for m in dbae.dbae_study_methods(config):
+        out += [dbae.prior_slice(config, ds, m), dbae.cost_cfg(config, W(dataset=ds, method=m)),
+                dbae.disentangle_cfg(config, W(dataset=ds, method=m))]
+        out += [dbae.dbae_eval_slice(config, ds, m, n) for n in d["nfe"] + [d["table2_nfe"]]]
+        out += [dbae.generation_slice(config, ds, m, s) for s in ("prior", "ae")]
+    return out + [dbae.gen_metrics_cfg(config, W(dataset=ds))]
+
+
+def _scorevae_jobs(config):
+    methods = _scorevae_methods(config)
+    return [scorevae.scorevae_table_upstream(config, W()), scorevae.scorevae_table_cfg(config, W()),
+            scorevae.scorevae_grid_labels(config, W()), *_scoring(config),
+            *_trainings(config, methods + [config["methods"][m]["prior"] for m in methods if "prior" in config["methods"][m]])]
+
+
+def _ddvi_jobs(config):
+    out = [data.genotypes_slice(config, config["ddvi"]["genotypes"]["source"])]
+    for table in ddvi.SETTING_OF_TABLE:
+        out.append(ddvi.ddvi_table_cfg(config, W(table=table)))
+        setting = ddvi.SETTING_OF_TABLE[table]
+        out += [ddvi.ddvi_eval_cfg(config, W(setting=setting, prior=p, method=m, seed=s))
+                for p in ddvi.ddvi_priors(config, setting) for m in config["ddvi"]["tables"][table]
+                for s in config["ddvi"]["seeds"]]
+    return out
+
+
+def _report_jobs(config):
+    fake = W(table4="results/table4.csv", claims=[])
+    return ([studies.report_notebook_params(config, W(), fake), two_phase.table4_provenance(config, W())]
+            + [studies.study_claims_cfg(config, W(study=s)) for s in studies.report_studies(config)])
+
+
+# --- the stages ----------------------------------------------------------------------------------------------
+
+
+def _models(config: dict, methods, owned: set) -> list[str]:
+    """resources/models/<dataset>/<method> of each method (and the prior it builds on) no earlier stage owns."""
+    out = []
+    for m in methods:
+        for name in ([config["methods"][m]["prior"]] if "prior" in config["methods"][m] else []) + [m]:
+            if name not in owned:
+                owned.add(name)
+                out.append(f"resources/models/{config['dataset']}/{name}")
+    return out
+
+
+def _scorevae_methods(config):
+    return list(dict.fromkeys(r["method"] for r in config["scorevae"]["rows"]))
+
+
+def stages(config: dict) -> dict:
+    ds = config["dataset"]
+    data_dir = f"resources/data/{ds}"
+    classifier = f"resources/models/{ds}/feature_classifier.pt"
+    owned: set = set()
+    t4_models = _models(config, config["table4"]["methods"], owned)
+    dbae_models = _models(config, dbae.dbae_study_methods(config), owned)
+    svae_models = _models(config, _scorevae_methods(config), owned)
+    dae = f"resources/models/{ds}/{config['dbae']['dae']}"
+
+    def stage(targets, jobs, deps, outs, summary=None):
+        s = {"cmd": "snakemake --cores all " + " ".join(targets + ([summary] if summary else [])),
+             "deps": CODE + deps, "params": read_keys(config, lambda c: jobs(c)),
+             "outs": [{o: {"persist": True}} for o in outs]}
+        if summary:
+            s["metrics"] = [{summary: {"cache": False, "persist": True}}]
+        return s
+
+    report_deps = ["results/table4.csv", "results/recon"] + [
+        p for s in studies.report_studies(config)[1:] for p in studies.study_outputs(config, s)]
+    return {
+        "data": stage(["data"], _data_jobs, [], [data_dir]),
+        "table4": stage(["results/table4.csv"], _table4_jobs, [data_dir],
+                        t4_models + [classifier, "results/recon", "results/metrics", "results/table4.csv"],
+                        "results/summary/two_phase.json"),
+        "dbae": stage(dbae.dbae_outputs(config) + ["results/dbae/nfe_curve.csv"], _dbae_jobs,
+                      [data_dir, classifier, dae], dbae_models + [f"resources/priors/{ds}", "results/dbae"],
+                      "results/summary/dbae.json"),
+        "scorevae": stage(scorevae.scorevae_outputs(config), _scorevae_jobs, [data_dir, classifier],
+                          svae_models + ["results/scorevae"], "results/summary/scorevae.json"),
+        "ddvi": stage(ddvi.ddvi_outputs(config), _ddvi_jobs, [data_dir],
+                      ["resources/data/genotypes", "resources/ddvi", "results/ddvi"], "results/summary/ddvi.json"),
+        "report": stage(["results/report.html", "results/claims.csv"], _report_jobs,
+                        ["notebooks/report.ipynb"] + report_deps,
+                        ["results/claims", "results/claims.csv", "results/report.html"]),
+    }
+
+
+def plots(config: dict) -> list:
+    """`dvc plots show`: DBAE's NFE curve (Table 9) and the figures of each study."""
+    ds = config["dataset"]
+    return [
+        {"DBAE Table 9: SSIM against NFE": {"template": "linear", "x": "nfe",
+                                            "y": {"results/dbae/nfe_curve.csv": dbae.nfe_curve_columns(config)}}},
+        *[f"results/recon/{ds}/{m}/{mode}.png" for m in config["table4"]["methods"] for mode in config["table4"]["modes"]],
+        "results/scorevae/recon_grid.png",
+        *[f"results/ddvi/latents_{s}.png" for s in ("unsup", "semi", "cluster")],
+    ]
+
+
+def order_pulled_artefacts(config: dict) -> None:
+    """A fresh clone whose artefacts came from `dvc pull` has no .snakemake/ metadata, and DVC writes files
+    in whatever order it checks them out, so a result can look older than its inputs. There, and only
+    there, give the pulled files modification times in DAG order: data < models by phase < priors and
+    DDVI models < reconstructions and samples < their scores < tables and figures < summaries and claims
+    < all claims < report."""
+    import glob
+    import os
+    import sys
+    import time
+
+    if os.path.isdir(".snakemake/metadata") or not os.path.exists("dvc.lock"):
+        return
+    ds = config["dataset"]
+    depth = max(len(m["phases"]) for m in config["methods"].values())
+    phases = [[training.model_path(config, ds, name, m["phases"][i]["name"]) for name, m in config["methods"].items()
+               if i < len(m["phases"])] for i in range(depth)]
+    levels = [[f"resources/data/{ds}/*", "resources/data/genotypes/*/*"],
+              [f"resources/models/{ds}/feature_classifier.pt"], *phases,
+              [f"resources/priors/{ds}/*", "resources/ddvi/**/*.pt"],
+              [f"results/{d}/{ds}/*/*" for d in ("recon", "dbae/recon", "scorevae/recon", "dbae/gen")]
+              + ["results/ddvi/runs/**/*"],
+              [f"results/{d}/{ds}/*/*" for d in ("metrics", "dbae/metrics", "scorevae/metrics", "dbae/gen_metrics")]
+              + [f"results/dbae/{d}/{ds}/*" for d in ("probe", "disentangle", "cost")],
+              ["results/table4.csv", "results/dbae/table*.csv", "results/scorevae/*.csv", "results/scorevae/*.png",
+               "results/ddvi/*.csv", "results/ddvi/*.png"],
+              ["results/dbae/nfe_curve.csv", "results/summary/*.json", "results/claims/*.csv"],
+              ["results/claims.csv"], ["results/report.html"]]
+    t0, n = time.time() - len(levels) - 1, 0
+    for level, patterns in enumerate(levels):
+        for f in {f for pattern in patterns for f in glob.glob(pattern, recursive=True)}:
+            if os.path.isfile(f):
+                os.utime(f, (t0 + level, t0 + level))
+                n += 1
+    if n:
+        print(f"daebench: no .snakemake/metadata but a dvc.lock (artefacts from `dvc pull`): gave {n} files "
+              "modification times in DAG order", file=sys.stderr)
+
+
+HEADER = """\
+# Generated from params.yaml by `python -m daebench dvc-yaml` (src/daebench/jobs/dvc.py): regenerate it after
+# changing a study's methods or the dataset. One stage per study; each runs Snakemake on the study's targets,
+# so `dvc repro` reruns a stage when its params, code or inputs changed, and Snakemake inside it reruns
+# exactly the affected jobs (reruns follow params provenance, not mtimes, so DVC checkouts trigger no work).
+# A stage's params are the keys its jobs' config slices read (derived, not kept by hand). Outputs persist:
+# DVC must not delete them before a stage runs, or Snakemake would redo everything instead of what changed.
+"""
+
+
+def dvc_yaml(config: dict) -> str:
+    body = yaml.safe_dump({"stages": stages(config), "plots": plots(config)}, sort_keys=False, width=120)
+    return HEADER + body
+
+
+def write_dvc_yaml(config: dict, out: Path, check: bool = False) -> bool:
+    """Write ``out``; with ``check``, only report whether it is current. Returns whether it was current."""
+    text = dvc_yaml(config)
+    current = out.exists() and out.read_text() == text
+    if not check and not current:
+        from ..data.store import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
+    return current
+
+
+def dvc_yaml_job(params: str, schema: str, out: str, check: bool = False, progress: bool = True) -> None:
+    from ..config import load
+
+    current = write_dvc_yaml(load(params, schema), Path(out), check)
+    if check and not current:
+        raise SystemExit(f"{out} is out of date with {params}: run `python -m daebench dvc-yaml` and commit it")
+    print(f"{out}: {'up to date' if current else 'written'}")

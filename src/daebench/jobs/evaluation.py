@@ -1,0 +1,111 @@
+"""Evaluation jobs every image study shares: reconstruct the test split with a trained model, train the
+domain feature classifier, score reconstructions; and their slices."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .base import as_json, save_npz, write_json
+from .data import data_slice
+from .training import train_slice
+
+log = logging.getLogger("daebench")
+
+
+def eval_settings(ev: dict) -> tuple[int, dict]:
+    """(NFE budget, sampler options) of an eval slice: Table 4 slices name DDIM steps and clip_x0
+    directly, the other studies' carry ``nfe`` and a ``sampler`` block."""
+    if "ddim_steps" in ev:
+        return ev["ddim_steps"], {"clip_x0": ev["clip_x0"]}
+    return ev["nfe"], ev["sampler"]
+
+
+def reconstruct(cfg: dict, data: Path, out: Path, method: str, mode: str, model: Path, progress: bool = True) -> None:
+    from ..checkpoint import load_checkpoint, resolve_device
+    from ..evaluate.reconstruction import reconstruct_split, save_grid
+    from ..tracking import start_run
+
+    ev = cfg["eval"]
+    nfe, sampler = eval_settings(ev)
+    ckpt = load_checkpoint(Path(model))
+    with start_run(name=f"{method}/reconstruct-{mode}-nfe{nfe}", rule="reconstruct",
+                   dataset=cfg["dataset"], params=cfg) as run:
+        res = reconstruct_split(ckpt, Path(data), cfg["method"], mode, nfe=nfe, sampler=sampler,
+                                n_images=ev["n_images"], batch_size=ev["batch_size"], seed=ev["seed"],
+                                device=resolve_device(cfg.get("device", "auto")), progress=progress)
+        out = Path(out)
+        save_npz(out, original=res["original"], recon=res["recon"], labels=res["labels"],
+                 meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": mode, **res["cost"],
+                                  "sampler": sampler, "ddim_steps": nfe, "n_params": res["n_params"],
+                                  "mlflow_run_id": run.run_id}))
+        grid = out.with_suffix(".png")
+        save_grid(grid, [res["original"], res["recon"]])
+        run.log_metrics({"seconds": res["seconds"], "nfe": res["nfe"],
+                         "images_per_s": len(res["recon"]) / max(res["seconds"], 1e-9)})
+        run.log_artifact(grid)
+    log.info("reconstructed %d images (%s, %d NFE) in %.1fs -> %s", len(res["recon"]), mode, res["nfe"],
+             res["seconds"], out)
+
+
+def train_classifier(cfg: dict, data: Path, out: Path, progress: bool = True) -> None:
+    from ..data import load_split
+    from ..evaluate.features import save_classifier
+    from ..evaluate.features import train_classifier as fit
+
+    c = cfg["classifier"]
+    xtr, ytr = load_split(data, "train", mmap=True)  # batches converted one by one (paper-scale sets)
+    xte, yte = load_split(data, "test")
+    model, info = fit(xtr, ytr, steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"], seed=c["seed"],
+                      test_images=xte, test_labels=yte)
+    save_classifier(Path(out), model, info)
+    log.info("feature classifier: %s", info)
+
+
+def metrics(cfg: dict, out: Path, method: str, mode: str, recon: Path, classifier: Path,
+            progress: bool = True) -> None:
+    from ..evaluate.scoring import score_reconstructions
+    from ..tracking import start_run
+
+    with start_run(name=f"{method}/metrics-{mode}", rule="metrics", dataset=cfg["dataset"], params=cfg) as run:
+        result = score_reconstructions(Path(recon), Path(classifier), Path(cfg["weights_dir"]))
+        run.log_metrics({k: v for k, v in result["metrics"].items() if v is not None})
+        result.update(method=method, mode=mode, mlflow_run_id=run.run_id)
+    write_json(out, result)
+    log.info("%s %s: %s", method, mode, result["metrics"])
+
+
+# --- slices ---------------------------------------------------------------------------------------------
+
+
+def classifier_slice(config: dict, dataset: str) -> dict:
+    return {**data_slice(config, dataset), "classifier": config["metrics"]["classifier"]}
+
+
+def recon_slice(config: dict, dataset: str, method: str, ev: dict, upto: int | None = None) -> dict:
+    # a reconstruction job: the model it reads (as trained up to phase ``upto``) and its eval settings
+    return {**train_slice(config, dataset, method, upto), "device": config["train"]["device"], "eval": ev}
+
+
+def weights_state(config: dict) -> list:
+    # Names and sizes of the pretrained metric files: fetching them reruns the metric jobs.
+    d = config["metrics"]["weights_dir"]
+    if not os.path.isdir(d):
+        return []
+    return sorted((f, os.path.getsize(os.path.join(d, f))) for f in os.listdir(d) if not f.startswith("."))
+
+
+def metrics_slice(config: dict, dataset: str) -> dict:
+    # what every scoring job reads besides its input files: the pretrained weights present
+    return {"dataset": dataset, "weights_dir": config["metrics"]["weights_dir"], "weights": weights_state(config)}
+
+
+def metrics_cfg(config: dict, wildcards) -> str:
+    return as_json(metrics_slice(config, wildcards.dataset))
+
+
+def fetch_weights(dest: str, names: list | None = None, progress: bool = True) -> None:
+    from ..evaluate.weights import fetch_weights as fetch
+
+    fetch(Path(dest), names or None)
