@@ -8,6 +8,7 @@ import torch
 
 from daebench.diffusion.bridge import VPBridge, karras_times, nfe_of, sample_bridge, steps_for_nfe
 from daebench.methods import dbae, latent_prior
+from daebench.methods.family import reconstruct
 
 BR = VPBridge()
 F64 = torch.float64
@@ -153,10 +154,10 @@ def test_dbae_reconstruct_shapes_and_encoder_sigma_range():
     x = torch.rand(3, 1, 16, 16) * 2 - 1
     mu, sigma = dbae.posterior(model, x)
     assert mu.shape == (3, 4) and ((sigma > 0.01) & (sigma < math.exp(5) + 0.02)).all()
-    out = dbae.reconstruct(model, cfg["method"], x, "endpoint", 5, torch.Generator(), {"solver": "heun"})
+    out = reconstruct(dbae.FAMILY, model, cfg["method"], x, "endpoint", 5, torch.Generator(), {"solver": "heun"})
     assert out.shape == x.shape and out.abs().max() <= 1
     with pytest.raises(ValueError, match="known: endpoint"):
-        dbae.reconstruct(model, cfg["method"], x, "inversion", 5, torch.Generator(), {})
+        reconstruct(dbae.FAMILY, model, cfg["method"], x, "inversion", 5, torch.Generator(), {})
     assert dbae.cost(cfg["method"], "endpoint", 10, {"solver": "heun"}) == {"nfe_encoder": 1, "nfe_endpoint": 1,
                                                                           "nfe_decode": 9}
 

@@ -98,6 +98,11 @@ def encode(model: DAE, x0: torch.Tensor) -> torch.Tensor:
     return model.encoder(x0)
 
 
+def code(model: DAE, x0: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The code a reconstruction decodes from: the semantic encoder's z (deterministic)."""
+    return encode(model, x0)
+
+
 def infer_endpoint(model: DAE, method: dict, x0: torch.Tensor, z: torch.Tensor, nfe: int,
                    sampler: dict) -> torch.Tensor:
     """x_T by DDIM inversion with ``nfe`` steps: the intractable half of DiffAE's latent."""
@@ -107,7 +112,7 @@ def infer_endpoint(model: DAE, method: dict, x0: torch.Tensor, z: torch.Tensor, 
 
 
 def decode(model: DAE, method: dict, z: torch.Tensor, nfe: int, generator: torch.Generator, sampler: dict,
-           x_T: torch.Tensor | None = None, shape: tuple | None = None) -> torch.Tensor:
+           x_T: torch.Tensor | None = None, shape: tuple | None = None, mode: str | None = None) -> torch.Tensor:
     """DDIM from x_T (drawn from N(0, I) when None, as in unconditional generation) given z."""
     sched = eval_schedule(method)
     if x_T is None:
@@ -128,18 +133,8 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_endpoint"] + cost["nfe_decode"]
 
 
-@torch.no_grad()
-def reconstruct(model: DAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
-                generator: torch.Generator, sampler: dict) -> torch.Tensor:
-    """Stochastic autoencoding (x_T ~ N(0, I)) or inversion (x_T by DDIM inversion), then DDIM."""
-    cost(method, mode, nfe, sampler)
-    z = encode(model, x0)
-    x_T = infer_endpoint(model, method, x0, z, nfe, sampler) if mode == "inversion" else None
-    return decode(model, method, z, nfe, generator, sampler, x_T=x_T, shape=x0.shape)
-
-
 FAMILY = Family(
-    name="dae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
+    name="dae", kind="image", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
+    cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
     endpoint_mode="inversion", endpoint_by="DDIM inversion", nets=("z_dim", "decoder", "encoder"),
     keys=frozenset({"prediction"}), required=("prediction",))

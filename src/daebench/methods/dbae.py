@@ -67,6 +67,11 @@ def encode(model: DBAE, x0: torch.Tensor) -> torch.Tensor:
     return posterior(model, x0)[0]
 
 
+def code(model: DBAE, x0: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The code a reconstruction decodes from: the posterior mean (DBAE reconstructs from E[z | x])."""
+    return encode(model, x0)
+
+
 def denoiser(model: DBAE, bridge: VPBridge):
     """D(x_t, t; cond = (x_T, z)) = c_skip x_t + c_out F(c_in x_t, c_noise; x_T, z)."""
 
@@ -134,7 +139,7 @@ def infer_endpoint(model: DBAE, method: dict, x0: torch.Tensor, z: torch.Tensor,
 
 @torch.no_grad()
 def decode(model: DBAE, method: dict, z: torch.Tensor, nfe: int, generator: torch.Generator, sampler: dict,
-           x_T: torch.Tensor | None = None, shape: tuple | None = None) -> torch.Tensor:
+           x_T: torch.Tensor | None = None, shape: tuple | None = None, mode: str | None = None) -> torch.Tensor:
     """Bridge sampling x_T -> x_0 given z with at most ``nfe`` evaluations (Algorithms 2 and 4)."""
     br = bridge_of(method)
     if x_T is None:
@@ -156,17 +161,9 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_decode"]
 
 
-@torch.no_grad()
-def reconstruct(model: DBAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
-                generator: torch.Generator, sampler: dict) -> torch.Tensor:
-    cost(method, mode, nfe, sampler)
-    z = encode(model, x0)
-    return decode(model, method, z, nfe, generator, sampler, x_T=infer_endpoint(model, method, x0, z, nfe, sampler))
-
-
 FAMILY = Family(
-    name="dbae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
+    name="dbae", kind="image", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
+    cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
     endpoint_mode="endpoint", endpoint_by="endpoint decoder", nets=("z_dim", "decoder", "encoder", "endpoint"),
     keys=frozenset({"encoder", "tc_weight", "bridge"}), required=("encoder", "tc_weight"),
     defaults={"bridge": {}})  # the bridge block's own defaults are the schema's (release values)

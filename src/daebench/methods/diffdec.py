@@ -99,17 +99,14 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_decode"]
 
 
-@torch.no_grad()
-def reconstruct(model: DiffDecoder, method: dict, x0: torch.Tensor, mode: str, nfe: int,
-                generator: torch.Generator, sampler: dict) -> torch.Tensor:
-    cost(method, mode, nfe, sampler)
+def code(model: DiffDecoder, x0: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The code a reconstruction decodes from: z ~ q(z | x) (or its mean), or Enc(x) when deterministic."""
     mu, logvar = posterior(model, x0)
-    z = mu if logvar is None else vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
-    return decode(model, method, z, nfe, generator, sampler, shape=x0.shape, mode=mode)
+    return mu if logvar is None else vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
 FAMILY = Family(
     name="diffdec", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
     keys=frozenset({"beta", "weighting", "encoder", "loss_levels"}), required=("beta",),
     defaults={"weighting": "likelihood"})

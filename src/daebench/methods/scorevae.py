@@ -161,19 +161,15 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_decode"]
 
 
-@torch.no_grad()
-def reconstruct(model: ScoreVAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
-                generator: torch.Generator, sampler: dict) -> torch.Tensor:
-    """Encode z ~ q(z | x_0, 0) (or its mean), then solve the conditional reverse SDE / PF ODE."""
-    cost(method, mode, nfe, sampler)
+def code(model: ScoreVAE, x0: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The code a reconstruction decodes from: z ~ q(z | x_0, 0) (or its mean, sampler.latent)."""
     mu, logvar = _posterior0(model, x0)
-    z = vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
-    return decode(model, method, z, nfe, generator, sampler, shape=x0.shape, mode=mode)
+    return vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
 FAMILY = Family(
     name="scorevae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
     nets=("z_dim", "encoder"),  # + corrector when a phase trains it (methods.nets_keys); the prior has its own
     keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels"}), required=("prior", "beta"),
     defaults={"weighting": "likelihood", "log_q": "release"})

@@ -51,7 +51,7 @@ def encode(model: BetaVAE, x0: torch.Tensor) -> torch.Tensor:
 
 
 def decode(model: BetaVAE, method: dict, z: torch.Tensor, nfe: int, generator: torch.Generator, sampler: dict,
-           x_T: torch.Tensor | None = None, shape: tuple | None = None) -> torch.Tensor:
+           x_T: torch.Tensor | None = None, shape: tuple | None = None, mode: str | None = None) -> torch.Tensor:
     return model.decoder(z)
 
 
@@ -65,16 +65,13 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return 0  # no diffusion network
 
 
-@torch.no_grad()
-def reconstruct(model: BetaVAE, method: dict, x0: torch.Tensor, mode: str, nfe: int,
-                generator: torch.Generator, sampler: dict) -> torch.Tensor:
-    cost(method, mode, nfe, sampler)
+def code(model: BetaVAE, x0: torch.Tensor, sampler: dict, generator: torch.Generator) -> torch.Tensor:
+    """The code a reconstruction decodes from: z ~ q(z | x) (or its mean, sampler.latent)."""
     mu, logvar = vpvae.posterior(model.encoder(x0))
-    return decode(model, method, vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator), nfe,
-                  generator, sampler)
+    return vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
 FAMILY = Family(
     name="vae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    reconstruct=reconstruct, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
     keys=frozenset({"beta"}), required=("beta",))
