@@ -176,7 +176,7 @@ def stages(config: dict) -> dict:
              "deps": CODE + deps, "params": read_keys(config, lambda c: jobs(c)),
              "outs": [{o: {"persist": True}} for o in outs]}
         if summary:
-            s["metrics"] = [{summary: {"cache": False, "persist": True}}]
+            s["metrics"] = [{summary: {"persist": True}}]  # cached: pushed and pulled with the results
         return s
 
     report_deps = ["results/table4.csv", "results/recon"] + [
