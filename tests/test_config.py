@@ -380,3 +380,25 @@ def test_schema_enums_follow_the_code_registries():
     assert props["report"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
     assert props["emergence"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
     assert set(props["emergence"]["properties"]["tables"]["properties"]) == set(STUDIES)
+
+
+def test_every_schema_key_has_a_description():
+    """The schema is the one place for a key's type, default and meaning: every property says what it is."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+    missing = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        for key, sub in (node.get("properties") or {}).items():
+            where = f"{path}.{key}" if path else key
+            if isinstance(sub, dict) and not sub.get("description"):
+                missing.append(where)
+            walk(sub, where)
+        for key in ("items", "additionalProperties"):
+            walk(node.get(key), f"{path}[]")
+        for name, sub in (node.get("definitions") or {}).items():
+            walk(sub, f"#{name}")
+
+    walk(schema, "")
+    assert not missing, f"schema keys without a description: {missing}"

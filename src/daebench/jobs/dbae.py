@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..config import ConfigError
+from ..methods import get_family
 from ..tracking import params_hash
 from .base import as_json, save_npz, write_json
 from .evaluation import classifier_slice, metrics_slice, recon_slice
@@ -216,8 +217,8 @@ def sampler_of(config: dict, method: str) -> dict:
 
 
 def dbae_modes(config: dict, method: str) -> list[str]:
-    # DAE: random x_T and DDIM-inverted x_T; DBAE: x_T = Dec(z)
-    return ["endpoint"] if family(config, method) == "dbae" else ["stochastic", "inversion"]
+    # the family's decoding modes: DAE random and DDIM-inverted x_T, DBAE x_T = Dec(z)
+    return list(get_family(family(config, method)).modes)
 
 
 def dbae_eval_slice(config: dict, dataset: str, method: str, nfe) -> dict:

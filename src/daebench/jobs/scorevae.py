@@ -7,6 +7,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from ..methods import get_family
 from ..tracking import params_hash
 from .base import as_json
 from .evaluation import classifier_slice, recon_slice, weights_state
@@ -51,8 +52,10 @@ def row_phase(config: dict, row: dict) -> str:
 
 
 def scorevae_modes(config: dict, method: str) -> list[str]:
-    # the VAE decodes in one pass; diffusion decoders by SDE and/or ODE
-    return ["decoder"] if family(config, method) == "vae" else config["scorevae"]["modes"]
+    # the configured decoding modes (scorevae.modes) the family has: SDE and/or ODE for the diffusion
+    # decoders; the VAE's one pass
+    modes = get_family(family(config, method)).modes
+    return [m for m in config["scorevae"]["modes"] if m in modes] or list(modes)
 
 
 def scorevae_rows(config: dict) -> list[dict]:
