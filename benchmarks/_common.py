@@ -134,7 +134,7 @@ def image_shape(cfg: dict) -> tuple[int, int]:
 
 def train_slice(cfg: dict, method: str, upto: int | None = None) -> dict:
     """The config slice a training job of ``method`` receives (workflow/rules/common.smk train_slice)."""
-    from daebench.methods import nets_keys
+    from daebench.config import nets_keys
 
     core = {k: v for k, v in cfg["methods"][method].items() if k != "label"}
     if upto is not None:

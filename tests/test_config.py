@@ -1,6 +1,7 @@
 """params.yaml validation: bad keys, names and values stop the run before any job, naming the key."""
 import copy
 import itertools
+import json
 import shutil
 import subprocess
 import sys
@@ -402,3 +403,11 @@ def test_every_schema_key_has_a_description():
 
     walk(schema, "")
     assert not missing, f"schema keys without a description: {missing}"
+
+
+def test_cached_code_facts_are_the_code():
+    """Validation and the workflow read the families' and registries' facts from a cache keyed by the code's
+    sha256 (so parsing the workflow does not import torch); what it holds is what the code declares."""
+    from daebench import config
+
+    assert config.code_facts() == json.loads(json.dumps(config._compute_facts()))

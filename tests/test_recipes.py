@@ -79,7 +79,7 @@ def sample_vp_ode_x2(model, x, ts, cond=None, generator=None, *, schedule, denoi
 import yaml
 from daebench.cli import build_parser
 from daebench.config import registries, validate
-from daebench.methods import modes
+from daebench.config import modes
 params = yaml.safe_load(open("params.yaml"))
 params["scorevae"]["modes"] = ["sde", "ode_x2"]
 validate(params, "workflow/schemas/params.schema.yaml")

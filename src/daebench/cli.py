@@ -14,6 +14,27 @@ import sys
 log = logging.getLogger("daebench")
 
 
+class _Registry:
+    """The CLI's choices, read from the code's registries (the families' modes, the studies, the tables) when
+    an option is checked (with a metavar, argparse never lists them while building the parser): a light
+    command (a table, a claim) never imports torch for them."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def _names(self) -> list[str]:
+        import importlib
+
+        value = getattr(importlib.import_module(self.module), self.name)
+        return list(value() if callable(value) else value)
+
+    def __contains__(self, item) -> bool:
+        return item in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def _job(module: str, name: str):
     """The run function ``daebench.jobs.<module>.<name>``, imported when the command runs (so ``--help``
     and the other commands stay fast)."""
@@ -44,11 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = (["--data"], {"required": True, "help": "prepared dataset directory"})
     out = (["--out"], {"required": True})
     method = (["--method"], {"required": True})
-    from .claims import STUDIES
-    from .jobs import dbae, ddvi
-    from .methods import modes
-
-    mode = (["--mode"], {"required": True, "choices": modes()})
+    mode = (["--mode"], {"required": True, "choices": _Registry("daebench.config", "modes"), "metavar": "MODE",
+                          "help": "a decoding mode of the method's family (daebench.config.modes())"})
     add("download-data", _job("data", "download_data"), "fetch and verify a dataset's source files (the network step)", cfg,
         out)
     add("prepare-data", _job("data", "prepare_data"), "preprocess a dataset from downloaded files or a local copy (no network)",
@@ -74,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("disentangle", _job("dbae", "disentangle"), "TAD and ATTRS of the latent codes", cfg, data, out, method, model)
     add("inference-cost", _job("dbae", "inference_cost"), "NFE and time to get z and x_T", cfg, data, out, method, model)
     add("dbae-table", _job("dbae", "dbae_table"), "assemble one of DBAE's tables", cfg, out,
-        (["--table"], {"required": True, "choices": dbae.TABLES}),
+        (["--table"], {"required": True, "choices": _Registry("daebench.jobs.dbae", "TABLES"), "metavar": "TABLE"}),
         (["--inputs"], {"nargs": "+"}))
     add("dbae-nfe-curve", _job("dbae", "nfe_curve"), "DBAE Table 9 as a wide CSV (one column per method/mode)",
         out, (["--inputs"], {"nargs": "+", "required": True}), (["--metric"], {"default": "ssim"}))
@@ -94,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         out, method, run_name, (["--model"], {"required": True}),
         (["--arrays"], {"required": True, "help": "npz for the test codes (and generated images)"}))
     add("ddvi-table", _job("ddvi", "ddvi_table"), "assemble one of DDVI's tables (mean and 95%% interval over seeds)", cfg, out,
-        (["--table"], {"required": True, "choices": list(ddvi.SETTING_OF_TABLE)}),
+        (["--table"], {"required": True, "choices": _Registry("daebench.jobs.ddvi", "SETTING_OF_TABLE"),
+                       "metavar": "TABLE"}),
         (["--inputs"], {"nargs": "+"}))
     add("ddvi-latents", _job("ddvi", "ddvi_latents"), "scatter plots of test codes, coloured by class", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
@@ -103,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", _job("base", "validate"), "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
-    study = (["--study"], {"required": True, "choices": list(STUDIES)})
+    study = (["--study"], {"required": True, "choices": _Registry("daebench.claims", "STUDIES"), "metavar": "STUDY"})
     add("claims", _job("studies", "claims"), "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
         (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),

@@ -17,8 +17,6 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .methods import FAMILIES, families
-
 
 class ConfigError(ValueError):
     pass
@@ -37,18 +35,78 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
-def registries() -> dict[str, list[str]]:
-    """The names the code registers, which the schema's ``x-registry: <name>`` fields accept: adding a
-    schedule, family, sampler or dataset is its code and one registration line, never a schema edit."""
+# The code facts validation and the workflow read: the registries' names and each family's declaration. They
+# come from importing the code (torch: ~2 s), so they are cached per version of the files that declare them;
+# parsing the workflow then never imports torch.
+_FACT_SOURCES = ("methods/*.py", "diffusion/*.py", "data/registry.py")
+
+
+def _compute_facts() -> dict:
     from .data.registry import DATASETS
     from .diffusion.bridge import SOLVERS
     from .diffusion.schedules import SCHEDULES
-    from .methods import families
+    from .methods import FAMILIES
 
-    image = families("image")
-    return {"schedules": list(SCHEDULES), "image_families": list(image), "lvm_families": list(families("lvm")),
-            "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS),
-            **{f"modes.{name}": list(f.modes) for name, f in image.items()}}
+    return {"registries": {"schedules": list(SCHEDULES), "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS)},
+            "families": {n: {"kind": f.kind, "nets": list(f.nets), "keys": sorted(f.keys), "required": list(f.required),
+                             "defaults": dict(f.defaults), "modes": list(f.modes)} for n, f in FAMILIES.items()}}
+
+
+@functools.lru_cache(maxsize=1)
+def code_facts() -> dict:
+    """{"registries": {schedules, datasets, bridge_solvers}, "families": {name: {kind, nets, keys, required,
+    defaults, modes}}}: read from the code, cached under $XDG_CACHE_HOME/daebench by the sha256 of its files."""
+    import hashlib
+    import json
+
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for pattern in _FACT_SOURCES:
+        for f in sorted(pkg.glob(pattern)):
+            h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "daebench" / f"facts-{h.hexdigest()[:16]}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    facts = _compute_facts()
+    try:
+        from .data.store import atomic_path
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            tmp.write_text(json.dumps(facts))
+    except OSError:  # a read-only home: recompute next time
+        pass
+    return facts
+
+
+def family_facts(kind: str | None = None) -> dict[str, dict]:
+    """Each family's declared facts (methods/<family>.py FAMILY), of one kind (image | lvm) or all."""
+    return {n: f for n, f in code_facts()["families"].items() if kind is None or f["kind"] == kind}
+
+
+def modes() -> list[str]:
+    """Every decoding mode of the image families (the workflow's mode wildcard, `reconstruct --mode`)."""
+    return list(dict.fromkeys(m for f in family_facts("image").values() for m in f["modes"]))
+
+
+def nets_keys(method: dict) -> tuple[str, ...]:
+    """The nets.* blocks a method (as trained up to some phase) is built from: its family's, plus the
+    network a phase trains on top (ScoreVAE+'s corrector)."""
+    keys = tuple(family_facts()[method["family"]]["nets"])
+    if any(p.get("train") == "corrector" for p in method["phases"]):
+        keys += ("corrector",)
+    return keys
+
+
+def registries() -> dict[str, list[str]]:
+    """The names the code registers, which the schema's ``x-registry: <name>`` fields accept: adding a
+    schedule, family, sampler or dataset is its code and one registration line, never a schema edit."""
+    facts = code_facts()
+    image = family_facts("image")
+    return {**facts["registries"], "image_families": list(image), "lvm_families": list(family_facts("lvm")),
+            **{f"modes.{name}": list(f["modes"]) for name, f in image.items()}}
 
 
 def _fill_registries(node, regs: dict) -> None:
@@ -128,8 +186,8 @@ def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) 
     if isinstance(methods, dict):
         for m in methods.values():
             if isinstance(m, dict):
-                fam = FAMILIES.get(m.get("family"))
-                for key, value in (fam.defaults if fam is not None and fam.kind == "image" else {}).items():
+                fam = family_facts("image").get(m.get("family"))
+                for key, value in (fam["defaults"] if fam is not None else {}).items():
                     m.setdefault(key, copy.deepcopy(value))
         for _ in cls(schema).iter_errors(config):
             pass
@@ -158,11 +216,11 @@ def _semantic_problems(config: dict) -> list[str]:
         if abs(total - 1.0) > 1e-6:
             problems.append(f"methods.{name}.phases: fractions must sum to 1, got {total:g}")
         fam = m["family"]
-        keys = {f: spec.keys for f, spec in families("image").items()}
+        keys = {f: set(spec["keys"]) for f, spec in family_facts("image").items()}
         for key in sorted((set().union(*keys.values()) - keys[fam]) & set(m)):
             owners = sorted(f for f, k in keys.items() if key in k)
             problems.append(f"methods.{name}.{key}: a {fam} method has no such key (it belongs to {', '.join(owners)})")
-        missing = [k for k in FAMILIES[fam].required if k not in m]
+        missing = [k for k in family_facts()[fam]["required"] if k not in m]
         problems += [f"methods.{name}.{k}: a {fam} method needs this key" for k in missing]
         if missing:
             continue
@@ -320,16 +378,16 @@ def _ddvi_study_problems(config: dict) -> list[str]:
             m = ddvi_method(study, name, setting)
             where = f"ddvi.methods.{name}" + (f".settings.{setting}" if setting in methods[name].get("settings", {})
                                               else "")
-            lvm = families("lvm")
-            known = set().union(*(f.keys for f in lvm.values()))
+            lvm = family_facts("lvm")
+            known = set().union(*(f["keys"] for f in lvm.values()))
             for key in sorted(set(m) - {"family", "label"}):
                 if key not in known:
                     problems.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
-                elif key not in lvm[m["family"]].keys:
-                    owners = sorted(n for n, f in lvm.items() if key in f.keys)
+                elif key not in lvm[m["family"]]["keys"]:
+                    owners = sorted(n for n, f in lvm.items() if key in f["keys"])
                     problems.append(f"{where}.{key}: a {m['family']} method has no such key (it belongs to "
                                     f"{', '.join(owners)})")
-            for key in lvm[m["family"]].required:
+            for key in lvm[m["family"]]["required"]:
                 if key not in m:
                     problems.append(f"{where}.{key}: a {m['family']} method needs this key")
             if m["family"] == "ddvi" and "beta" in m and not m["beta"][0] <= m["beta"][1]:

@@ -5,11 +5,10 @@ import shutil
 
 from snakemake.exceptions import WorkflowError
 
-from daebench.config import ConfigError, source_first_on_path, validate
+from daebench.config import ConfigError, modes, source_first_on_path, validate
 from daebench.claims import STUDIES
 from daebench.jobs import bind
 from daebench.jobs.ddvi import SETTING_OF_TABLE
-from daebench.methods import modes
 
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..config import ConfigError
-from ..methods import get_family
 from ..tracking import params_hash
 from .base import as_json, save_npz, write_json
 from .evaluation import classifier_slice, metrics_slice, recon_slice
@@ -218,6 +217,8 @@ def sampler_of(config: dict, method: str) -> dict:
 
 def dbae_modes(config: dict, method: str) -> list[str]:
     # the family's decoding modes: DAE random and DDIM-inverted x_T, DBAE x_T = Dec(z)
+    from ..methods import get_family
+
     return list(get_family(family(config, method)).modes)
 
 

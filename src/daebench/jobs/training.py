@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
-from ..methods import nets_keys
+from ..config import ConfigError, nets_keys
 from .base import as_json, compute_settings
 from .data import data_slice
 

@@ -33,17 +33,3 @@ def get_family(name: str, kind: str = "image") -> Family:
 
 def get_lvm_family(name: str) -> Family:
     return get_family(name, "lvm")
-
-
-def modes() -> tuple[str, ...]:
-    """Every decoding mode of the image families (the workflow's mode wildcard, `reconstruct --mode`)."""
-    return tuple(dict.fromkeys(m for f in families("image").values() for m in f.modes))
-
-
-def nets_keys(method: dict) -> tuple[str, ...]:
-    """The nets.* blocks a method (as trained up to some phase) is built from: its family's, plus the
-    network a phase trains on top (ScoreVAE+'s corrector)."""
-    keys = FAMILIES[method["family"]].nets
-    if any(p.get("train") == "corrector" for p in method["phases"]):
-        keys += ("corrector",)
-    return keys

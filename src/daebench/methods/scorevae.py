@@ -170,6 +170,6 @@ def code(model: ScoreVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gene
 FAMILY = Family(
     name="scorevae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
-    nets=("z_dim", "encoder"),  # + corrector when a phase trains it (methods.nets_keys); the prior has its own
+    nets=("z_dim", "encoder"),  # + corrector when a phase trains it (config.nets_keys); the prior has its own
     keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels"}), required=("prior", "beta"),
     defaults={"weighting": "likelihood", "log_q": "release"})
