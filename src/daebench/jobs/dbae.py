@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..config import ConfigError
+from ..config import ConfigError, family_facts
 from ..tracking import params_hash
 from .base import as_json, save_npz, write_json
 from .evaluation import classifier_slice, metrics_slice, recon_slice
@@ -217,9 +217,7 @@ def sampler_of(config: dict, method: str) -> dict:
 
 def dbae_modes(config: dict, method: str) -> list[str]:
     # the family's decoding modes: DAE random and DDIM-inverted x_T, DBAE x_T = Dec(z)
-    from ..methods import get_family
-
-    return list(get_family(family(config, method)).modes)
+    return list(family_facts()[family(config, method)]["modes"])
 
 
 def dbae_eval_slice(config: dict, dataset: str, method: str, nfe) -> dict:

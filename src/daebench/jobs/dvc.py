@@ -173,7 +173,7 @@ def stages(config: dict) -> dict:
 
     def stage(targets, jobs, deps, outs, summary=None):
         s = {"cmd": "snakemake --cores all " + " ".join(targets + ([summary] if summary else [])),
-             "deps": CODE + deps, "params": read_keys(config, lambda c: jobs(c)),
+             "deps": CODE + deps, "params": read_keys(config, jobs),
              "outs": [{o: {"persist": True}} for o in outs]}
         if summary:
             s["metrics"] = [{summary: {"persist": True}}]  # cached: pushed and pulled with the results

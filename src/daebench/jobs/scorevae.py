@@ -7,6 +7,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from ..config import family_facts
 from ..tracking import params_hash
 from .base import as_json
 from .evaluation import classifier_slice, recon_slice, weights_state
@@ -53,9 +54,7 @@ def row_phase(config: dict, row: dict) -> str:
 def scorevae_modes(config: dict, method: str) -> list[str]:
     # the configured decoding modes (scorevae.modes) the family has: SDE and/or ODE for the diffusion
     # decoders; the VAE's one pass
-    from ..methods import get_family
-
-    modes = get_family(family(config, method)).modes
+    modes = family_facts()[family(config, method)]["modes"]
     return [m for m in config["scorevae"]["modes"] if m in modes] or list(modes)
 
 
