@@ -20,6 +20,18 @@ from . import data, dbae, ddvi, evaluation, scorevae, studies, training, two_pha
 CODE = ["Snakefile", "workflow", "src/daebench", "envs"]
 
 
+def _reads_whole(name: str):
+    """dict.<name>, recording that the block was read whole."""
+    base = getattr(dict, name)
+
+    def method(self, *args):
+        self._log.add(self._path)
+        return base(self, *args)
+
+    method.__name__ = name
+    return method
+
+
 class _Recorder(dict):
     """A config (sub)tree that records the key paths read through it: a leaf when read by key, the block
     when a key is missing from it, a whole subtree when iterated (``json.dumps`` of an embedded block, ``{**block}``, ``.items()``)."""
@@ -44,28 +56,9 @@ class _Recorder(dict):
         self._log.add(self._path + (key,) if here else self._path)
         return here
 
-    def _whole(self):
-        self._log.add(self._path)
-
-    def __iter__(self):
-        self._whole()
-        return dict.__iter__(self)
-
-    def keys(self):
-        self._whole()
-        return dict.keys(self)
-
-    def items(self):
-        self._whole()
-        return dict.items(self)
-
-    def values(self):
-        self._whole()
-        return dict.values(self)
-
-    def __len__(self):
-        self._whole()
-        return dict.__len__(self)
+    # iterating a block (json.dumps, {**block}, a loop) reads it whole
+    __iter__, keys, items, values, __len__ = (_reads_whole(n) for n in ("__iter__", "keys", "items", "values",
+                                                                        "__len__"))
 
 
 def read_keys(config: dict, fn) -> list[str]:
