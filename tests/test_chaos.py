@@ -2,6 +2,8 @@
 (seeded), the workflow rerun after each kill. After every interrupted run no output on disk may be partial,
 and the final tables must equal those of the undisturbed run (`smoke_run`) bit for bit.
 
+The DAG struck is a few tables per study (`CHAOS_TABLES`) that together run every command of the full
+smoke DAG (a fast test checks that), so its cost does not grow with each table a study adds.
 What is killed is always a job of this test's own Snakemake (its process tree), never a process found
 machine-wide. One kill in four waits for a training job's first checkpoint, so resumption is exercised
 and not only restarts.
@@ -21,12 +23,20 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMOKE_TABLES, copy_workflow, workflow_env
+from conftest import SMOKE_TABLES, copy_workflow, snakemake, workflow_env
 from procs import descendants
 
 SEED = 20261130
-KILLS = 20
-MAX_DELAY_S = 30.0  # a kill lands uniformly within this long after a job is seen running, so kills spread
+KILLS = 16
+MAX_DELAY_S = 15.0  # a kill lands uniformly within this long after a job is seen running, so kills spread
+CHECKPOINT_WAIT_S = 60.0  # a resume-forcing strike that finds no checkpointed trainer this long kills any job
+# Per study, tables whose jobs together run every command of the full smoke DAG (about 90 of its 160 jobs).
+CHAOS_TABLES = {
+    "two_phase": ["results/table4.csv"],
+    "dbae": [f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table5")],
+    "scorevae": ["results/scorevae/table1.csv"],
+    "ddvi": ["results/ddvi/table3.csv"],
+}
 # Columns that differ between any two runs, disturbed or not: MLflow run ids, and wall-clock costs.
 VOLATILE = {"mlflow_run_id", "mlflow_run_ids", "ms_encoder", "ms_endpoint", "ms_total"}
 
@@ -47,12 +57,17 @@ def checkpointed_trainer(jobs, project: Path):
 
 
 def strike(proc: subprocess.Popen, project: Path, rng: random.Random, after_checkpoint: bool):
-    """Kill one running job of ``proc`` with SIGKILL; returns what was killed, or None if the run ended."""
+    """Kill one running job of ``proc`` with SIGKILL; returns what was killed, or None if the run ended.
+    A resume-forcing strike (``after_checkpoint``) late in the DAG, when no trainer is left to checkpoint,
+    falls back to an ordinary one after CHECKPOINT_WAIT_S rather than letting the run finish unstruck."""
     while proc.poll() is None and not job_processes(proc.pid):
         time.sleep(0.05)
-    deadline = time.monotonic() + rng.uniform(0.0, MAX_DELAY_S)
+    start = time.monotonic()
+    deadline = start + rng.uniform(0.0, MAX_DELAY_S)
     while proc.poll() is None:
         jobs = job_processes(proc.pid)
+        if after_checkpoint and time.monotonic() > start + CHECKPOINT_WAIT_S:
+            after_checkpoint = False
         if after_checkpoint:
             victim = checkpointed_trainer(jobs, project)
             if victim is None:
@@ -122,14 +137,29 @@ def test_descendants_are_the_process_tree_below_a_pid():
             p.wait()
 
 
+def planned_commands(targets: list[str], project: Path) -> set[str]:
+    """The daebench commands a dry run of ``targets`` on the smoke preset plans."""
+    proc = snakemake(["-n", "-p", "--forceall", *targets, "--configfile", "tests/smoke.yaml"], project, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split("-m daebench ", 1)[1] for line in proc.stdout.splitlines() if "-m daebench " in line]
+    return {line.split()[0] for line in lines}
+
+
+def test_chaos_tables_run_every_command_of_the_smoke_dag(project):
+    for study, tables in CHAOS_TABLES.items():
+        assert set(tables) <= set(SMOKE_TABLES[study]), study
+    every = planned_commands([t for ts in SMOKE_TABLES.values() for t in ts], project)
+    assert planned_commands([t for ts in CHAOS_TABLES.values() for t in ts], project) == every
+
+
 @pytest.mark.slow
 def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
     project = copy_workflow(tmp_path)
-    tables = [t for ts in SMOKE_TABLES.values() for t in ts]
+    tables = [t for ts in CHAOS_TABLES.values() for t in ts]
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *tables, "--configfile", "tests/smoke.yaml"]
     env = workflow_env()
     rng = random.Random(SEED)
-    kills, runs, t0 = [], 0, time.monotonic()
+    kills, runs, t0, last_kill = [], 0, time.monotonic(), 0.0
     while True:
         runs += 1
         assert runs <= KILLS + 20, f"the workflow did not finish after {runs - 1} runs"
@@ -141,6 +171,7 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
         out = log.read_text()
         if killed:
             kills.append(killed)
+            last_kill = time.monotonic() - t0
             assert proc.returncode != 0, f"run {runs}: {killed} was killed yet Snakemake reported success"
             assert_nothing_partial(project)
         elif proc.returncode == 0:
@@ -148,7 +179,7 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
         else:  # the run failed with no kill of ours: that is a bug, not chaos
             raise AssertionError(f"run {runs} failed without a kill:\n{out[-4000:]}")
     elapsed = time.monotonic() - t0
-    assert len(kills) >= KILLS
+    assert len(kills) >= KILLS, f"the workflow finished after {len(kills)} kills: {kills}"
     checked = assert_nothing_partial(project)
 
     # a killed training job that had checkpointed was resumed, not restarted
@@ -163,4 +194,4 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
         pd.testing.assert_frame_equal(got[keep], ref[keep], obj=table)
     commands = sorted({k["command"] for k in kills})
     print(f"chaos: seed {SEED}, {len(kills)} kills over {runs} runs ({commands}), {len(resumed)} jobs resumed, "
-          f"{checked} files checked whole, {elapsed:.0f} s")
+          f"{checked} files checked whole, last kill at {last_kill:.0f} s of {elapsed:.0f} s")
