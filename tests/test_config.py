@@ -290,7 +290,7 @@ def test_yaml_nan_and_inf_spellings_are_rejected():
 # --------------------------------------------------------------------------- datasets read from a local copy
 
 def test_the_datasets_needing_a_path_are_those_without_a_download():
-    assert {name for name in DATASETS if needs_path(name)} == {"celeba64", "imagenet32", "ffhq128"}
+    assert {name for name in DATASETS if needs_path(name)} == {"celeba64", "imagenet32", "ffhq128", "images"}
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))

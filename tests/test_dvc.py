@@ -73,7 +73,7 @@ def _other(value):
     return 1
 
 
-@pytest.mark.parametrize("stage", ["data", "table4", "dbae", "scorevae", "ddvi", "report"])
+@pytest.mark.parametrize("stage", ["data", "table4", "two_phase_ablations", "dbae", "scorevae", "ddvi", "report"])
 def test_stage_params_cover_every_key_its_jobs_read(stage):
     """Changing any key outside a stage's derived params leaves every config slice of the stage's jobs
     as it was: DVC never skips a stage whose work changed."""
@@ -84,8 +84,8 @@ def test_stage_params_cover_every_key_its_jobs_read(stage):
     from daebench.jobs import dvc as D
 
     config = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")
-    jobs = {"data": D._data_jobs, "table4": D._table4_jobs, "dbae": D._dbae_jobs, "scorevae": D._scorevae_jobs,
-            "ddvi": D._ddvi_jobs, "report": D._report_jobs}[stage]
+    jobs = {"data": D._data_jobs, "table4": D._table4_jobs, "two_phase_ablations": D._ablation_jobs,
+            "dbae": D._dbae_jobs, "scorevae": D._scorevae_jobs, "ddvi": D._ddvi_jobs, "report": D._report_jobs}[stage]
     params = D.stages(config)[stage]["params"]
     covered = [tuple(p.split(".")) for p in params]
     before = json.dumps(jobs(config), sort_keys=True, default=str)
@@ -132,10 +132,11 @@ def test_every_study_under_dvc(smoke_run, tmp_path):
 
     first = executed_jobs(dvc("repro", cwd=a))  # only what the smoke run did not build: summaries, the curve
     assert set(first) <= {"study_summary", "dbae_nfe_curve", "study_claims", "claims", "report"}, first
-    assert first["study_summary"] == 4
+    assert first["study_summary"] == 5
     assert "Data and pipelines are up to date" in dvc("status", cwd=a)
     shown = dvc("metrics", "show", "--json", cwd=a)
-    for key in ("two_phase", "dbae", "scorevae", "ddvi", "dae_2phase_sc4/stochastic", "pinwheel/ddvi"):
+    for key in ("two_phase", "two_phase_ablations", "dbae", "scorevae", "ddvi", "dae_2phase_sc4/stochastic",
+                "pinwheel/ddvi", "dae_t1_only"):
         assert key in shown, shown[-2000:]
     sh([*git, "add", "-A"], a)
     sh([*git, "commit", "-qm", "lock"], a)

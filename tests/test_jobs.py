@@ -71,7 +71,10 @@ def test_a_method_on_a_prior_carries_the_prior_slice(config):
 
 
 def test_only_local_datasets_carry_their_path(config):
-    assert data.data_slice(config, "digits") == {"dataset": "digits", "data": config["data"]}
+    # and a dataset's own data block (data.images) only its jobs: adding one never reruns the others
+    assert data.data_slice(config, "digits") == {"dataset": "digits",
+                                                 "data": {k: v for k, v in config["data"].items() if k != "images"}}
+    assert data.data_slice(config, "images")["data"]["images"] == config["data"]["images"]
     cfg = copy.deepcopy(config)
     cfg["dataset_paths"]["celeba64"] = "/data/celeba"
     assert data.data_slice(cfg, "celeba64")["path"] == "/data/celeba"

@@ -307,20 +307,22 @@ def test_column_descriptions_cover_table_columns():
 
 
 def test_registry_entries_are_complete():
-    assert set(weights.WEIGHTS) == {"alexnet", "inception_tf", "inception_cf"}
+    assert set(weights.WEIGHTS) == {"alexnet", "inception_tf", "inception_cf", "vgg16"}
     for name, wf in weights.WEIGHTS.items():
         assert wf.url.startswith("https://") and wf.url.endswith(wf.filename), name
         assert len(wf.sha256) == 64 and int(wf.sha256, 16) >= 0, name
     # torch-hub naming convention: the hash suffix in the name is the sha256 prefix
     assert weights.WEIGHTS["alexnet"].sha256.startswith("7be5be79")
     assert weights.WEIGHTS["inception_tf"].sha256.startswith("6726825d")
+    assert weights.WEIGHTS["vgg16"].sha256.startswith("397923af")
 
 
 def test_packaged_lpips_linear_layers_match_registry():
     import lpips
 
-    path = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", "alex.pth")
-    assert weights.sha256_file(path) == weights.LPIPS_LINEAR.sha256
+    for linear in (weights.LPIPS_LINEAR, weights.LPIPS_LINEAR_VGG):
+        path = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", linear.filename)
+        assert weights.sha256_file(path) == linear.sha256
 
 
 @pytest.mark.usefixtures("no_network")
@@ -328,6 +330,7 @@ def test_metrics_raise_weights_missing_naming_the_file(tmp_path):
     x = torch.zeros(2, 3, 32, 32)
     cases = [
         (lambda: features.lpips_distance(x, x, tmp_path), "alexnet-owt-7be5be79.pth"),
+        (lambda: features.lpips_distance(x, x, tmp_path, net="vgg"), "vgg16-397923af.pth"),
         (lambda: features.fid_tf(x, x, tmp_path), "weights-inception-2015-12-05-6726825d.pth"),
         (lambda: features.fid_cf(x, x, tmp_path), "inception-2015-12-05.pt"),
     ]

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("metrics", _job("evaluation", "metrics"), "score reconstructions", cfg, out, method, mode,
         (["--recon"], {"required": True}), (["--classifier"], {"required": True}))
     add("table4", _job("two_phase", "table4"), "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("two-phase-table", _job("two_phase", "two_phase_table"), "assemble one of the two-phase ablation tables", cfg,
+        out, (["--table"], {"required": True, "choices": _Registry("daebench.jobs.two_phase", "ABLATIONS"),
+                             "metavar": "TABLE"}), (["--inputs"], {"nargs": "+"}))
+    add("ppl", _job("two_phase", "ppl"), "perceptual path length of slerp interpolations (two-phase Table 5)", cfg, data,
+        out, method, (["--model"], {"required": True}), (["--classifier"], {"required": True}))
     model = (["--model"], {"required": True, "help": "trained autoencoder checkpoint"})
     add("train-prior", _job("dbae", "train_prior"), "fit the latent DDIM prior on an autoencoder's codes", cfg, data, out,
         method, model, (["--checkpoint-dir"], {"default": "resources/checkpoints"}))

@@ -32,6 +32,7 @@ from .data.store import atomic_path
 # The training lengths of each study (paths into the configuration) that a budget scales.
 SCALED = {
     "two_phase": [("train", "examples")],
+    "two_phase_ablations": [("train", "examples")],
     "dbae": [("train", "examples"), ("dbae", "prior", "examples")],
     "scorevae": [("train", "examples"), ("methods", "scorevae", "examples")],
     "ddvi": [("ddvi", "train", "examples")],

@@ -433,6 +433,27 @@ def _ddvi_split(name: str) -> tuple[str, str]:
 # filter on its `table` column), the figures it draws (globs under results/), and its training curves
 # (MLflow rule, candidate metrics in order, and how run names are read).
 SECTIONS: dict[str, dict] = {
+    "two_phase_ablations": {
+        "title": "Two-phase DAE training: the ablations", "anchor": "two_phase_ablations",
+        "intro": "Why two phases work (§4.2-4.4, §5.2, supp. §11): the prediction type on SC-4 (Table 1), the "
+                 "schedule against the prediction type (Table 2), 1-phase against phase 1 at t = 1 followed by "
+                 "phase 2 on SC-2 to SC-16 (Table 3; one phase-1 run shared by the four), the perceptual path "
+                 "length of slerp interpolations (Table 5) and linear-probe AUROC per class and attribute with "
+                 "ranks (Tables 10 / 11). Tables 1-3 are stochastic reconstructions scored as Table 4's.",
+        "tables": [("Table 1: prediction type on SC-4", "two_phase/table1.csv", "dae_two_phase_tables_1_2_3.csv", 1),
+                   ("Table 2: schedule x prediction", "two_phase/table2.csv", "dae_two_phase_tables_1_2_3.csv", 2),
+                   ("Table 3: 1-phase against 2-phase", "two_phase/table3.csv", "dae_two_phase_tables_1_2_3.csv", 3),
+                   ("Table 5: perceptual path length (the paper: LPIPS VGG; here its column says which distance)",
+                    "two_phase/table5.csv", "dae_two_phase_table5_ppl.csv", None),
+                   ("Tables 10 / 11: linear-probe AUROC (rank 1 = best)", "two_phase/table10.csv",
+                    "dae_two_phase_tables_10_11_auroc.csv", None)],
+        "figures": [("Slerp interpolations of (z, x_T) between test-image pairs (Table 5; one row per pair)",
+                     "two_phase/ppl/*/*.png")],
+        "curves": {"rule": "train", "metric": ["loss/mse"],
+                   "methods": ("dae_eps_sc4", "dae_x_sc4", "dae_x_linear", "dae_x_sc1", "dae_x_sc2", "dae_x_sc8",
+                               "dae_v_linear", "dae_v_sc1", "dae_v_sc2", "dae_v_sc8", "dae_2phase_sc2",
+                               "dae_2phase_sc8", "dae_2phase_sc16")},
+    },
     "dbae": {
         "title": "The DBAE study", "anchor": "dbae",
         "intro": "Diffusion bridge autoencoders against the DiffAE-style DAE (Preechakul et al.): reconstruction "
@@ -546,7 +567,11 @@ def study_of_benchmark(path: Path, methods: dict[str, str]) -> str:
         return "dbae"
     if parts[0] == "train" and len(parts) > 2:
         return methods.get(parts[2], "shared")
-    if parts[0] in ("reconstruct", "metrics") or parts[:2] == ("tables", "table4.tsv"):
+    if parts[0] in ("reconstruct", "metrics") and len(parts) > 2:
+        return methods.get(parts[2], "two_phase")
+    if parts[0] == "two_phase" or (parts[0] == "tables" and parts[-1].startswith("two_phase_")):
+        return "two_phase_ablations"
+    if parts[:2] == ("tables", "table4.tsv"):
         return "two_phase"
     if parts[0] == "tables" and parts[-1].startswith("dbae_"):
         return "dbae"
@@ -596,6 +621,9 @@ def method_studies(config: dict) -> dict[str, str]:
     out: dict[str, str] = {}
     for m in config.get("table4", {}).get("methods", []):
         out.setdefault(m, "two_phase")
+    tp = config.get("two_phase", {})
+    for m in [*tp.get("table1", []), *tp.get("table2", []), *tp.get("table3", [])]:
+        out.setdefault(m, "two_phase_ablations")
     db = config.get("dbae", {})
     for m in [*db.get("methods", []), *db.get("tc_methods", [])]:
         out.setdefault(m, "dbae")

@@ -45,6 +45,78 @@ def write_table4(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
     return df
 
 
+# --- the two-phase paper's ablations (results/two_phase/: Tables 1-3, 5, 10) ----------------------------
+
+
+def phase_columns(method: dict) -> dict:
+    """Table 3's columns: phase 1 (``t = 1``, or the 1-phase run's schedule) and phase 2 (N/A for one phase)."""
+    first = method["phases"][0]
+    p1 = "t = 1" if first.get("t") == "one" else method_schedule({"phases": [first]})
+    p2 = method_schedule({"phases": method["phases"][1:]}) if len(method["phases"]) > 1 else "N/A"
+    return {"phase1": p1, "phase2": p2}
+
+
+def _recon_ablation(table: str, cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        m = cfg["methods"][r["method"]]
+        row = {"dataset": cfg["dataset"], "method": r["method"], "label": m["label"], "prediction": m["prediction"],
+               "schedule": method_schedule(m) or "N/A", **(phase_columns(m) if table == "table3" else {})}
+        row.update({k: r["metrics"].get(k) for k in METRIC_COLUMNS if k in r["metrics"]})
+        row.update(n_images=r["n_images"], ddim_steps=r["ddim_steps"], mlflow_run_id=r["mlflow_run_id"])
+        out.append(row)
+    df = pd.DataFrame(out)
+    lead = [c for c in ("dataset", "method", "label", "prediction", "schedule", "phase1", "phase2") if c in df.columns]
+    return df[lead + _present(df, METRIC_COLUMNS) + ["n_images", "ddim_steps", "mlflow_run_id"]]
+
+
+def _ppl_table(table: str, cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    # one PPL column per distance, so a domain-feature PPL is never read as the paper's LPIPS one
+    out = [{"dataset": cfg["dataset"], "method": r["method"], "label": cfg["methods"][r["method"]]["label"],
+            f"ppl_{r['distance']}": r["ppl"], f"ppl_{r['distance']}_median": r["ppl_median"], "pairs": r["pairs"],
+            "steps": r["steps"], "ddim_steps": r["nfe"], "mlflow_run_id": r["mlflow_run_id"]} for r in rows]
+    df = pd.DataFrame(out)
+    ppl = [c for c in df.columns if c.startswith("ppl_")]
+    return df[["dataset", "method", "label", *ppl, "pairs", "steps", "ddim_steps", "mlflow_run_id"]]
+
+
+def _probe_table(table: str, cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    """Tables 10 / 11's layout: one row per class or binary attribute, one AUROC and one rank (1 = best)
+    column per method, then the macro average of each kind with its rank."""
+    methods = [r["method"] for r in rows]
+    per = {r["method"]: {("class", k): v for k, v in r["per_class_auroc"].items()}
+           | {("attribute", k): v for k, v in r["per_attribute"]["auroc"].items()} for r in rows}
+    keys = list(per[methods[0]])
+    df = pd.DataFrame([{"dataset": cfg["dataset"], "kind": kind, "name": name,
+                        **{m: per[m][(kind, name)] for m in methods}} for kind, name in keys])
+    avg = [{"dataset": cfg["dataset"], "kind": kind, "name": "Average", **df[df["kind"] == kind][methods].mean().to_dict()}
+           for kind in dict.fromkeys(df["kind"])]
+    df = pd.concat([df, pd.DataFrame(avg)], ignore_index=True)
+    ranks = df[methods].rank(axis=1, ascending=False, method="min").astype(int)
+    for m in methods:
+        df[f"{m}_rank"] = ranks[m]
+    return df[["dataset", "kind", "name", *[c for m in methods for c in (m, f"{m}_rank")]]]
+
+
+TWO_PHASE_TABLES = {"table1": _recon_ablation, "table2": _recon_ablation, "table3": _recon_ablation,
+                    "table5": _ppl_table, "table10": _probe_table}
+
+
+def write_two_phase_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
+    """One of the two-phase paper's ablation tables; ``inputs`` in the configured row (column) order."""
+    try:
+        build = TWO_PHASE_TABLES[name]
+    except KeyError:
+        raise ValueError(f"unknown two-phase table {name!r}; known: {', '.join(TWO_PHASE_TABLES)}") from None
+    rows = _read(inputs)
+    if [r["method"] for r in rows] != cfg["methods_order"]:
+        raise ValueError(f"two-phase {name}: inputs are of {[r['method'] for r in rows]}, "
+                         f"expected {cfg['methods_order']}")
+    df = build(name, cfg, rows).reset_index(drop=True)
+    _write_csv(df, out)
+    return df
+
+
 def _write_csv(df: pd.DataFrame, out: Path) -> None:
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.store import atomic_path
-from . import dbae, ddvi, scorevae, two_phase
+from . import dbae, ddvi, scorevae, two_phase, two_phase_ablations
 from .core import COLUMNS, LOWER_IS_BETTER, NAMES, VERDICTS, evaluate
 from .two_phase import BASELINE, LABELS, ONE_PHASE, TWO_PHASE
 
-STUDIES = {"two_phase": two_phase, "dbae": dbae, "scorevae": scorevae, "ddvi": ddvi}
+STUDIES = {"two_phase": two_phase, "two_phase_ablations": two_phase_ablations, "dbae": dbae, "scorevae": scorevae,
+           "ddvi": ddvi}
 
 __all__ = ["BASELINE", "COLUMNS", "LABELS", "LOWER_IS_BETTER", "NAMES", "ONE_PHASE", "STUDIES", "TWO_PHASE", "VERDICTS",
            "combine", "evaluate_claims", "read_claims", "reference_dir", "study_cfg", "study_claims", "summary",
@@ -36,7 +37,9 @@ def _module(study: str):
 
 def study_cfg(study: str, config: dict) -> dict:
     """What a study's claims need from the resolved configuration that its tables do not say."""
+    probe = config["two_phase"]["probe"]["methods"]
     return {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
+            "two_phase_ablations": {"labels": {m: config["methods"][m]["label"] for m in probe}},
             "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
 
 

@@ -1,6 +1,10 @@
 """Dataset registry, :func:`download` (the network step) and :func:`prepare`, the one entry point that
 writes a dataset.
 
+Sources: embedded (digits), downloaded (mnist, cifar10, lsun_bedroom128), read from a local copy named by
+``dataset_paths.<name>`` (celeba64, imagenet32, ffhq128, lsun_bedroom128), and ``images``: your own folder of
+image files or ``.npz`` (:mod:`daebench.data.user_images`; size, channels and fitting from ``data.images``).
+
 The workflow runs them as two jobs: ``download`` on the submit node (a Snakemake local rule: compute
 nodes often have no network) for the datasets :func:`needs_download` names, then ``prepare`` with
 ``download=False`` wherever the scheduler puts it (decoding LSUN is hours of CPU work).
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import digits, imagenet32, vision
+from . import digits, imagenet32, user_images, vision
 from . import images as local_images
 from .store import MANIFEST_NAME, SPLITS, save_npz, write_manifest
 
@@ -182,6 +186,15 @@ DATASETS: dict[str, DatasetInfo] = {
         channels=3, native_size=1024, default_image_size=128,
         label_names=("face",), split="seeded", base_url=None, builder=_build_ffhq128, local=True, hint=_FFHQ_HINT,
     ),
+    # Your own data. channels, label_names and the size are the defaults: the prepared set's own (data.images,
+    # the class folders or npz labels) are in its manifest (the builder returns them).
+    "images": DatasetInfo(
+        name="images",
+        description="Your own images: a folder of image files (optionally class subfolders) or an .npz; local copy",
+        channels=3, native_size=user_images.DEFAULT_SIZE, default_image_size=user_images.DEFAULT_SIZE,
+        label_names=user_images.UNLABELLED, split="stratified-seeded", base_url=None,
+        builder=user_images.build_user_images, local=True, hint=user_images.HINT,
+    ),
 }
 
 
@@ -196,8 +209,8 @@ def needs_download(name: str, path: str | os.PathLike | None = None) -> bool:
 
 
 def needs_path(name: str) -> bool:
-    """Whether ``name`` can only be read from a local copy (``dataset_paths.<name>``): celeba64, imagenet32 and
-    ffhq128, which have no public download; lsun_bedroom128 without a path is downloaded instead."""
+    """Whether ``name`` can only be read from a local copy (``dataset_paths.<name>``): celeba64, imagenet32,
+    ffhq128 and images, which have no public download; lsun_bedroom128 without a path is downloaded instead."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     return DATASETS[name].local and not needs_download(name, None)
@@ -256,12 +269,14 @@ def prepare(
     progress: bool = True,
     path: str | os.PathLike | None = None,
     download: bool = True,
+    channels: int | None = None,
+    fit: str | None = None,
 ) -> dict:
     """Build a dataset and write ``train.npz``, ``test.npz`` and ``manifest.json``.
 
     Parameters
     ----------
-    name : {"digits", "mnist", "cifar10", "celeba64", "lsun_bedroom128", "imagenet32", "ffhq128"}
+    name : {"digits", "mnist", "cifar10", "celeba64", "lsun_bedroom128", "imagenet32", "ffhq128", "images"}
     out_dir : path
         Destination directory (created if needed).
     download_dir : path
@@ -273,7 +288,7 @@ def prepare(
         folders, seeded); recorded as ``None`` for official splits, where it is ignored.
     image_size : int, optional
         Output height = width; dataset default when None (digits 16,
-        mnist 32 by zero padding, cifar10 32).
+        mnist 32 by zero padding, cifar10 32, images 32: ``data.images.image_size``).
     base_url : str, optional
         URL prefix replacing the default mirror (file names are appended).
     checksums : dict, optional
@@ -285,11 +300,14 @@ def prepare(
         Show download progress bars.
     path : path, optional
         The local copy of a dataset that reads one (``DatasetInfo.local``: celeba64, ffhq128,
-        imagenet32, lsun_bedroom128), from ``dataset_paths.<name>``; ignored by the others. Left
+        imagenet32, lsun_bedroom128, images), from ``dataset_paths.<name>``; ignored by the others. Left
         None, lsun_bedroom128 is downloaded and the others raise an error naming what to put where.
     download : bool
         Fetch missing source files. False: they must already be in ``download_dir`` (put there by
         :func:`download`), else a DownloadError says so; the workflow's preprocessing job runs this way.
+    channels, fit : optional
+        ``images`` only (``data.images.channels``: 1 or 3, default 3; ``data.images.fit``: resize, crop or
+        none, default resize); ignored by the others.
 
     Returns
     -------
@@ -302,7 +320,12 @@ def prepare(
         Unknown dataset name or invalid argument.
     DownloadError
         A source file could not be downloaded, verified or parsed (``LocalDataError``, a subclass: a
-        local copy is missing, incomplete or unreadable).
+        local copy is missing, incomplete or unreadable; ``images``: ``ImageSourceError``, also a
+        ValueError, naming the bad file).
+
+    On an error, a directory this call created is removed again. An existing one is left as it was when the
+    builder fails (bad input: nothing is written before the builder returns); a failure while writing leaves
+    it without ``manifest.json``, so it reads as not prepared.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
@@ -314,19 +337,25 @@ def prepare(
     _check_optional_positive("max_test", max_test)
     seed = int(seed)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".scratch-*"):  # left by a run that was killed (no cleanup on SIGKILL)
-        shutil.rmtree(stale, ignore_errors=True)
-    # Image-folder datasets decode into memory-mapped scratch files here (same file system as the output),
-    # removed once the splits are written: preparing a set larger than memory needs disk, not memory.
-    with tempfile.TemporaryDirectory(dir=out, prefix=".scratch-") as scratch:
-        built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
-                             download_dir=Path(download_dir), base_url=base_url,
-                             checksums=checksums, progress=progress, path=path if info.local else None,
-                             max_train=max_train, max_test=max_test, offline=not download,
-                             scratch_dir=Path(scratch))
-        manifest = _write_prepared(info, out, built, seed, max_train, max_test)
-        del built  # drop the memory maps before their files are removed
+    try:
+        for stale in out.glob(".scratch-*"):  # left by a run that was killed (no cleanup on SIGKILL)
+            shutil.rmtree(stale, ignore_errors=True)
+        # Image-folder datasets decode into memory-mapped scratch files here (same file system as the output),
+        # removed once the splits are written: preparing a set larger than memory needs disk, not memory.
+        with tempfile.TemporaryDirectory(dir=out, prefix=".scratch-") as scratch:
+            built = info.builder(seed=seed, test_fraction=float(test_fraction), image_size=image_size,
+                                 download_dir=Path(download_dir), base_url=base_url,
+                                 checksums=checksums, progress=progress, path=path if info.local else None,
+                                 max_train=max_train, max_test=max_test, offline=not download,
+                                 scratch_dir=Path(scratch), channels=channels, fit=fit)
+            manifest = _write_prepared(info, out, built, seed, max_train, max_test)
+            del built  # drop the memory maps before their files are removed
+    except BaseException:
+        if created:  # nothing was there: leave nothing (an existing directory keeps its files; parents stay)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info("prepared %s in %s: %s", name, out, manifest["counts"])
     return manifest
 
@@ -338,11 +367,14 @@ def _write_prepared(info: DatasetInfo, out: Path, built: dict, seed: int, max_tr
         "train": _subset(*built["train"], max_train, seed, stream=1),
         "test": _subset(*built["test"], max_test, seed, stream=2),
     }
+    # A builder whose channels and classes depend on its input (images) returns them.
+    channels = built.get("channels", info.channels)
+    label_names = tuple(built.get("label_names", info.label_names))
     shape = arrays["train"][0].shape[1:]
     for split, (images, labels) in arrays.items():
         assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == shape, split
         assert labels.dtype == np.int64 and labels.shape == (len(images),), split
-        assert images.shape[-1] == info.channels, split
+        assert images.shape[-1] == channels, split
 
     # Drop the old commit marker first: until the new one lands, the directory reads as
     # "not prepared" rather than as an old manifest pointing at new arrays.
@@ -357,7 +389,7 @@ def _write_prepared(info: DatasetInfo, out: Path, built: dict, seed: int, max_tr
             "file": fname,
             "sha256": digest,
             "count": len(labels),
-            "class_counts": np.bincount(labels, minlength=info.num_classes).tolist(),
+            "class_counts": np.bincount(labels, minlength=len(label_names)).tolist(),
         }
 
     manifest = {
@@ -374,8 +406,8 @@ def _write_prepared(info: DatasetInfo, out: Path, built: dict, seed: int, max_tr
         "layout": "NHWC",
         "dtype": "uint8",
         "label_dtype": "int64",
-        "num_classes": info.num_classes,
-        "label_names": list(info.label_names),
+        "num_classes": len(label_names),
+        "label_names": list(label_names),
         "split": built["split"],
         "seed": seed,
         "test_fraction": built["test_fraction"],

@@ -42,6 +42,7 @@ from daebench.data.transforms import UInt8Images
 from daebench.evaluate.weights import (
     DEFAULT_WEIGHTS_DIR,
     LPIPS_LINEAR,
+    LPIPS_LINEAR_VGG,
     WeightsMissing,
     require,
     sha256_file,
@@ -153,21 +154,26 @@ def _to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
 _LPIPS_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
 
 
-def _build_lpips(alexnet_path: Path, device: torch.device) -> torch.nn.Module:
+# The two LPIPS networks: (weights entry of the torchvision trunk, packaged linear layers, lpips net name).
+LPIPS_NETS = {"alex": ("alexnet", LPIPS_LINEAR), "vgg": ("vgg16", LPIPS_LINEAR_VGG)}
+
+
+def _build_lpips(trunk_path: Path, device: torch.device, net: str = "alex") -> torch.nn.Module:
     import lpips
 
-    linear = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
-    if not linear.is_file() or sha256_file(linear) != LPIPS_LINEAR.sha256:
+    _, packaged = LPIPS_NETS[net]
+    linear = Path(lpips.__file__).parent / "weights" / "v0.1" / packaged.filename
+    if not linear.is_file() or sha256_file(linear) != packaged.sha256:
         raise RuntimeError(
-            f"the lpips package's v0.1 AlexNet linear layers ({linear}) are missing or differ from "
-            f"sha256 {LPIPS_LINEAR.sha256}; reinstall lpips==0.1.4"
+            f"the lpips package's v0.1 {net} linear layers ({linear}) are missing or differ from "
+            f"sha256 {packaged.sha256}; reinstall lpips==0.1.4"
         )
-    # pnet_rand=True builds the AlexNet trunk without weights (torchvision would otherwise
-    # download them); pretrained=True loads the packaged linear layers from disk.
+    # pnet_rand=True builds the trunk without weights (torchvision would otherwise download them);
+    # pretrained=True loads the packaged linear layers from disk.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    tv_state = torch.load(alexnet_path, map_location="cpu", weights_only=True)
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    tv_state = torch.load(trunk_path, map_location="cpu", weights_only=True)
     # lpips keeps torchvision's layer indices inside its slices: slice2.3.weight <- features.3.weight
     trunk = {k: tv_state["features." + k.split(".", 1)[1]] for k in model.net.state_dict()}
     model.net.load_state_dict(trunk, strict=True)
@@ -182,8 +188,10 @@ def lpips_distance(
     *,
     device: str | torch.device | None = None,
     batch_size: int = 256,
+    net: str = "alex",
 ) -> torch.Tensor:
-    """LPIPS (AlexNet, v0.1) per image pair; x, y float NCHW in [-1, 1]. Returns [B] on x's device.
+    """LPIPS (v0.1; AlexNet, or VGG-16 with ``net="vgg"`` as PPL uses) per image pair; x, y float NCHW in
+    [-1, 1]. Returns [B] on x's device.
 
     Images are clamped to [-1, 1] (scored as displayed, like metrics.py) and
     passed with normalize=False, since lpips expects [-1, 1].  Images smaller
@@ -191,12 +199,13 @@ def lpips_distance(
     """
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"expected two NCHW batches of equal shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-    path = require(weights_dir, "alexnet")["alexnet"]
+    trunk_name, _ = LPIPS_NETS[net]
+    path = require(weights_dir, trunk_name)[trunk_name]
     dev = _device(device)
     key = (str(path.resolve()), str(dev))
     model = _LPIPS_CACHE.get(key)
     if model is None:
-        model = _LPIPS_CACHE[key] = _build_lpips(path, dev)
+        model = _LPIPS_CACHE[key] = _build_lpips(path, dev, net)
     out = []
     for i in range(0, x.shape[0], batch_size):
         a = _rgb(x[i : i + batch_size].to(dev, torch.float32).clamp(-1, 1))

@@ -3,7 +3,8 @@
 Linear probe (Table 1): a linear model on standardised z fitted on the train split, scored on the
 test split -- multi-label average precision (mean over binary attributes), class accuracy and
 one-vs-rest macro AUROC, and Pearson r / MSE of a linear regressor on standardised continuous
-attributes (mean over attributes).
+attributes (mean over attributes). Per class and per attribute it also gives the AUROCs of the
+two-phase DAE paper's Tables 10 / 11 (supp. §11).
 
 TAD / ATTRS (Table 3; Yeats et al. 2022, as run by InfoDiffusion and DBAE): for each binary
 attribute and latent dimension the AUROC of the raw dimension as a score (taking the better sign);
@@ -30,11 +31,16 @@ def linear_probe(z_train: np.ndarray, z_test: np.ndarray, y_train: np.ndarray, y
     clf = LogisticRegression(max_iter=5000).fit(a, y_train)
     proba = clf.predict_proba(b)
     out = {"class_accuracy": float((clf.predict(b) == y_test).mean()),
-           "class_auroc": float(roc_auc_score(y_test, proba, multi_class="ovr", average="macro", labels=clf.classes_))}
-    aps = {}
+           "class_auroc": float(roc_auc_score(y_test, proba, multi_class="ovr", average="macro", labels=clf.classes_)),
+           # two-phase paper Table 11: each class's one-vs-rest AUROC of the multi-class probe's probabilities
+           "per_class_auroc": {str(c): float(roc_auc_score(y_test == c, proba[:, i]))
+                               for i, c in enumerate(clf.classes_)}}
+    aps, aurocs = {}, {}
     for name, target in bin_train.items():
         m = LogisticRegression(max_iter=5000).fit(a, target)
-        aps[name] = float(average_precision_score(bin_test[name], m.predict_proba(b)[:, 1]))
+        score = m.predict_proba(b)[:, 1]
+        aps[name] = float(average_precision_score(bin_test[name], score))
+        aurocs[name] = float(roc_auc_score(bin_test[name], score))  # two-phase paper Table 10: one probe per attribute
     out["ap"] = float(np.mean(list(aps.values())))
     rs, mses = {}, {}
     for name in cont_train:
@@ -44,7 +50,7 @@ def linear_probe(z_train: np.ndarray, z_test: np.ndarray, y_train: np.ndarray, y
         rs[name] = float(np.corrcoef(pred, ye)[0, 1])
         mses[name] = float(np.mean((pred - ye) ** 2))
     out.update(pearson_r=float(np.mean(list(rs.values()))), mse=float(np.mean(list(mses.values()))),
-               per_attribute={"ap": aps, "pearson_r": rs, "mse": mses})
+               per_attribute={"ap": aps, "auroc": aurocs, "pearson_r": rs, "mse": mses})
     return out
 
 

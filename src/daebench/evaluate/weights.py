@@ -42,6 +42,7 @@ from ..data.store import sha256_file
 __all__ = [
     "DEFAULT_WEIGHTS_DIR",
     "LPIPS_LINEAR",
+    "LPIPS_LINEAR_VGG",
     "WEIGHTS",
     "WeightFile",
     "WeightsMissing",
@@ -86,14 +87,26 @@ WEIGHTS: dict[str, WeightFile] = {
         filename="inception-2015-12-05.pt",
         used_by="fid_cf (clean-fid TorchScript InceptionV3)",
     ),
+    "vgg16": WeightFile(
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        filename="vgg16-397923af.pth",
+        used_by="lpips_vgg (VGG-16 backbone, torchvision ImageNet weights): the PPL distance of Karras et al.",
+    ),
 }
 
-# Shipped inside the lpips package, so it is verified, never fetched.
+# Shipped inside the lpips package, so they are verified, never fetched.
 LPIPS_LINEAR = WeightFile(
     url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
     sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
     filename="alex.pth",
     used_by="lpips (v0.1 linear calibration layers, packaged in the lpips wheel)",
+)
+LPIPS_LINEAR_VGG = WeightFile(
+    url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+    sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    filename="vgg.pth",
+    used_by="lpips_vgg (v0.1 linear calibration layers, packaged in the lpips wheel)",
 )
 
 _SIDECAR = ".verified.json"

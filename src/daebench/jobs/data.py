@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import ConfigError, dataset_path_problems
-from ..data.registry import needs_download
+from ..data.registry import DATASETS, needs_download
 from .base import write_json
 
 log = logging.getLogger("daebench")
@@ -30,10 +30,13 @@ def prepare_data(cfg: dict, out: Path, progress: bool = True) -> None:
     from ..data import prepare
 
     d = cfg["data"]
+    # The dataset's own block (data.images: image_size, channels, fit), where it has one.
+    own = d.get(cfg["dataset"]) or {}
     # No network here: the workflow may run this on a compute node; download-data ran first where needed.
     manifest = prepare(cfg["dataset"], out, download_dir=d["download_dir"], seed=d["seed"],
                        test_fraction=d["test_fraction"], base_url=d["base_url"], max_train=d["max_train"],
-                       max_test=d["max_test"], path=cfg.get("path"), download=False, progress=progress)
+                       max_test=d["max_test"], path=cfg.get("path"), download=False, progress=progress,
+                       image_size=own.get("image_size"), channels=own.get("channels"), fit=own.get("fit"))
     log.info("prepared %s: %s", cfg["dataset"], manifest["counts"])
 
 
@@ -50,8 +53,10 @@ def prepare_genotypes(cfg: dict, out: Path, progress: bool = True) -> None:
 
 def data_slice(config: dict, dataset: str) -> dict:
     # A dataset read from a local copy (dataset_paths.<name>) also depends on that path; the others' slices
-    # stay exactly {"dataset", "data"}, so adding datasets reruns none of their work.
-    out = {"dataset": dataset, "data": config["data"]}
+    # stay exactly {"dataset", "data"}, so adding datasets reruns none of their work. A block of data named
+    # after a dataset (data.images) holds that dataset's own options: it reaches that dataset's jobs only.
+    data = {k: v for k, v in config["data"].items() if k == dataset or k not in DATASETS}
+    out = {"dataset": dataset, "data": data}
     if dataset in config["dataset_paths"]:
         out["path"] = config["dataset_paths"][dataset]
     return out

@@ -276,8 +276,13 @@ def latent_eval_slice(config: dict, dataset: str, method: str, **extra) -> dict:
             **extra}
 
 
+# The probe's output format: 2 added the per-class and per-attribute AUROCs of the two-phase paper's Table 10
+# (probes written before rerun once, so every probe file has them).
+PROBE_OUTPUT = 2
+
+
 def probe_cfg(config: dict, wildcards) -> str:
-    return as_json(latent_eval_slice(config, wildcards.dataset, wildcards.method))
+    return as_json(latent_eval_slice(config, wildcards.dataset, wildcards.method, output=PROBE_OUTPUT))
 
 
 def disentangle_cfg(config: dict, wildcards) -> str:

@@ -100,6 +100,18 @@ def _table4_jobs(config):
             + [two_phase.reconstruct_cfg(config, W(dataset=ds, method=m)) for m in t4["methods"]])
 
 
+def _ablation_jobs(config):
+    ds, tp = config["dataset"], config["two_phase"]
+    recon = list(dict.fromkeys(tp["table1"] + tp["table2"] + tp["table3"]))
+    out = [*_trainings(config, list(dict.fromkeys(recon + tp["ppl"]["methods"] + tp["probe"]["methods"]))),
+           *_scoring(config)]
+    for table in two_phase.ABLATIONS:
+        out += [two_phase.ablation_cfg(config, W(table=table)), two_phase.ablation_upstream(config, W(table=table))]
+    out += [two_phase.reconstruct_cfg(config, W(dataset=ds, method=m)) for m in recon]
+    out += [two_phase.ppl_cfg(config, W(dataset=ds, method=m)) for m in tp["ppl"]["methods"]]
+    return out + [dbae.probe_cfg(config, W(dataset=ds, method=m)) for m in tp["probe"]["methods"]]
+
+
 def _dbae_jobs(config):
     ds, d = config["dataset"], config["dbae"]
     out = [dbae.dbae_table_upstream(config, W()), dbae.dbae_table_cfg(config, W()), *_scoring(config),
@@ -160,6 +172,8 @@ def stages(config: dict) -> dict:
     classifier = f"resources/models/{ds}/feature_classifier.pt"
     owned: set = set()
     t4_models = _models(config, config["table4"]["methods"], owned)
+    tp = config["two_phase"]
+    ablation_models = _models(config, tp["table1"] + tp["table2"] + tp["table3"], owned)
     dbae_models = _models(config, dbae.dbae_study_methods(config), owned)
     svae_models = _models(config, _scorevae_methods(config), owned)
     dae = f"resources/models/{ds}/{config['dbae']['dae']}"
@@ -179,6 +193,11 @@ def stages(config: dict) -> dict:
         "table4": stage(["results/table4.csv"], _table4_jobs, [data_dir],
                         t4_models + [classifier, "results/recon", "results/metrics", "results/table4.csv"],
                         "results/summary/two_phase.json"),
+        # Its reconstructions, scores and probes land beside Table 4's and DBAE's (results/recon, results/metrics,
+        # results/dbae/probe: the same jobs where a row is shared), so those stages' outputs hold them.
+        "two_phase_ablations": stage(two_phase.two_phase_outputs(config), _ablation_jobs, [data_dir, classifier],
+                                     ablation_models + ["results/two_phase"],
+                                     "results/summary/two_phase_ablations.json"),
         "dbae": stage(dbae.dbae_outputs(config) + ["results/dbae/nfe_curve.csv"], _dbae_jobs,
                       [data_dir, classifier, dae], dbae_models + [f"resources/priors/{ds}", "results/dbae"],
                       "results/summary/dbae.json"),
@@ -225,10 +244,10 @@ def order_pulled_artefacts(config: dict) -> None:
               [f"resources/models/{ds}/feature_classifier.pt"], *phases,
               [f"resources/priors/{ds}/*", "resources/ddvi/**/*.pt"],
               [f"results/{d}/{ds}/*/*" for d in ("recon", "dbae/recon", "scorevae/recon", "dbae/gen")]
-              + ["results/ddvi/runs/**/*"],
+              + ["results/ddvi/runs/**/*", f"results/two_phase/ppl/{ds}/*"],
               [f"results/{d}/{ds}/*/*" for d in ("metrics", "dbae/metrics", "scorevae/metrics", "dbae/gen_metrics")]
               + [f"results/dbae/{d}/{ds}/*" for d in ("probe", "disentangle", "cost")],
-              ["results/table4.csv", "results/dbae/table*.csv", "results/scorevae/*.csv", "results/scorevae/*.png",
+              ["results/table4.csv", "results/two_phase/table*.csv", "results/dbae/table*.csv", "results/scorevae/*.csv", "results/scorevae/*.png",
                "results/ddvi/*.csv", "results/ddvi/*.png"],
               ["results/dbae/nfe_curve.csv", "results/summary/*.json", "results/claims/*.csv"],
               ["results/claims.csv"], ["results/report.html"]]

@@ -84,8 +84,11 @@ def classifier_slice(config: dict, dataset: str) -> dict:
 
 
 def recon_slice(config: dict, dataset: str, method: str, ev: dict, upto: int | None = None) -> dict:
-    # a reconstruction job: the model it reads (as trained up to phase ``upto``) and its eval settings
-    return {**train_slice(config, dataset, method, upto), "device": config["train"]["device"], "eval": ev}
+    # a reconstruction job: the model it reads (as trained up to phase ``upto``), how it samples, its eval settings
+    out = {**train_slice(config, dataset, method, upto), "device": config["train"]["device"], "eval": ev}
+    if "sample_schedule" in config["methods"][method]:
+        out["method"] = {**out["method"], "sample_schedule": config["methods"][method]["sample_schedule"]}
+    return out
 
 
 def weights_state(config: dict) -> list:

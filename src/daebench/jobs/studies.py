@@ -12,7 +12,7 @@ from .base import as_json
 from .dbae import dbae_outputs
 from .ddvi import ddvi_outputs
 from .scorevae import scorevae_outputs
-from .two_phase import table4_provenance
+from .two_phase import table4_provenance, two_phase_outputs
 
 log = logging.getLogger("daebench")
 
@@ -138,7 +138,8 @@ def report_studies(config: dict) -> list[str]:
 
 def study_outputs(config: dict, study: str) -> list[str]:
     """Everything a study produces besides Table 4: its `all` target, and what the report shows of it."""
-    return {"dbae": dbae_outputs, "scorevae": scorevae_outputs, "ddvi": ddvi_outputs}[study](config)
+    return {"two_phase_ablations": two_phase_outputs, "dbae": dbae_outputs, "scorevae": scorevae_outputs,
+            "ddvi": ddvi_outputs}[study](config)
 
 
 def report_claims(config: dict, wildcards) -> list[str]:
@@ -162,6 +163,8 @@ def report_notebook_params(config: dict, wildcards, input) -> str:
 # columns that name a row and the metrics shown for it.
 HEADLINES = {
     "two_phase": {"table4": (("method", "mode"), ("ssim", "fd_domain"))},
+    "two_phase_ablations": {"table1": (("method",), ("psnr", "ssim")), "table2": (("method",), ("psnr", "fd_domain")),
+                            "table3": (("method",), ("psnr", "ssim", "fd_domain"))},
     "dbae": {"table1": (("method",), ("ap",)), "table2": (("method", "x_T"), ("ssim",)),
              "table4": (("method", "source"), ("fd_domain",))},
     "scorevae": {"table1": (("method", "phase", "mode"), ("ssim",))},

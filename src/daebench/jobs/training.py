@@ -129,7 +129,25 @@ def phase_index(config: dict, method: str, phase: str) -> int:
 
 
 def model_path(config: dict, dataset: str, method: str, phase: str) -> str:
-    return f"resources/models/{dataset}/{method}/{phase}.pt"
+    """Where ``method``'s model after ``phase`` lives: the file of the first method (in params order) whose
+    training up to that phase is the same, so an identical phase is one job. Two-phase Table 3 trains one
+    phase 1 and four phase 2s from it; its "t = 1 only" row is that phase-1 model itself."""
+    owner = shared_phase_owner(config, dataset, method, phase_index(config, method, phase))
+    return f"resources/models/{dataset}/{owner}/{phase}.pt"
+
+
+def shared_phase_owner(config: dict, dataset: str, method: str, index: int) -> str:
+    """The first method whose phases 0..``index`` train exactly as ``method``'s do (same slice, same phase
+    names): its job trains them once for both."""
+    mine = train_slice(config, dataset, method, index)
+    name = config["methods"][method]["phases"][index]["name"]
+    for other, m in config["methods"].items():
+        if other == method:
+            return method
+        if (len(m["phases"]) > index and m["phases"][index]["name"] == name
+                and train_slice(config, dataset, other, index) == mine):
+            return other
+    return method
 
 
 def final_model(config: dict, wildcards) -> str:
@@ -145,9 +163,14 @@ def previous_phase(config: dict, wildcards) -> list | str:
     return model_path(config, wildcards.dataset, wildcards.method, prev)
 
 
+# Method keys that never change what is trained: the table label, and the schedule DDIM samples with when no
+# phase trains on one (a model trained at t = 1 only). Training slices leave them out, so the "t = 1 only"
+# method shares the phase-1 job it evaluates; reconstruction slices put the sampling key back.
+NOT_TRAINED = ("label", "sample_schedule")
+
+
 def method_core(config: dict, method: str) -> dict:
-    # Everything but the table label: the label never changes what is trained.
-    return {k: v for k, v in config["methods"][method].items() if k != "label"}
+    return {k: v for k, v in config["methods"][method].items() if k not in NOT_TRAINED}
 
 
 def family(config: dict, method: str) -> str:

@@ -72,11 +72,14 @@ def phase_loss(method: dict, phase: dict) -> PhaseLoss:
 
 
 def eval_schedule(method: dict) -> Schedule:
-    """Sampling uses the schedule of the last phase that samples t (the decoder's final training)."""
+    """Sampling uses the schedule of the last phase that samples t (the decoder's final training); a model
+    trained at t = 1 only (two-phase Table 3) samples with its ``sample_schedule``."""
     for phase in reversed(method["phases"]):
         if phase.get("schedule"):
             return phase_schedule(phase)
-    raise ValueError("method has no phase with a schedule; DDIM needs one")
+    if method.get("sample_schedule"):
+        return phase_schedule({"schedule": method["sample_schedule"]})
+    raise ValueError("method has no phase with a schedule and no sample_schedule; DDIM needs one")
 
 
 def denoiser(model: DAE, prediction: str, schedule: Schedule):
@@ -137,4 +140,4 @@ FAMILY = Family(
     name="dae", kind="image", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
     cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
     endpoint_mode="inversion", endpoint_by="DDIM inversion", nets=("z_dim", "decoder", "encoder"),
-    keys=frozenset({"prediction"}), required=("prediction",))
+    keys=frozenset({"prediction", "sample_schedule"}), required=("prediction",))
