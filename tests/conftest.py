@@ -42,7 +42,8 @@ def project(tmp_path):
 # Every study's tables on the smoke preset: the end-to-end tests read one undisturbed run of them
 # (`smoke_run`), and the chaos test must reproduce them bit for bit under kills.
 SMOKE_TABLES = {
-    "two_phase": ["results/table4.csv"],
+    "two_phase": ["results/table4.csv"] + [f"results/two_phase/{t}.csv" for t in ("table1", "table2", "table3",
+                                                                                  "table5", "table10")],
     "dbae": [f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table4", "table5", "table9")],
     "scorevae": ["results/scorevae/table1.csv"],
     "ddvi": [f"results/ddvi/{t}.csv" for t in ("table1", "table3", "table8")],

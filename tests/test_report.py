@@ -389,17 +389,21 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
     import re
 
     html = (smoke_run / "results/report.html").read_text(encoding="utf-8")
-    anchors = ["summary", "findings", "table4", "dbae", "scorevae", "ddvi", "emergence", "protocol"]
+    anchors = ["summary", "findings", "table4", "two_phase_ablations", "dbae", "scorevae", "ddvi", "emergence",
+               "protocol"]
     for a in anchors:
         assert f'id="{a}"' in html and f'href="#{a}"' in html, a  # the section, and its line in the contents
     starts = [html.index(f'id="{a}"') for a in anchors]
     assert starts == sorted(starts)
     summary = html[starts[0]:starts[1]]
-    for paper in ("Two-phase DAE training", "DBAE", "ScoreVAE", "DDVI", "shared (data, metric classifier, report)"):
+    for paper in ("Two-phase DAE training", "Two-phase DAE training (ablations)", "DBAE", "ScoreVAE", "DDVI",
+                  "shared (data, metric classifier, report)"):
         assert paper in summary, paper
     assert re.search(r"\d+ / \d+", summary)  # claims held / tested
     sections = {a: html[starts[i]:starts[i + 1]] for i, a in enumerate(anchors[:-1])}
-    expect = {"dbae": (["Table 2: reconstruction", "Table 9", "Table 4: generation", "Table 1", "Table 3",
+    expect = {"two_phase_ablations": (["Table 1: prediction type", "Table 2: schedule", "Table 3: 1-phase",
+                                       "Table 5: perceptual path length", "Tables 10 / 11"], 10, 4),
+              "dbae": (["Table 2: reconstruction", "Table 9", "Table 4: generation", "Table 1", "Table 3",
                         "Table 5"], 10, 3),
               "scorevae": (["Tables 1-2: reconstruction"], 2, 2),
               "ddvi": (["Table 1: unsupervised", "Table 8", "Table 2: semi-supervised", "Table 3: genotype"], 7, 4)}
@@ -416,7 +420,7 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
     if shutil.which("chromium"):
         from PIL import Image
 
-        for a in ("dbae", "scorevae", "ddvi"):
+        for a in ("two_phase_ablations", "dbae", "scorevae", "ddvi"):
             # headless Chromium screenshots a page scrolled to #anchor blank: a copy of the report whose
             # script drops every cell above the section puts the section at the top instead
             page = tmp_path / f"{a}.html"
@@ -437,7 +441,8 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
     with zipfile.ZipFile(smoke_run / "snakemake_report.zip") as z:
         names = z.namelist()
     raw = [Path(n).name for n in names if "/data/raw/" in n]  # stored by file name under hashed folders
-    # Table 4, DBAE's 6 tables, ScoreVAE's 1 and DDVI's 4; Table 4's 6 grids, ScoreVAE's grid, 3 latent plots
-    assert sum(n.endswith(".csv") for n in raw) == 12, raw
-    assert sum(n.endswith(".png") for n in raw) == 10, raw
+    # Table 4, the 5 two-phase ablation tables, DBAE's 6, ScoreVAE's 1 and DDVI's 4; Table 4's 6 grids, the 3 PPL
+    # strips, ScoreVAE's grid, 3 latent plots
+    assert sum(n.endswith(".csv") for n in raw) == 17, raw
+    assert sum(n.endswith(".png") for n in raw) == 13, raw
     assert {"report.html", "recon_grid.png", "latents_semi.png", "table9.csv"} <= set(raw)

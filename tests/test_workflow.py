@@ -150,6 +150,42 @@ def test_smoke_dbae_study_end_to_end(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_two_phase_ablations_end_to_end(smoke_run):
+    """Tables 1-3, 5 and 10 of the shared smoke run: rows, shared jobs (one phase 1 for Table 3, Table 1's v
+    row is Table 4's job), the PPL strips and the claims."""
+    project = smoke_run
+    t1 = pd.read_csv(project / "results/two_phase/table1.csv")
+    assert list(t1["prediction"]) == ["eps", "x", "v"] and set(t1["schedule"]) == {"sc4"}
+    t4 = pd.read_csv(project / "results/table4.csv")
+    shared = t4[(t4["method"] == "dae_1phase_sc4") & (t4["mode"] == "stochastic")].iloc[0]
+    assert t1.iloc[2]["mlflow_run_id"] == shared["mlflow_run_id"]  # the same metrics job, not a rerun
+    t2 = pd.read_csv(project / "results/two_phase/table2.csv")
+    assert list(t2["schedule"]) == ["linear_beta", "sc1", "sc2", "sc4", "sc8"] * 2
+    assert list(t2["prediction"]) == ["x"] * 5 + ["v"] * 5
+    t3 = pd.read_csv(project / "results/two_phase/table3.csv", keep_default_na=False)
+    assert list(t3["phase1"]) == ["sc4", "t = 1", "t = 1", "t = 1", "t = 1", "t = 1"]
+    assert list(t3["phase2"]) == ["N/A", "N/A", "sc2", "sc4", "sc8", "sc16"]
+    for t in (t1, t2, t3):
+        assert t[["psnr", "ssim", "fd_domain"]].notna().all().all() and (t["n_images"] == 32).all()
+    # one phase-1 job for Table 3's five 2-phase-derived rows
+    assert (project / "logs/train/digits/dae_2phase_sc4/phase1.log").exists()
+    assert not any((project / "logs/train/digits").glob("dae_2phase_sc[1-9]*/phase1.log"))
+    assert not (project / "logs/train/digits/dae_t1_only").exists()
+    t5 = pd.read_csv(project / "results/two_phase/table5.csv")
+    assert list(t5["label"]) == ["Preechakul et al.", "1-phase SC-4", "2-phase SC-4"]
+    assert "ppl_featdist_domain" in t5.columns and "ppl_lpips_vgg" not in t5.columns  # no VGG weights: named so
+    assert (t5["ppl_featdist_domain"] > 0).all() and (t5["pairs"] == 4).all() and (t5["steps"] == 10).all()
+    for m in t5["method"]:
+        assert (project / f"results/two_phase/ppl/digits/{m}.png").stat().st_size > 0
+    t10 = pd.read_csv(project / "results/two_phase/table10.csv")
+    assert set(t10["kind"]) == {"class", "attribute"} and len(t10[t10["kind"] == "class"]) == 11  # 10 + Average
+    methods = ["dae_baseline", "dae_1phase_sc4", "dae_2phase_sc4"]
+    assert t10[methods].apply(lambda c: c.between(0, 1)).all().all()
+    assert t10[[f"{m}_rank" for m in methods]].isin([1, 2, 3]).all().all()
+    assert_claims_evaluate(project, "two_phase_ablations")
+
+
+@pytest.mark.slow
 def test_smoke_table4_end_to_end(smoke_run):
     """Table 4 of the shared smoke run, its MLflow runs, claims and emergence curve. (Killed and resumed
     jobs: test_chaos.py, on every study's DAG.)"""
@@ -207,7 +243,7 @@ def test_smoke_table4_end_to_end(smoke_run):
     assert_claims_evaluate(project, "two_phase", untestable={"2phase_best_stoch_lpips", "2phase_best_inv_lpips"})
     # every study has run in the shared project: the combined file holds them all, Table 4 first
     studies = list(pd.read_csv(project / "results/claims.csv")["study"].unique())
-    assert studies[0] == "two_phase" and sorted(studies) == ["dbae", "ddvi", "scorevae", "two_phase"]
+    assert studies[0] == "two_phase" and sorted(studies) == ["dbae", "ddvi", "scorevae", "two_phase", "two_phase_ablations"]
 
     # the emergence curve at the smoke preset's two budgets: two nested runs of the study, one CSV and figure
     proc = run(["--cores", "2", "results/emergence/two_phase.csv", "--configfile", "tests/smoke.yaml"], project,

@@ -434,7 +434,7 @@ def _ddvi_split(name: str) -> tuple[str, str]:
 # (MLflow rule, candidate metrics in order, and how run names are read).
 SECTIONS: dict[str, dict] = {
     "two_phase_ablations": {
-        "title": "Two-phase DAE training: the ablations", "anchor": "two_phase_ablations",
+        "title": "Two-phase DAE training: the ablations", "anchor": "two_phase_ablations", "target": "two_phase_all",
         "intro": "Why two phases work (§4.2-4.4, §5.2, supp. §11): the prediction type on SC-4 (Table 1), the "
                  "schedule against the prediction type (Table 2), 1-phase against phase 1 at t = 1 followed by "
                  "phase 2 on SC-2 to SC-16 (Table 3; one phase-1 run shared by the four), the perceptual path "
