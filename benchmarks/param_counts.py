@@ -136,7 +136,7 @@ def build_model(cfg: dict, study: str, name: str) -> torch.nn.Module:
 
             c, h = image_shape(cfg["dataset"])
             m = ddvi_method(cfg["ddvi"], name, "unsup")
-            return get_lvm_family(m["family"]).build(cfg["ddvi"]["nets"], c * h * h, m, False)
+            return get_lvm_family(m["family"]).build(cfg["ddvi"]["nets"], (c, h, h), m, False)
         from daebench.methods import get_family
 
         method = cfg["methods"][name]

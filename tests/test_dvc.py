@@ -145,7 +145,7 @@ def test_every_study_under_dvc(smoke_run, tmp_path):
     out = dvc("exp", "run", "-S", "dbae.sampler.churn=0.5", cwd=a)
     jobs = executed_jobs(out)
     assert jobs == Counter({"dbae_reconstruct": 4, "dbae_recon_metrics": 4, "generate": 3, "gen_metrics": 3,
-                            "inference_cost": 2, "dbae_table": 6, "dbae_nfe_curve": 1, "study_summary": 1,
+                            "generate_at_nfe": 2, "gen_metrics_at_nfe": 2, "inference_cost": 2, "dbae_table": 7, "dbae_nfe_curve": 1, "study_summary": 1,
                             "study_claims": 1, "claims": 1, "report": 1}), out[-3000:]
     assert "method=dae_baseline" not in out
     shown = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", cwd=a))))

@@ -22,8 +22,10 @@ TABLE4 = {"prepare_data": 1, "train_classifier": 1, "train_phase": 4, "reconstru
 TABLE4_SCOREVAE = {"prepare_data": 1, "train_classifier": 1, "train_phase": 10, "reconstruct": 6, "metrics": 6,
                    "table4": 1, "scorevae_reconstruct": 9, "scorevae_metrics": 9, "scorevae_table": 1, "total": 44}
 EXPECTED = {
-    # cifar10 and mnist are downloaded: a local download job precedes the preprocessing job
-    "cifar10_32": {**TABLE4_SCOREVAE, "download_data": 1, "total": TABLE4_SCOREVAE["total"] + 1},
+    # cifar10 and mnist are downloaded: a local download job precedes the preprocessing job. DDVI's Tables 6 and 7
+    # (our table1 / table2): 5 methods x 3 priors x 3 seeds and 4 x 3 x 3 runs, on the same prepared data
+    "cifar10_32": {**TABLE4_SCOREVAE, "download_data": 1, "ddvi_train": 81, "ddvi_evaluate": 81, "ddvi_table": 2,
+                   "total": TABLE4_SCOREVAE["total"] + 1 + 81 + 81 + 2},
     "celeba64": TABLE4_SCOREVAE,
     "lsun_bedroom128": TABLE4,
     "imagenet32": TABLE4,
@@ -132,6 +134,19 @@ def test_preset_dry_runs_its_targets_and_its_sizes_reach_the_jobs(project, name,
                 assert cfg["method"]["steps"] == 100 and cfg["semi"]["labels"] == 1000
         assert {c["data"].get("genotypes", {}).get("pca_components") for c in runs} >= {1000}
         return
+    if name == "cifar10_32":  # DDVI's CIFAR-10 Tables 6 and 7: App. E's CNN in every run, App. F's settings
+        runs = job_cfgs(out, "ddvi-train")
+        assert len(runs) == EXPECTED[name]["ddvi_train"]
+        for cfg in runs + job_cfgs(out, "ddvi-evaluate"):
+            assert cfg["nets"]["arch"] == "cnn" and cfg["dataset"] == "cifar10" and cfg["likelihood"] == "bce"
+            assert cfg["train"]["examples"] == preset["ddvi"]["train"]["examples"]
+            if cfg["setting"] == "semi":
+                assert cfg["semi"]["labels"] == 10000
+                if cfg["method"]["family"] == "ddvi":
+                    assert cfg["method"]["steps"] == 100 and cfg["method"]["kl_weight"] == 0.5
+            elif cfg["method"]["family"] == "ddvi":
+                assert cfg["method"]["steps"] == 20 and cfg["method"]["kl_weight"] == 0.003
+        assert {c["setting"] for c in runs} == {"unsup", "semi"}
     trains = job_cfgs(out, "train")
     assert len(trains) == EXPECTED[name]["train_phase"]
     for cfg in trains:
@@ -181,6 +196,7 @@ def test_param_counts_cover_every_method_the_targets_train(rows):
         assert ("cifar10_32", m) in methods and ("celeba64", m) in methods
     assert {("ffhq128", m) for m in ("dae_baseline", "dbae", "dbae_d")} <= methods
     assert {("mnist", m) for m in ("ddvi", "ddvi_nosleep", "aevb", "aevb_iaf", "haevb", "aaeb")} <= methods
+    assert {("cifar10_32", m) for m in ("ddvi", "aevb", "aevb_iaf", "haevb", "aaeb")} <= methods  # the CNN pair
     assert all(r["params"] > 0 for r in rows)
     reported = [r for r in rows if r["paper_params"]]
     assert {r["preset"] for r in reported} == {"cifar10_32", "celeba64", "lsun_bedroom128", "imagenet32", "ffhq128"}

@@ -39,7 +39,7 @@ def test_dry_run_shows_the_spine(project):
     assert "resources/models/digits/dae_2phase_sc4/phase1.pt" in block
 
 
-DBAE_TABLES = ["table1", "table2", "table3", "table4", "table5", "table9"]
+DBAE_TABLES = ["table1", "table2", "table3", "table4", "table5", "table9", "table11"]
 
 
 def test_dry_run_shows_the_dbae_study(project):

@@ -457,11 +457,14 @@ SECTIONS: dict[str, dict] = {
     "dbae": {
         "title": "The DBAE study", "anchor": "dbae",
         "intro": "Diffusion bridge autoencoders against the DiffAE-style DAE (Preechakul et al.): reconstruction "
-                 "(Table 2) and its NFE sweep (Table 9), generation through the latent prior (Table 4), "
+                 "(Table 2) and its NFE sweep (Table 9), generation through the latent prior (Table 4) and its NFE "
+                 "ladder (Table 11), "
                  "downstream probes (Table 1), disentanglement (Table 3) and inference cost (Table 5).",
         "tables": [("Table 2: reconstruction", "dbae/table2.csv", "dbae_table2_reconstruction.csv", None),
                    ("Table 9: reconstruction against NFE", "dbae/table9.csv", "dbae_tables_9_10_nfe.csv", None),
                    ("Table 4: generation (prior samples and +AE)", "dbae/table4.csv",
+                    "dbae_table4_generation_ffhq.csv", None),
+                   ("Table 11: generation at a ladder of NFE (the paper: 1000 / 500 / 250)", "dbae/table11.csv",
                     "dbae_table4_generation_ffhq.csv", None),
                    ("Table 1: downstream attribute probes", "dbae/table1.csv", "dbae_table1_downstream.csv", None),
                    ("Table 3: disentanglement", "dbae/table3.csv", "dbae_table3_disentanglement.csv", None),

@@ -218,10 +218,12 @@ def dbae_table5(cfg: dict, rows: list[dict]) -> pd.DataFrame:
 
 # Row order: the paper's (Table 4: prior rows, then +AE; Table 9: SSIM block, then MSE), methods in
 # the configured order within each block.
-BLOCKS = {"table4": ("source", {"prior": 0, "ae": 1}), "table9": ("metric", {"ssim": 0, "mse": 1})}
+BLOCKS = {"table4": ("source", {"prior": 0, "ae": 1}), "table9": ("metric", {"ssim": 0, "mse": 1}),
+          "table11": ("source", {"prior": 0, "ae": 1})}
 
+# Table 11 is Table 4's layout at several NFE (one row per method, source and NFE, the NFE in the configured order)
 DBAE_TABLES = {"table1": dbae_table1, "table2": dbae_table2, "table3": dbae_table3, "table4": dbae_table4,
-               "table5": dbae_table5, "table9": dbae_table9}
+               "table5": dbae_table5, "table9": dbae_table9, "table11": dbae_table4}
 
 
 def write_dbae_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:

@@ -166,6 +166,57 @@ rule inference_cost:
         " --data {params.data} --out {output} --threads {params.torch_threads} > {log} 2>&1"
 
 
+# Table 11: Table 4's generation at other decoder NFE (the column at generation.nfe is Table 4's own files).
+rule generate_at_nfe:
+    input:
+        model=J.final_model,
+        data=J.manifest,
+        prior=J.generation_prior,
+    output:
+        samples="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.npz",
+        grid="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.png",
+    params:
+        cfg=J.generation_nfe_cfg,
+        data=lambda w: J.data_dir(w.dataset),
+        prior=lambda w, input: f"--prior {input.prior}" if input.prior else "",
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/generate/{dataset}/{method}/{source}_nfe{nfe}.log",
+    benchmark:
+        "logs/benchmarks/dbae/generate/{dataset}/{method}/{source}_nfe{nfe}.tsv"
+    shell:
+        "python -m daebench generate --cfg {params.cfg:q} --method {wildcards.method} --source {wildcards.source}"
+        " --model {input.model} {params.prior} --data {params.data} --out {output.samples}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule gen_metrics_at_nfe:
+    input:
+        samples="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.npz",
+        classifier="resources/models/{dataset}/feature_classifier.pt",
+        data=J.manifest,
+    output:
+        "results/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.json",
+    params:
+        cfg=J.gen_metrics_cfg,
+        upstream=J.gen_metrics_upstream,
+        data=lambda w: J.data_dir(w.dataset),
+    threads: TORCH_THREADS
+    conda:
+        "../../envs/daebench.yaml"
+    log:
+        "logs/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.log",
+    benchmark:
+        "logs/benchmarks/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.tsv"
+    shell:
+        "python -m daebench gen-metrics --cfg {params.cfg:q} --method {wildcards.method} --samples {input.samples}"
+        " --classifier {input.classifier} --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
+
+
 rule dbae_table:
     input:
         J.dbae_table_inputs,

@@ -30,11 +30,12 @@ NAMES = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "l2": "L2", "lpips": "LPI
          "fid_cf": "FID (cf)", "fid": "FID", "fd_domain": "fd_domain", "featdist_domain": "featdist_domain",
          "elbo": "ELBO", "elbo_release": "ELBO (release estimator)", "latent_nll": "latent NLL", "mmd": "MMD",
          "knn_acc": "k-NN accuracy", "nmi": "NMI", "ap": "AP", "tad": "TAD", "precision": "precision",
-         "auroc": "AUROC", "ppl_lpips_vgg": "PPL (LPIPS VGG)", "ppl_featdist_domain": "PPL (featdist_domain)"}
+         "auroc": "AUROC", "is": "IS", "is_domain": "is_domain", "ppl_lpips_vgg": "PPL (LPIPS VGG)", "ppl_featdist_domain": "PPL (featdist_domain)"}
 # Stand-ins where a metric needs pretrained weights this run does not have: the first candidate with
 # values for every row a claim needs is used, and the statement says which.
 STAND_IN = {"fd_domain": "stand-in: fd_domain, a Fréchet distance in our domain classifier's features, not an FID",
             "featdist_domain": "stand-in: featdist_domain, a distance in our domain classifier's features, not LPIPS",
+            "is_domain": "stand-in: is_domain, an Inception Score from our domain classifier's logits",
             "ppl_featdist_domain": "stand-in: a PPL in our domain classifier's features, not LPIPS VGG's",
             "precision_domain": "stand-in: precision_domain, k-NN precision in our domain classifier's features, "
                                 "not Inception's"}

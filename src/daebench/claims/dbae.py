@@ -1,4 +1,4 @@
-"""DBAE's claims (Tables 1, 2, 3, 4 and 9), on results/dbae/table{1,2,3,4,9}.csv.
+"""DBAE's claims (Tables 1, 2, 3, 4, 9 and 11), on results/dbae/table{1,2,3,4,9,11}.csv.
 
 Rows use the paper's roles: "DAE" is the DiffAE comparator (our ``dbae.dae`` method; the paper's
 DiffAE), "DAE (random x_T)" / "DAE (inferred x_T)" its two reconstructions, "DBAE", "DBAE-d",
@@ -18,6 +18,8 @@ DAE_R, DAE_I = "DAE (random x_T)", "DAE (inferred x_T)"
 FEW, MOST = " @ fewest NFE", " @ most NFE"
 FID = ("fid_tf", "fd_domain")
 PRECISION = ("precision", "precision_domain")
+IS = ("is", "is_domain")
+T11 = " [T11]"  # Table 11's rows, measured per NFE (context "<dataset> @ NFE <n>")
 
 CLAIMS: list[Claim] = [
     Better("dbae_gt_dae_random_ssim", "Table 2", "DBAE's tractable z reconstructs better than DiffAE's z with a random "
@@ -42,9 +44,17 @@ CLAIMS: list[Claim] = [
            "DiffAE+AE", FID, "DBAE+AE", "DAE+AE"),
     Better("dbae_gt_dae_precision", "Table 4", "generation from the latent prior: DBAE has a higher {metric} than "
            "DiffAE", PRECISION, "DBAE", "DAE"),
+    # Table 11 (App.): the same comparisons at each NFE of the ladder, one verdict per NFE ("DBAE and the other
+    # baselines maintained a similar performance trend" as the NFE decreased)
+    Better("t11_dbae_ae_lt_dae_ae_fid", "Table 11", "at this NFE, DBAE+AE has a lower {metric} than DiffAE+AE", FID,
+           "DBAE+AE" + T11, "DAE+AE" + T11),
+    Better("t11_dbae_gt_dae_precision", "Table 11", "at this NFE, prior samples of DBAE have a higher {metric} than "
+           "DiffAE's", PRECISION, "DBAE" + T11, "DAE" + T11),
+    Better("t11_dbae_gt_dae_is", "Table 11", "at this NFE, prior samples of DBAE have a higher {metric} than DiffAE's",
+           IS, "DBAE" + T11, "DAE" + T11),
 ]
-TABLES = {t: f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table4", "table9")}
-METRICS = ["ssim", "mse", "ap", "tad", "fid_tf", "fd_domain", "precision", "precision_domain"]
+TABLES = {t: f"results/dbae/{t}.csv" for t in ("table1", "table2", "table3", "table4", "table9", "table11")}
+METRICS = ["ssim", "mse", "ap", "tad", "fid_tf", "fd_domain", "precision", "precision_domain", "is", "is_domain"]
 
 
 def _role(method: str, label: str, dae: str) -> str:
@@ -70,6 +80,10 @@ def ours(tables: dict[str, pd.DataFrame], cfg: dict) -> pd.DataFrame:
                 for end, tag in ((nfes[0], FEW), (nfes[-1], MOST)):
                     recs.append({"context": x["dataset"], "row": name + tag, "metric": x["metric"],
                                  "value": x[f"nfe{end}"], "ci95": float("nan")})
+    if "table11" in tables:
+        t = tables["table11"]
+        rows = pd.Series([_role(m, lab, dae) + T11 for m, lab in zip(t["method"], t["label"])], index=t.index)
+        recs += melt(t, t["dataset"] + " @ NFE " + t["nfe"].astype(str), rows, METRICS)
     for name in ("table1", "table3", "table4"):
         if name in tables:
             t = tables[name]
@@ -98,4 +112,5 @@ def paper(ref_dir: Path) -> pd.DataFrame:
     recs += melt(t3, "celeba", t3["method"].map(name), ["tad"])
     t4 = pd.read_csv(ref_dir / "dbae_table4_generation_ffhq.csv").rename(columns={"fid50k": "fid_tf"})
     recs += melt(t4, "ffhq @ NFE " + t4["nfe"].astype(str), t4["method"].map(name), ["fid_tf", "precision"])
+    recs += melt(t4, "ffhq @ NFE " + t4["nfe"].astype(str), t4["method"].map(name) + T11, ["fid_tf", "precision", "is"])
     return measurements(recs)

@@ -16,7 +16,7 @@ from .training import TrainingJob, family, method_core, run_training, steps, tra
 
 log = logging.getLogger("daebench")
 
-TABLES = ("table1", "table2", "table3", "table4", "table5", "table9")
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table9", "table11")
 
 
 def train_prior(cfg: dict, data: Path, out: Path, method: str, model: Path,
@@ -246,8 +246,9 @@ def prior_path(config: dict, dataset: str, method: str) -> str:
     return f"resources/priors/{dataset}/{method}.pt"
 
 
-def generation_slice(config: dict, dataset: str, method: str, source: str) -> dict:
-    g = config["dbae"]["generation"]
+def generation_slice(config: dict, dataset: str, method: str, source: str, nfe: int | None = None) -> dict:
+    # ``nfe``: a Table 11 column's decoder NFE in place of generation.nfe
+    g = {**config["dbae"]["generation"], **({"nfe": int(nfe)} if nfe is not None else {})}
     out = {"dataset": dataset, "method": method_core(config, method), "device": config["train"]["device"],
            "sampler": sampler_of(config, method), "upstream": train_slice(config, dataset, method),
            "generation": {k: g[k] for k in ("n_samples", "nfe", "prior_steps", "batch_size", "seed")}}
@@ -267,8 +268,19 @@ def gen_metrics_cfg(config: dict, wildcards) -> str:
 
 def gen_metrics_upstream(config: dict, wildcards) -> str:
     w = wildcards
-    return as_json({"generation": generation_slice(config, w.dataset, w.method, w.source),
+    return as_json({"generation": generation_slice(config, w.dataset, w.method, w.source, getattr(w, "nfe", None)),
                     "classifier": classifier_slice(config, w.dataset)})
+
+
+def generation_nfe_cfg(config: dict, wildcards) -> str:
+    w = wildcards
+    return as_json(generation_slice(config, w.dataset, w.method, w.source, w.nfe))
+
+
+def gen_metrics_file(config: dict, dataset: str, method: str, source: str, nfe: int) -> str:
+    """A Table 11 cell's scores: Table 4's own file at generation.nfe, else the one at ``nfe``."""
+    tag = "" if nfe == config["dbae"]["generation"]["nfe"] else f"_nfe{nfe}"
+    return f"results/dbae/gen_metrics/{dataset}/{method}/{source}{tag}.json"
 
 
 def latent_eval_slice(config: dict, dataset: str, method: str, **extra) -> dict:
@@ -316,6 +328,9 @@ def dbae_table_inputs(config: dict, wildcards) -> list[str]:
     if t == "table4":
         return [f"results/dbae/gen_metrics/{ds}/{m}/{src}.json" for m in d["generation"]["methods"]
                 for src in ("prior", "ae")]
+    if t == "table11":
+        return [gen_metrics_file(config, ds, m, src, n) for m in d["generation"]["methods"] for src in ("prior", "ae")
+                for n in d["table11"]["nfe"]]
     if t == "table1":
         return [f"results/dbae/probe/{ds}/{m}.json" for m in rows]
     if t == "table3":
@@ -338,8 +353,10 @@ def dbae_table_cfg(config: dict, wildcards) -> str:
 
 def dbae_table_upstream(config: dict, wildcards) -> str:
     # Everything the table's inputs depend on (coarse: any DBAE-study setting or involved model).
+    # table11's ladder counts for Table 11 only (so adding it left the other tables' provenance as it was)
     ds = config["dataset"]
-    return params_hash([config["dbae"], classifier_slice(config, ds), config["metrics"]["weights_dir"]]
+    d = {k: v for k, v in config["dbae"].items() if k != "table11" or wildcards.table == "table11"}
+    return params_hash([d, classifier_slice(config, ds), config["metrics"]["weights_dir"]]
                        + [train_slice(config, ds, m) for m in dbae_study_methods(config)])
 
 

@@ -24,7 +24,7 @@ def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str 
     from .. import lvm_study
 
     ds = lvm_study.load_data(cfg, Path(data))
-    family, model, ctx = lvm_study.build(cfg, ds.x_train.shape[1])
+    family, model, ctx = lvm_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
     train = cfg["train"]
     out = Path(out)
 
@@ -46,6 +46,19 @@ def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str 
         before=pretrain), progress)
 
 
+def _data_shape(cfg: dict, data: Path, dim: int) -> int | tuple[int, int, int]:
+    """What the models are built for: the flat dimension, or with ``nets.arch: cnn`` the images' (channels,
+    height, width) from the dataset's manifest (stored NHWC), the order the flat vectors are in."""
+    if cfg["nets"].get("arch", "mlp") != "cnn":
+        return dim
+    from ..data import read_manifest
+
+    h, w, c = read_manifest(data)["image_shape"]
+    if h * w * c != dim:
+        raise ValueError(f"{data}: manifest image_shape {[h, w, c]} does not match the {dim}-d training vectors")
+    return c, h, w
+
+
 def ddvi_evaluate(cfg: dict, data: Path, out: Path, method: str, name: str, model: Path, arrays: Path,
                   progress: bool = True) -> None:
     from .. import lvm_study
@@ -54,7 +67,7 @@ def ddvi_evaluate(cfg: dict, data: Path, out: Path, method: str, name: str, mode
     from ..train import num_params
 
     ds = lvm_study.load_data(cfg, Path(data))
-    family, net, ctx = lvm_study.build(cfg, ds.x_train.shape[1])
+    family, net, ctx = lvm_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
     net.load_state_dict(load_checkpoint(Path(model))["ema"])
     with start_run(name=f"{name}/eval", rule="ddvi_evaluate", dataset=cfg["dataset"], params=cfg) as run:
         metrics, arr = lvm_study.evaluate(cfg, family, net, ctx, ds)
@@ -121,13 +134,18 @@ def ddvi_train_slice(config: dict, setting: str, prior: str, method: str, seed) 
 
 # Options added after models were trained (issue 14) leave a job's slice untouched at their neutral value, so
 # that existing models stay valid and only evaluation reruns (elbo_release, clusters on the chain mean).
+# ``nets.arch`` (CIFAR-10's CNN, App. E) too: at mlp, and always in the clustering setting (genotype features are
+# no images; App. E's genotype nets are MLPs), it leaves the slice as it was.
 NEUTRAL = {"method": {"chain_weight": None, "pretrain_examples": 0},
-           "prior_params": {"form": "marsland", "noise_dir": "isotropic"}}
+           "prior_params": {"form": "marsland", "noise_dir": "isotropic"}, "nets": {"arch": "mlp"}}
 
 
 def ddvi_job_slice(config: dict, setting: str, prior: str, method: str, seed) -> dict:
     out = ddvi_train_slice(config, setting, prior, method, seed)
     out["method"] = {k: v for k, v in out["method"].items() if NEUTRAL["method"].get(k, ...) != v}
+    if "arch" in out["nets"]:
+        out["nets"] = {k: v for k, v in out["nets"].items()
+                       if not (k == "arch" and (setting == "cluster" or NEUTRAL["nets"]["arch"] == v))}
     if "params" in out["prior"]:
         out["prior"] = {**out["prior"], "params": {k: v for k, v in out["prior"]["params"].items()
                                                    if NEUTRAL["prior_params"].get(k, ...) != v}}

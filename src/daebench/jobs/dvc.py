@@ -114,13 +114,14 @@ def _ablation_jobs(config):
 
 def _dbae_jobs(config):
     ds, d = config["dataset"], config["dbae"]
-    out = [dbae.dbae_table_upstream(config, W()), dbae.dbae_table_cfg(config, W()), *_scoring(config),
+    out = [*[dbae.dbae_table_upstream(config, W(table=t)) for t in dbae.TABLES], dbae.dbae_table_cfg(config, W()),
+           *_scoring(config),
            *_trainings(config, dbae.dbae_study_methods(config))]
     for m in dbae.dbae_study_methods(config):
         out += [dbae.prior_slice(config, ds, m), dbae.cost_cfg(config, W(dataset=ds, method=m)),
                 dbae.disentangle_cfg(config, W(dataset=ds, method=m))]
         out += [dbae.dbae_eval_slice(config, ds, m, n) for n in d["nfe"] + [d["table2_nfe"]]]
-        out += [dbae.generation_slice(config, ds, m, s) for s in ("prior", "ae")]
+        out += [dbae.generation_slice(config, ds, m, s, n) for s in ("prior", "ae") for n in [None, *d["table11"]["nfe"]]]
     return out + [dbae.gen_metrics_cfg(config, W(dataset=ds))]
 
 

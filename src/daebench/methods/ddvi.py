@@ -57,7 +57,7 @@ SLEEP = ("wake_sleep", "latent", "none")
 
 
 class DDVI(nn.Module):
-    def __init__(self, nets: dict, dim: int, steps: int, beta: tuple[float, float]):
+    def __init__(self, nets: dict, dim: lvm.Shape, steps: int, beta: tuple[float, float]):
         super().__init__()
         self.ctx_dim = nets["context"]
         self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
@@ -82,7 +82,7 @@ class DDVI(nn.Module):
         return mean, b * (1 - ab_prev) / (1 - ab)
 
 
-def build(nets: dict, dim: int, method: dict, labelled: bool) -> DDVI:
+def build(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> DDVI:
     return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]))
 
 

@@ -1,5 +1,7 @@
 """Pieces shared by the DDVI study's latent-variable models (`ddvi_denoising_diffusion_variational_inference`
-§3, §4, §5, App. E-F): DDVI and its baselines share one encoder and one decoder architecture (App. E).
+§3, §4, §5, App. E-F): DDVI and its baselines share one encoder and one decoder architecture (App. E): MLPs
+(MNIST) or, with ``nets.arch: cnn``, CIFAR-10's convolutional encoder and transposed-convolutional decoder
+(nets/conv.py), which reshape the flat vectors themselves.
 
 Data x are flat vectors: image pixels in [0, 1] with a Bernoulli decoder ("bce", MNIST / digits), or
 genotype PCA features with a unit-variance Gaussian decoder ("gaussian", trained on the MSE).
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nets.conv import ConvDecoder, ConvEncoder
 from ..nets.mlp import mlp
 
 LIKELIHOODS = ("bce", "gaussian")
@@ -57,8 +60,30 @@ def prior_of(model: nn.Module, ctx: Ctx):
     return model.prior if hasattr(model, "prior") else ctx.prior
 
 
-def encoder_decoder(nets: dict, dim: int, enc_out: int, dec_in: int = Z_DIM) -> tuple[nn.Module, nn.Module]:
-    return (mlp(dim, nets["hidden"], nets["layers"], enc_out), mlp(dec_in, nets["hidden"], nets["layers"], dim))
+# What a family's build gets as ``dim``: the flat data's dimension, or for images their shape (channels, height,
+# width), which the CNN needs and the MLPs flatten. The vectors themselves are flat either way.
+Shape = int | tuple[int, int, int]
+ARCHS = ("mlp", "cnn")
+
+
+def flat_dim(shape: Shape) -> int:
+    return shape if isinstance(shape, int) else math.prod(shape)
+
+
+def encoder_decoder(nets: dict, dim: Shape, enc_out: int, dec_in: int = Z_DIM) -> tuple[nn.Module, nn.Module]:
+    """The encoder x -> [B, enc_out] and decoder z -> x every family shares (App. E): ``nets.arch`` mlp (MNIST's
+    MLPs, ``hidden`` x ``layers``; also when the key is absent) or cnn (CIFAR-10's convolutional pair, which
+    needs ``dim`` as the image shape)."""
+    arch = nets.get("arch", "mlp")
+    if arch == "cnn":
+        if isinstance(dim, int):
+            raise ValueError("ddvi.nets.arch: cnn needs the data's image shape (channels, height, width), got a flat "
+                             f"dimension {dim}; genotype features and other flat data take the mlp")
+        return ConvEncoder(dim, enc_out), ConvDecoder(dec_in, dim)
+    if arch != "mlp":
+        raise ValueError(f"unknown ddvi.nets.arch {arch!r}; known: {', '.join(ARCHS)}")
+    d = flat_dim(dim)
+    return mlp(d, nets["hidden"], nets["layers"], enc_out), mlp(dec_in, nets["hidden"], nets["layers"], d)
 
 
 def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

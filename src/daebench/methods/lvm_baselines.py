@@ -36,7 +36,7 @@ from .priors import N_PARTS
 
 
 class AEVB(nn.Module):
-    def __init__(self, nets: dict, dim: int, extra: int = 0):
+    def __init__(self, nets: dict, dim: lvm.Shape, extra: int = 0):
         super().__init__()
         self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, 2 * Z_DIM + extra)
 
@@ -46,7 +46,7 @@ class AEVB(nn.Module):
 
 
 class AEVBIAF(AEVB):
-    def __init__(self, nets: dict, dim: int, flows: int):
+    def __init__(self, nets: dict, dim: lvm.Shape, flows: int):
         super().__init__(nets, dim, nets["context"])
         made = nets["made"]
         orders = [list(range(Z_DIM)) if k % 2 == 0 else list(range(Z_DIM))[::-1] for k in range(flows)]
@@ -54,7 +54,7 @@ class AEVBIAF(AEVB):
 
 
 class HAEVB(AEVB):
-    def __init__(self, nets: dict, dim: int):
+    def __init__(self, nets: dict, dim: lvm.Shape):
         super().__init__(nets, dim, nets["context"])
         aux = nets["aux"]
         self.q_z = mlp(Z_DIM + nets["context"], aux["hidden"], aux["layers"], 2 * Z_DIM)
@@ -62,7 +62,7 @@ class HAEVB(AEVB):
 
 
 class AAEB(nn.Module):
-    def __init__(self, nets: dict, dim: int, labelled: bool):
+    def __init__(self, nets: dict, dim: lvm.Shape, labelled: bool):
         super().__init__()
         self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, Z_DIM)
         self.n_label = N_PARTS + 1 if labelled else 0
@@ -111,19 +111,19 @@ def _forward(model, batch, ctx: Ctx, g, prior_weight: float = 1.0):
     return model.decoder(z), log_q - prior_weight * lvm.log_prior(model, ctx, z, part)
 
 
-def build_aevb(nets: dict, dim: int, method: dict, labelled: bool) -> AEVB:
+def build_aevb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AEVB:
     return AEVB(nets, dim)
 
 
-def build_iaf(nets: dict, dim: int, method: dict, labelled: bool) -> AEVBIAF:
+def build_iaf(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AEVBIAF:
     return AEVBIAF(nets, dim, int(method["flows"]))
 
 
-def build_haevb(nets: dict, dim: int, method: dict, labelled: bool) -> HAEVB:
+def build_haevb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> HAEVB:
     return HAEVB(nets, dim)
 
 
-def build_aaeb(nets: dict, dim: int, method: dict, labelled: bool) -> AAEB:
+def build_aaeb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AAEB:
     return AAEB(nets, dim, labelled)
 
 
