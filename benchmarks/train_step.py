@@ -142,7 +142,8 @@ def latent_prior_case(cfg: dict, device, batch: int):
                 _make_step(model, latent_prior.loss(), u, [opt]), C.num_params(model), C.num_params(model))
 
 
-def ddvi_case(cfg: dict, device, batch: int, dim: int):
+def ddvi_case(cfg: dict, device, batch: int, shape: tuple[int, int, int]):
+    """DDVI on flat vectors of images of ``shape`` (c, h, w): the image shape builds ddvi.nets.arch cnn."""
     from daebench import lvm_study
     from daebench.config import ddvi_method
 
@@ -155,7 +156,8 @@ def ddvi_case(cfg: dict, device, batch: int, dim: int):
           "method": ddvi_method(study, name, "unsup"), "nets": study["nets"],
           "train": {**study["train"], "seed": 0}, "prior": {"name": prior, "params": study["priors"][prior]},
           "kde": study["kde"]}
-    family, model, ctx = lvm_study.build(sl, dim)
+    family, model, ctx = lvm_study.build(sl, shape)
+    dim = shape[0] * shape[1] * shape[2]
     model.to(device).train()
     loss = lvm_study.LVMLoss(family, sl["method"], ctx)
     children = dict(model.named_children())
@@ -294,7 +296,7 @@ def run_size(label: str, cfg: dict, device, batch: int, args, peak_name: str, pe
             cases.append(cs)
     if only is None or "latent_prior" in only:
         cases.append(latent_prior_case(cfg, device, batch if quick else cfg["dbae"]["prior"]["batch_size"]))
-    ddvi = (ddvi_case(cfg, device, batch if quick else cfg["ddvi"]["train"]["batch_size"], h * h * c)
+    ddvi = (ddvi_case(cfg, device, batch if quick else cfg["ddvi"]["train"]["batch_size"], (c, h, h))
             if only is None or "ddvi" in only else None)
     if ddvi is not None:
         cases.append(ddvi)

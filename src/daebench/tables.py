@@ -310,3 +310,32 @@ def write_ddvi_table(cfg: dict, table: str, inputs: list[Path], out: Path) -> pd
     df = df[["prior", "method", "label"] + metric_cols + ["n_seeds", "n_params", "n_test", "mlflow_run_ids"]]
     _write_csv(df, out)
     return df
+
+
+def write_ddvi_table5(cfg: dict, runs: list[Path], bench: list[Path], out: Path) -> pd.DataFrame:
+    """DDVI Table 5: per (method, T, budget) the clustering NMI (mean and 95 % half-width over seeds) and the
+    training job's wall time in minutes (mean over seeds); ``runs`` and ``bench`` follow ``cfg['cells']``."""
+    cells = cfg["cells"]
+    if not len(runs) == len(bench) == len(cells):
+        raise ValueError(f"DDVI Table 5: {len(runs)} runs and {len(bench)} benchmark files for {len(cells)} cells")
+    rows: dict[tuple, dict] = {}
+    for c, path, run, b in zip(cells, runs, _read(runs), bench):
+        if run["method"] != c["method"] or run["setting"] != "cluster":
+            raise ValueError(f"DDVI Table 5: {path} belongs to {run['method']}/{run['setting']}, expected "
+                             f"{c['method']}/cluster")
+        steps = c["steps"] if c["steps"] is not None else cfg["steps"].get(c["method"])
+        label = cfg["labels"][c["method"]] + (f" (T={steps})" if c["steps"] is not None else "")
+        r = rows.setdefault((c["run"], c["scale"]), {"method": c["method"], "label": label, "T": steps,
+                                                    "scale": c["scale"], "nmi": [], "seconds": []})
+        r["nmi"].append(run["metrics"]["nmi"])
+        r["seconds"].append(float(pd.read_csv(b, sep="\t")["s"].iloc[-1]))
+    out_rows = []
+    for r in rows.values():
+        nmi, ci = mean_ci95(r["nmi"])
+        out_rows.append({"method": r["method"], "label": r["label"], "T": r["T"], "scale": r["scale"],
+                         "examples": round(cfg["examples"] * r["scale"]),
+                         "train_minutes": float(np.mean(r["seconds"])) / 60, "nmi": nmi, "nmi_ci95": ci,
+                         "n_seeds": len(r["nmi"])})
+    df = pd.DataFrame(out_rows)
+    _write_csv(df, out)
+    return df

@@ -1,7 +1,7 @@
 """The job layer: what each Snakemake job runs, and what the workflow derives for it.
 
 Every study module here (``data``, ``training``, ``evaluation``, ``two_phase``, ``dbae``, ``scorevae``,
-``ddvi``, ``studies``; ``dvc`` derives dvc.yaml from the same builders) holds two kinds of plain functions:
+``ddvi``, ``ddvi_budget``, ``studies``; ``dvc`` derives dvc.yaml from the same builders) holds two kinds of plain functions:
 
 - **run functions** (``train``, ``reconstruct``, ``dbae_table``, ...): one per CLI command. They take the
   job's config slice as a dict (``cfg``) and its files as keyword arguments, and do the work. ``cli.py``
@@ -19,10 +19,11 @@ import functools
 import inspect
 from types import ModuleType, SimpleNamespace
 
-from . import data, dbae, ddvi, dvc, evaluation, scorevae, studies, training, two_phase
+from . import data, dbae, ddvi, ddvi_budget, dvc, evaluation, scorevae, studies, training, two_phase
 from .base import as_json
 
-MODULES: tuple[ModuleType, ...] = (data, training, evaluation, two_phase, dbae, scorevae, ddvi, studies, dvc)
+MODULES: tuple[ModuleType, ...] = (data, training, evaluation, two_phase, dbae, scorevae, ddvi, ddvi_budget, studies,
+                                   dvc)
 
 
 def builders(modules=MODULES) -> dict:

@@ -204,5 +204,5 @@ def ddvi_latent_title(config: dict, wildcards) -> str:
 
 def ddvi_outputs(config: dict) -> list[str]:
     """Everything the study produces (its `all` target, and what the report shows of it)."""
-    return ([f"results/ddvi/{t}.csv" for t in ("table1", "table2", "table3", "table8")]
-            + [f"results/ddvi/latents_{s}.png" for s in ("unsup", "semi", "cluster")])
+    return ([f"results/ddvi/{t}.csv" for t in ("table1", "table2", "table3", "table8", "table5")]
+            + [f"results/ddvi/latents_{s}.png" for s in ("unsup", "semi", "cluster")] + ["results/ddvi/table5.png"])

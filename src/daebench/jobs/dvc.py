@@ -15,7 +15,7 @@ from types import SimpleNamespace as W
 
 import yaml
 
-from . import data, dbae, ddvi, evaluation, scorevae, studies, training, two_phase
+from . import data, dbae, ddvi, ddvi_budget, evaluation, scorevae, studies, training, two_phase
 
 CODE = ["Snakefile", "workflow", "src/daebench", "envs"]
 
@@ -133,7 +133,8 @@ def _scorevae_jobs(config):
 
 
 def _ddvi_jobs(config):
-    out = [data.genotypes_slice(config, config["ddvi"]["genotypes"]["source"])]
+    out = [data.genotypes_slice(config, config["ddvi"]["genotypes"]["source"]), ddvi_budget.table5_cfg(config, W())]
+    out += [ddvi_budget.budget_slice(config, c["run"], c["scale"], c["seed"]) for c in ddvi_budget.table5_cells(config)]
     for table in ddvi.SETTING_OF_TABLE:
         out.append(ddvi.ddvi_table_cfg(config, W(table=table)))
         setting = ddvi.SETTING_OF_TABLE[table]

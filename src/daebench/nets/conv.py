@@ -22,8 +22,9 @@ models/transposed_conv_net.py: ``ConvNet``, ``TransposedConvNet``) settles the g
 Where the release and the paper differ, the paper is followed:
 - "a linear layer on top": one Linear(128, out). The release's head is an MLP, Linear(128, 1000) with
   dropout 0.2 then the output layer (algorithms/utils.py::get_q_p, ``MultiWayLinear(128, [hidden_size], ...)``);
-- the decoder ends in logits (its input channels are the data's, 3 for CIFAR-10): the study's Bernoulli
-  likelihood takes logits (``methods.lvm.log_px``); the release ends in a Sigmoid.
+- the decoder ends in logits, with the data's channels (3 for CIFAR-10): the study's Bernoulli likelihood takes
+  logits (``methods.lvm.log_px``); the release ends in a Sigmoid. The encoder's first layer takes the data's
+  channels too (the release hard-codes 3).
 """
 from __future__ import annotations
 
