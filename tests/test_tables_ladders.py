@@ -58,7 +58,7 @@ def test_table5_averages_seeds_and_reads_the_training_time(tmp_path, config):
     assert row["nmi"] == pytest.approx(0.305) and row["n_seeds"] == 2 and row["nmi_ci95"] > 0
     assert row["train_minutes"] == pytest.approx((120.0 + 121.0) / 2 / 60)
     assert row["examples"] == cfg["ddvi"]["train"]["examples"]
-    with pytest.raises(ValueError, match="r3.json belongs to ddvi/cluster, expected aevb/cluster"):
+    with pytest.raises(ValueError, match="r7.json belongs to ddvi/cluster, expected aevb/cluster"):
         write_ddvi_table5(json.loads(ddvi_budget.table5_cfg(cfg, None)), runs[::-1], bench, tmp_path / "x.csv")
 
 
