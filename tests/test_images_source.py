@@ -422,3 +422,37 @@ def test_smoke_table4_on_a_folder_of_pngs(tmp_path):
     sums = [r.get("checksum", "") for r in manifest["source_checksums"].values()]
     assert sums and all(len(c.split(":")[-1]) == 64 for c in sums), manifest["source_checksums"]  # what was read
     assert sorted(manifest["label_names"]) == [f"class_{d}" for d in range(10)]
+
+
+def test_probe_attributes_on_your_own_images_are_image_statistics_and_classes():
+    from daebench.data.attributes import binary_attributes
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2, 3], 10)
+    attrs = binary_attributes(imgs, labels, "images")
+    assert set(attrs) == {"thick", "slanted", "wide", "tall", "high", "class_0", "class_1", "class_2", "class_3"}
+    assert attrs["class_2"].sum() == 10 and attrs["thick"].sum() == 20  # one-vs-rest; a median split
+    assert set(binary_attributes(imgs, np.zeros(40, int), "images")) == {"thick", "slanted", "wide", "tall", "high"}
+    with pytest.raises(ValueError, match="not 'celeba64'"):  # CelebA's own 40 labels are not read: no stand-in
+        binary_attributes(imgs, labels, "celeba64")
+
+
+def test_every_study_plans_on_your_own_images(tmp_path):
+    """Every study's tables dry-run on `dataset: images` (the slow test above runs Table 4 for real)."""
+    import subprocess
+    import sys
+
+    from conftest import SMOKE_TABLES, copy_workflow, workflow_env
+
+    src = tmp_path / "imgs"
+    for i in range(6):
+        save_png(src / f"c{i % 2}" / f"{i}.png", np.full((8, 8, 3), 40 * i, np.uint8))
+    project = copy_workflow(tmp_path / "project")
+    (project / "mine.yaml").write_text(yaml.safe_dump({"dataset": "images", "dataset_paths": {"images": str(src)}}))
+    targets = [t for ts in SMOKE_TABLES.values() for t in ts]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *targets, "--configfile", "tests/smoke.yaml",
+                           "mine.yaml"], cwd=project, capture_output=True, text=True, timeout=300, env=workflow_env(),
+                          check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "resources/data/images/manifest.json" in proc.stdout and "resources/data/digits" not in proc.stdout

@@ -12,12 +12,18 @@ Binary: each continuous attribute above its median over the split it is computed
 wide, tall, high), plus four from the digit class: even, large (>= 5), loop (0, 4, 6, 8, 9: a closed
 stroke), prime (2, 3, 5, 7). The class attributes are mutually informative by construction; TAD
 drops attributes that another explains (entropy reduction > 0.2), as on CelebA.
+
+Your own images (``dataset: images``) have no attribute labels: the same five image statistics, split at
+their medians, stand in, plus one indicator per class where the data carry two or more classes. They are
+statistics of the pixels, not semantic attributes: a probe or TAD on them says how linearly z encodes ink,
+shape and class, nothing more. (CelebA's 40 labels are not read yet, so the CelebA presets skip these tables.)
 """
 from __future__ import annotations
 
 import numpy as np
 
 DIGIT_DATASETS = ("digits", "mnist")
+GENERIC_DATASETS = ("images",)  # attributes from image statistics and the dataset's own classes
 CONTINUOUS = ("ink", "slant", "width", "height", "top")
 BINARY_FROM_CONTINUOUS = {"thick": "ink", "slanted": "slant", "wide": "width", "tall": "height", "high": "top"}
 CLASS_SETS = {"even": {0, 2, 4, 6, 8}, "large": {5, 6, 7, 8, 9}, "loop": {0, 4, 6, 8, 9}, "prime": {2, 3, 5, 7}}
@@ -41,11 +47,15 @@ def continuous_attributes(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def binary_attributes(images: np.ndarray, labels: np.ndarray, dataset: str) -> dict[str, np.ndarray]:
-    if dataset not in DIGIT_DATASETS:
-        raise ValueError(f"binary attributes are defined for digit datasets ({', '.join(DIGIT_DATASETS)}), "
-                         f"not {dataset!r}; the linear probe's AP and TAD/ATTRS need them")
+    if dataset not in DIGIT_DATASETS + GENERIC_DATASETS:
+        raise ValueError(f"binary attributes are defined for digit datasets ({', '.join(DIGIT_DATASETS)}) and your "
+                         f"own images, not {dataset!r}; the linear probe's AP and TAD/ATTRS need them")
     cont = continuous_attributes(images)
     out = {name: (cont[src] > np.median(cont[src])).astype(np.int64) for name, src in BINARY_FROM_CONTINUOUS.items()}
-    for name, classes in CLASS_SETS.items():
-        out[name] = np.isin(labels, sorted(classes)).astype(np.int64)
+    if dataset in DIGIT_DATASETS:
+        for name, classes in CLASS_SETS.items():
+            out[name] = np.isin(labels, sorted(classes)).astype(np.int64)
+    elif len(np.unique(labels)) > 1:
+        for c in np.unique(labels):
+            out[f"class_{int(c)}"] = (labels == c).astype(np.int64)
     return out
