@@ -54,3 +54,4 @@ rule two_phase_table:
 rule two_phase_all:
     input:
         J.two_phase_all_inputs,
+    localrule: True
