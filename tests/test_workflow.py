@@ -169,7 +169,9 @@ def test_smoke_two_phase_ablations_end_to_end(smoke_run):
         assert t[["psnr", "ssim", "fd_domain"]].notna().all().all() and (t["n_images"] == 32).all()
     # one phase-1 job for Table 3's five 2-phase-derived rows
     assert (project / "logs/train/digits/dae_2phase_sc4/phase1.log").exists()
-    assert not any((project / "logs/train/digits").glob("dae_2phase_sc[1-9]*/phase1.log"))
+    for m in ("dae_2phase_sc2", "dae_2phase_sc8", "dae_2phase_sc16"):
+        assert (project / f"logs/train/digits/{m}/phase2.log").exists()
+        assert not (project / f"logs/train/digits/{m}/phase1.log").exists(), m
     assert not (project / "logs/train/digits/dae_t1_only").exists()
     t5 = pd.read_csv(project / "results/two_phase/table5.csv")
     assert list(t5["label"]) == ["Preechakul et al.", "1-phase SC-4", "2-phase SC-4"]

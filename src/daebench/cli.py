@@ -121,8 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "metavar": "TABLE"}),
         (["--inputs"], {"nargs": "+"}))
     add("ddvi-table5", _job("ddvi_budget", "ddvi_table5"), "DDVI's Table 5: clustering NMI against training time", cfg, out,
-        (["--runs"], {"nargs": "+", "required": True}), (["--bench"], {"nargs": "+", "required": True}),
-        (["--figure"], {"required": True}))
+        (["--runs"], {"nargs": "+", "required": True}), (["--figure"], {"required": True}))
     add("ddvi-latents", _job("ddvi", "ddvi_latents"), "scatter plots of test codes, coloured by class", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
         (["--title"], {"default": ""}))

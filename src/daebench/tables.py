@@ -312,14 +312,15 @@ def write_ddvi_table(cfg: dict, table: str, inputs: list[Path], out: Path) -> pd
     return df
 
 
-def write_ddvi_table5(cfg: dict, runs: list[Path], bench: list[Path], out: Path) -> pd.DataFrame:
+def write_ddvi_table5(cfg: dict, runs: list[Path], out: Path) -> pd.DataFrame:
     """DDVI Table 5: per (method, T, budget) the clustering NMI (mean and 95 % half-width over seeds) and the
-    training job's wall time in minutes (mean over seeds); ``runs`` and ``bench`` follow ``cfg['cells']``."""
+    training wall time in minutes (mean over seeds; each checkpoint keeps its phase's wall time, resumed
+    attempts added up); ``runs`` (evaluation JSONs) follow ``cfg['cells']``."""
     cells = cfg["cells"]
-    if not len(runs) == len(bench) == len(cells):
-        raise ValueError(f"DDVI Table 5: {len(runs)} runs and {len(bench)} benchmark files for {len(cells)} cells")
+    if len(runs) != len(cells):
+        raise ValueError(f"DDVI Table 5: {len(runs)} runs for {len(cells)} cells")
     rows: dict[tuple, dict] = {}
-    for c, path, run, b in zip(cells, runs, _read(runs), bench):
+    for c, path, run in zip(cells, runs, _read(runs)):
         if run["method"] != c["method"] or run["setting"] != "cluster":
             raise ValueError(f"DDVI Table 5: {path} belongs to {run['method']}/{run['setting']}, expected "
                              f"{c['method']}/cluster")
@@ -328,7 +329,10 @@ def write_ddvi_table5(cfg: dict, runs: list[Path], bench: list[Path], out: Path)
         r = rows.setdefault((c["run"], c["scale"]), {"method": c["method"], "label": label, "T": steps,
                                                     "scale": c["scale"], "nmi": [], "seconds": []})
         r["nmi"].append(run["metrics"]["nmi"])
-        r["seconds"].append(float(pd.read_csv(b, sep="\t")["s"].iloc[-1]))
+        if run.get("train_seconds") is None:
+            raise ValueError(f"DDVI Table 5: {path} has no train_seconds (its model was trained before checkpoints "
+                             "kept the training time): rerun its training job with --forcerun")
+        r["seconds"].append(float(run["train_seconds"]))
     out_rows = []
     for r in rows.values():
         nmi, ci = mean_ci95(r["nmi"])

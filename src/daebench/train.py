@@ -201,6 +201,7 @@ class _Phase:
     cfg_json: str
     extra: dict | None
     logger: Logger | None
+    t_start: float = field(default_factory=time.time)  # this attempt's start (checkpoints keep train_seconds)
 
 
 @dataclass
@@ -215,6 +216,7 @@ class _Loop:
     on_progress: Callable[[float], None] | None
     start: int = 0                 # the first step this process runs (after a resume)
     last_saved: int | None = None  # step of the resumable checkpoint on disk
+    seconds_before: float = 0.0    # wall time of the attempts before a resume (from the resumed checkpoint)
 
     def trainable_list(self) -> list[str] | None:
         """``trainable`` as checkpoints store and compare it."""
@@ -308,6 +310,7 @@ def _resume(loop: _Loop, ph: _Phase) -> None:
     loop.ema.load_state_dict(ck["ema"])
     load_optimizer_state(loop.opts, ck["optimizer"])
     loop.start = loop.last_saved = int(ck["step"])
+    loop.seconds_before = float(ck.get("train_seconds", 0.0))
     log.info("resumed from %s at step %d/%d", ph.ckpt_path, loop.start, ph.steps)
 
 
@@ -440,7 +443,8 @@ def _log_point(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, don
 def _snapshot(loop: _Loop, ph: _Phase, step: int) -> dict:
     return {"model": loop.model.state_dict(), "ema": loop.ema.state_dict(),
             "optimizer": [opt.state_dict() for opt in loop.opts], "step": step, "config_json": ph.cfg_json,
-            "trainable": loop.trainable_list(), **(ph.extra or {})}
+            "trainable": loop.trainable_list(), "train_seconds": loop.seconds_before + time.time() - ph.t_start,
+            **(ph.extra or {})}
 
 
 def _after_step(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, done: int) -> None:

@@ -92,7 +92,7 @@ rule ddvi_table:
 
 
 # Table 5 (App. C): the clustering runs at a ladder of budgets (and DDVI's T); scale 1 at a method's own T is
-# Table 3's run. The table reads each run's training time from its benchmark file.
+# Table 3's run. Each run's training time travels in its checkpoint and evaluation JSON.
 rule ddvi_budget_train:
     input:
         data=J.budget_manifest,
@@ -161,7 +161,7 @@ rule ddvi_table5:
     benchmark:
         "logs/benchmarks/ddvi/table5.tsv"
     shell:
-        "python -m daebench ddvi-table5 --cfg {params.cfg:q} --runs {input.runs} --bench {input.bench}"
+        "python -m daebench ddvi-table5 --cfg {params.cfg:q} --runs {input.runs}"
         " --out {output.table} --figure {output.figure} > {log} 2>&1"
 
 

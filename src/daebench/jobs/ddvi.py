@@ -68,13 +68,15 @@ def ddvi_evaluate(cfg: dict, data: Path, out: Path, method: str, name: str, mode
 
     ds = lvm_study.load_data(cfg, Path(data))
     family, net, ctx = lvm_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
-    net.load_state_dict(load_checkpoint(Path(model))["ema"])
+    ckpt = load_checkpoint(Path(model))
+    net.load_state_dict(ckpt["ema"])
     with start_run(name=f"{name}/eval", rule="ddvi_evaluate", dataset=cfg["dataset"], params=cfg) as run:
         metrics, arr = lvm_study.evaluate(cfg, family, net, ctx, ds)
         run.log_metrics(metrics)
         result = {"setting": cfg["setting"], "prior": cfg["prior"]["name"], "method": method,
                   "seed": cfg["train"]["seed"], "metrics": metrics, "n_params": num_params(net),
-                  "n_test": len(ds.x_test), "mlflow_run_id": run.run_id}
+                  "n_test": len(ds.x_test), "mlflow_run_id": run.run_id,
+                  "train_seconds": ckpt.get("train_seconds")}  # Table 5's time axis (None: trained before it was kept)
     save_npz(arrays, **arr)
     write_json(out, result)
     log.info("%s: %s", name, metrics)

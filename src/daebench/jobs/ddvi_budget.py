@@ -1,7 +1,8 @@
 """DDVI's Table 5 (App. C): NMI of the genotype clustering against wall-clock training time. Each method of
 ``ddvi.table5`` is trained in the clustering setting at a ladder of budgets (multiples of ddvi.train.examples),
 DDVI-family methods also at several numbers of diffusion steps T; a run at scale 1 with the method's own T is
-Table 3's job. The time of a run is its training job's wall time from Snakemake's benchmark file.
+Table 3's job. The time of a run is the training wall time its checkpoint keeps (resumed attempts added up),
+which its evaluation JSON carries: the table needs no log file, so a `dvc pull`ed copy has all it reads.
 
 The paper reads NMI at fixed wall-clock times (10 to 60 minutes); a budget ladder gives the same curve with
 the time measured rather than set, which is what a 2-core machine can run."""
@@ -15,21 +16,19 @@ from .ddvi import ddvi_data, ddvi_job_slice
 
 log = logging.getLogger("daebench")
 
-def ddvi_table5(cfg: dict, out: Path, runs: list, bench: list, figure: Path, progress: bool = True) -> None:
+def ddvi_table5(cfg: dict, out: Path, runs: list, figure: Path, progress: bool = True) -> None:
     from ..report import budget_figure
     from ..tables import write_ddvi_table5
 
-    df = write_ddvi_table5(cfg, [Path(p) for p in runs], [Path(p) for p in bench], Path(out))
+    df = write_ddvi_table5(cfg, [Path(p) for p in runs], Path(out))
     budget_figure(df, Path(figure))
     log.info("wrote %s and %s\n%s", out, figure, df.to_string(index=False))
 
 
 # --- slices and inputs ---------------------------------------------------------------------------------
 
-SHARED = ("resources/ddvi/cluster/mixture/{m}/seed{s}.pt", "results/ddvi/runs/cluster/mixture/{m}/seed{s}.json",
-          "logs/benchmarks/ddvi/train/cluster/mixture/{m}/seed{s}.tsv")
-OWN = ("resources/ddvi/budget/{r}/x{x}/seed{s}.pt", "results/ddvi/budget/{r}/x{x}/seed{s}.json",
-       "logs/benchmarks/ddvi/budget/train/{r}/x{x}/seed{s}.tsv")
+SHARED = ("resources/ddvi/cluster/mixture/{m}/seed{s}.pt", "results/ddvi/runs/cluster/mixture/{m}/seed{s}.json")
+OWN = ("resources/ddvi/budget/{r}/x{x}/seed{s}.pt", "results/ddvi/budget/{r}/x{x}/seed{s}.json")
 
 
 def budget_runs(config: dict) -> list[tuple[str, int | None]]:
@@ -69,8 +68,8 @@ def _shared(config: dict, run: str, scale) -> bool:
     return float(scale) == 1.0 and (steps is None or steps == own)
 
 
-def budget_files(config: dict, run: str, scale, seed) -> tuple[str, str, str]:
-    """(model, evaluation JSON, training benchmark) of one run of the ladder."""
+def budget_files(config: dict, run: str, scale, seed) -> tuple[str, str]:
+    """(model, evaluation JSON) of one run of the ladder."""
     method, _ = parse_run(run)
     if _shared(config, run, scale):
         return tuple(p.format(m=method, s=seed) for p in SHARED)
@@ -84,9 +83,7 @@ def table5_cells(config: dict) -> list[dict]:
 
 
 def table5_inputs(config: dict, wildcards) -> dict:
-    cells = table5_cells(config)
-    files = [budget_files(config, c["run"], c["scale"], c["seed"]) for c in cells]
-    return {"runs": [f[1] for f in files], "bench": [f[2] for f in files]}
+    return {"runs": [budget_files(config, c["run"], c["scale"], c["seed"])[1] for c in table5_cells(config)]}
 
 
 def table5_cfg(config: dict, wildcards) -> str:

@@ -154,13 +154,17 @@ def _report_jobs(config):
 
 
 def _models(config: dict, methods, owned: set) -> list[str]:
-    """resources/models/<dataset>/<method> of each method (and the prior it builds on) no earlier stage owns."""
-    out = []
+    """The model folders resources/models/<dataset>/<method> holding each method's phases (and the prior it
+    builds on) that no earlier stage owns. A phase shared with an earlier method lives in that method's folder
+    (training.model_path), so a method made only of shared phases (two-phase Table 3's t = 1 only) adds none."""
+    out, ds = [], config["dataset"]
     for m in methods:
         for name in ([config["methods"][m]["prior"]] if "prior" in config["methods"][m] else []) + [m]:
-            if name not in owned:
-                owned.add(name)
-                out.append(f"resources/models/{config['dataset']}/{name}")
+            for phase in config["methods"][name]["phases"]:
+                folder = str(Path(training.model_path(config, ds, name, phase["name"])).parent)
+                if folder not in owned:
+                    owned.add(folder)
+                    out.append(folder)
     return out
 
 
@@ -246,7 +250,7 @@ def order_pulled_artefacts(config: dict) -> None:
               [f"resources/models/{ds}/feature_classifier.pt"], *phases,
               [f"resources/priors/{ds}/*", "resources/ddvi/**/*.pt"],
               [f"results/{d}/{ds}/*/*" for d in ("recon", "dbae/recon", "scorevae/recon", "dbae/gen")]
-              + ["results/ddvi/runs/**/*", f"results/two_phase/ppl/{ds}/*"],
+              + ["results/ddvi/runs/**/*", "results/ddvi/budget/**/*", f"results/two_phase/ppl/{ds}/*"],
               [f"results/{d}/{ds}/*/*" for d in ("metrics", "dbae/metrics", "scorevae/metrics", "dbae/gen_metrics")]
               + [f"results/dbae/{d}/{ds}/*" for d in ("probe", "disentangle", "cost")],
               ["results/table4.csv", "results/two_phase/table*.csv", "results/dbae/table*.csv", "results/scorevae/*.csv", "results/scorevae/*.png",
