@@ -162,6 +162,19 @@ def _decode(data: bytes, name: str, crop: Callable[[int, int], tuple[int, int, i
     return a[top:top + s, left:left + s]
 
 
+def resize_crops(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """Square HWC uint8 crops (any sizes) -> [N, size, size, C]; runs of equal crop size share one resampling
+    matrix (_resize_batch)."""
+    out, i = [], 0
+    while i < len(crops):
+        j = i
+        while j < len(crops) and crops[j].shape == crops[i].shape:
+            j += 1
+        out.append(_resize_batch(np.stack(crops[i:j]), size))
+        i = j
+    return np.concatenate(out)
+
+
 def _resize_batch(batch: np.ndarray, size: int) -> np.ndarray:
     """Square NHWC uint8 batch -> size x size, antialiased bicubic (the kernel of transforms.resize_images),
     by two BLAS contractions in float64, rounded once."""
@@ -196,14 +209,7 @@ def read_images(source: ImageSource, names: Sequence[str], size: int,
             chunk = list(names[start:start + _CHUNK])
             raw = [source.read(n) for n in chunk]  # sequential: zip and LMDB handles stay in one thread
             crops = list(pool.map(_decode, raw, chunk, [crop] * len(chunk)))
-            # resize runs of equal crop size together (one weight matrix each)
-            i = 0
-            while i < len(crops):
-                j = i
-                while j < len(crops) and crops[j].shape == crops[i].shape:
-                    j += 1
-                out[start + i:start + j] = _resize_batch(np.stack(crops[i:j]), size)
-                i = j
+            out[start:start + len(crops)] = resize_crops(crops, size)
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:

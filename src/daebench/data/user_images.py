@@ -62,9 +62,9 @@ from .digits import stratified_split
 from .images import (
     IMAGE_EXTENSIONS,
     LocalDataError,
-    _resize_batch,
     center_crop_box,
     local_path,
+    resize_crops,
     seeded_split,
     subset_indices,
 )
@@ -255,13 +255,7 @@ def _folder_input(root: Path, size: int, channels: int, fit: str, progress: bool
             for start in range(0, len(idx), _CHUNK):
                 paths = [root / files[i] for i in idx[start:start + _CHUNK]]
                 crops = list(pool.map(decode, [p.read_bytes() for p in paths], paths))
-                i = 0
-                while i < len(crops):  # runs of equal crop size share one resampling matrix
-                    j = i
-                    while j < len(crops) and crops[j].shape == crops[i].shape:
-                        j += 1
-                    out[start + i:start + j] = _resize_batch(np.stack(crops[i:j]), size)
-                    i = j
+                out[start:start + len(crops)] = resize_crops(crops, size)
                 if bar is not None:
                     bar.update(len(paths))
         if bar is not None:
