@@ -27,7 +27,7 @@ from conftest import SMOKE_TABLES, copy_workflow, snakemake, workflow_env
 from procs import descendants
 
 SEED = 20261130
-KILLS = 16
+KILLS = 20  # issue 19: at least 20 seeded SIGKILLs
 MAX_DELAY_S = 15.0  # a kill lands uniformly within this long after a job is seen running, so kills spread
 CHECKPOINT_WAIT_S = 60.0  # a resume-forcing strike that finds no checkpointed trainer this long kills any job
 # Per study, tables whose jobs together run every command of the full smoke DAG (about 90 of its 230 jobs).
