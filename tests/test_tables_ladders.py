@@ -69,7 +69,7 @@ def test_table11_reuses_table4s_generation_at_its_nfe(config):
     inputs = dbae.dbae_table_inputs(config, SimpleNamespace(table="table11"))
     g = config["dbae"]["generation"]
     assert len(inputs) == len(g["methods"]) * 2 * len(config["dbae"]["table11"]["nfe"])
-    assert f"results/dbae/gen_metrics/digits/dbae/prior.json" in inputs  # Table 4's own file at generation.nfe
+    assert "results/dbae/gen_metrics/digits/dbae/prior.json" in inputs  # Table 4's own file at generation.nfe
     assert "results/dbae/gen_metrics/digits/dbae/prior_nfe5.json" in inputs
     at5 = dbae.generation_slice(config, "digits", "dbae", "prior", 5)
     assert at5["generation"]["nfe"] == 5

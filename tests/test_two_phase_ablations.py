@@ -4,13 +4,11 @@ import copy
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 
 from conftest import ROOT, snakemake
 from daebench.claims import reference_dir

@@ -247,7 +247,7 @@ def test_smoke_table4_end_to_end(smoke_run):
     studies = list(pd.read_csv(project / "results/claims.csv")["study"].unique())
     assert studies[0] == "two_phase" and sorted(studies) == ["dbae", "ddvi", "scorevae", "two_phase", "two_phase_ablations"]
 
-    # the emergence curve at the smoke preset's two budgets: two nested runs of the study, one CSV and figure
+    # the emergence curve at the smoke preset's two budgets (x1 the main run, x2 a nested run), one CSV and figure
     proc = run(["--cores", "2", "results/emergence/two_phase.csv", "--configfile", "tests/smoke.yaml"], project,
                timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -260,6 +260,13 @@ def test_smoke_table4_end_to_end(smoke_run):
     point = project / "results/emergence/two_phase/x2"
     assert "examples: 2560" in (point / "params.yaml").read_text()
     assert (point / "resources/data").is_symlink()  # the prepared data are shared, never rebuilt
+    # x1 is the main run: its table is the main one, linked, and no nested run trained anything for it
+    x1 = project / "results/emergence/two_phase/x1"
+    assert (x1 / "results/table4.csv").resolve() == (project / "results/table4.csv").resolve()
+    assert not (x1 / "resources").exists() and not (x1 / ".snakemake").exists()
+    main = pd.read_csv(project / "results/claims/two_phase.csv").set_index("claim_id")["verdict"].sort_index()
+    at1 = em[em["scale"] == 1].drop_duplicates("claim_id").set_index("claim_id")["verdict"].sort_index()
+    assert at1.to_dict() == main.to_dict()
 
 
 def assert_claims_evaluate(project, study, untestable=()):

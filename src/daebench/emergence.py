@@ -9,7 +9,8 @@ the pipeline: its own .snakemake metadata means a rerun after a change redoes on
 affects, and it runs unchanged on a GPU box or through a cluster profile (``DAEBENCH_EMERGENCE_ARGS``
 adds Snakemake options, e.g. ``--profile workflow/profiles/slurm``). The prepared data are shared
 (symlinked), since no budget changes them. MLflow runs go to the same store under the experiment
-``<experiment>/emergence``.
+``<experiment>/emergence``. Scale 1 is the configured run itself: that point links the main run's tables
+(which its job depends on) instead of running the same jobs a second time.
 
 ``collect`` reads every point's tables back through the study's claims module and writes, per claim
 and budget, the values of the rows the claim compares and its verdict."""
@@ -89,18 +90,24 @@ def _tracking_env(root: Path) -> dict[str, str]:
 def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Path, cores: int,
               snakefile: Path) -> Path:
     """Run the study at one budget in ``workdir`` (its tables in ``emergence.tables``, all by default), then
-    write the point's claims file from the tables; returns the claims file."""
+    write the point's claims file from the tables; returns the claims file. Scale 1 is the main run in
+    ``root``, whose tables are linked in."""
     import yaml
 
-    from .claims import write_study_claims
-
     mod = STUDIES[_study(study)]
-    names = (config["emergence"].get("tables") or {}).get(study) or list(mod.TABLES)
-    unknown = sorted(set(names) - set(mod.TABLES))
-    if unknown:
-        raise ValueError(f"emergence.tables.{study}: unknown table(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(mod.TABLES)}")
+    names = point_tables(config, study)
     workdir.mkdir(parents=True, exist_ok=True)
+    if scale == 1:
+        # The configured budget is the main run: its tables (this job's inputs, built by the main DAG) are the
+        # point's, linked, not rebuilt by a second run of the same jobs.
+        for n in names:
+            dst = workdir / mod.TABLES[n]
+            if dst.is_symlink() or dst.exists():  # a table an earlier version's nested run wrote here
+                dst.unlink()
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to((root / mod.TABLES[n]).resolve())
+        print(f"emergence: x1 of {study} is the main run; its tables are linked into {workdir}", flush=True)
+        return _write_point_claims(config, study, names, workdir)
     (workdir / "params.yaml").write_text("# written by `daebench emergence-point`: the resolved configuration of "
                                          f"{study} at x{scale:g} the configured training length\n"
                                          + yaml.safe_dump(point_config(config, study, scale), sort_keys=False))
@@ -115,6 +122,24 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
            *shlex.split(os.environ.get("DAEBENCH_EMERGENCE_ARGS", "")), *targets]
     print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, env=_tracking_env(root))
+    return _write_point_claims(config, study, names, workdir)
+
+
+def point_tables(config: dict, study: str) -> list[str]:
+    """The tables a ladder point builds: ``emergence.tables.<study>``, all the study's by default."""
+    mod = STUDIES[_study(study)]
+    names = (config["emergence"].get("tables") or {}).get(study) or list(mod.TABLES)
+    unknown = sorted(set(names) - set(mod.TABLES))
+    if unknown:
+        raise ValueError(f"emergence.tables.{study}: unknown table(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(mod.TABLES)}")
+    return names
+
+
+def _write_point_claims(config: dict, study: str, names: list[str], workdir: Path) -> Path:
+    from .claims import write_study_claims
+
+    mod = STUDIES[study]
     out = workdir / "results" / "claims" / f"{study}.csv"
     write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, study_cfg(study, config), out)
     return out

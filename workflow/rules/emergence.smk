@@ -1,12 +1,12 @@
 # Emergence curves: each study's claims at a ladder of training budgets (src/daebench/emergence.py).
 # A point is the study rerun by a nested Snakemake in results/emergence/{study}/x{scale}/ on the resolved
 # configuration with the study's training lengths scaled; its own .snakemake keeps reruns incremental.
+# Scale 1 is the main run: its tables are that point's inputs, linked in.
 
 
 rule emergence_point:
     input:
-        # the prepared data are shared with the main run (never changed by a budget)
-        data=lambda w: f"resources/data/{config['dataset']}/manifest.json",
+        unpack(J.emergence_point_inputs),
     output:
         "results/emergence/{study}/x{scale}/results/claims/{study}.csv",
     params:

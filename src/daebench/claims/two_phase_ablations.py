@@ -8,6 +8,7 @@ paper; Table 5 has four datasets; Table 10 is CelebA's attributes and Table 11 C
 FID statements fall back to ``fd_domain``, PPL to the domain-feature distance (named as such)."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -46,7 +47,7 @@ def _table1() -> list[Claim]:
 def _table2() -> list[Claim]:
     out = []
     for pred in ("x", "v"):
-        for a, b in zip(SCHEDULES, SCHEDULES[1:]):
+        for a, b in itertools.pairwise(SCHEDULES):
             out.append(Better(f"t2_{pred}_{a}_gt_{b}_psnr", "Table 2",
                               f"{pred}-prediction: {a} has higher PSNR than {b} (§4.3, first trend: less time in "
                               "the high-noise region, worse image similarity)", "psnr", t2(pred, a), t2(pred, b)))

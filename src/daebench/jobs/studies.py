@@ -118,6 +118,18 @@ def claims_files(config: dict, wildcards) -> list[str]:
     return [f"results/claims/{s}.csv" for s in ran]
 
 
+def emergence_point_inputs(config: dict, wildcards) -> dict:
+    """The prepared data (shared with the main run: no budget changes them); at scale 1, the main run's tables
+    of the study, which are that point's."""
+    from ..emergence import point_tables
+
+    inputs = {"data": f"resources/data/{config['dataset']}/manifest.json"}
+    if float(wildcards.scale) == 1:
+        tables = claims_study(config, wildcards.study).TABLES
+        inputs.update({f"table_{n}": tables[n] for n in point_tables(config, wildcards.study)})
+    return inputs
+
+
 def emergence_points(config: dict, wildcards) -> dict:
     return {f"x{s:g}": f"results/emergence/{wildcards.study}/x{s:g}/results/claims/{wildcards.study}.csv"
             for s in config["emergence"]["scales"]}
