@@ -245,21 +245,22 @@ def _cleanfid_folder_fd(tmp_path, real, fake, extractor, **kw) -> float:
 
 
 def _spy_extractor(monkeypatch) -> list:
-    """Records the feature extractor every cleanfid.fid.get_batch_features call receives."""
-    from cleanfid import fid as cfid
+    """Records, per batch, the feature extractor the in-memory clean-fid path runs."""
+    seen, real_fn = [], features._cleanfid_features
 
-    seen, real_fn = [], cfid.get_batch_features
+    def spy(arr, extractor, **kw):
+        def counted(batch):
+            seen.append(extractor)
+            return extractor(batch)
 
-    def spy(batch, model, device):
-        seen.append(model)
-        return real_fn(batch, model, device)
+        return real_fn(arr, counted, **kw)
 
-    monkeypatch.setattr(cfid, "get_batch_features", spy)
+    monkeypatch.setattr(features, "_cleanfid_features", spy)
     return seen
 
 
 def test_frechet_distance_domain_equals_cleanfid_folder_path(digits, classifier, monkeypatch, tmp_path):
-    """Computed in memory through clean-fid's get_batch_features, the value equals clean-fid's compute_fid
+    """Computed in memory (without importing cleanfid.fid), the value equals clean-fid's compute_fid
     on folders of the same images (one .npy each) with the same extractor and identity resize."""
     model, _ = classifier
     real, fake = features.to_uint8_nhwc(digits[0][:300]), features.to_uint8_nhwc(digits[2][:300])
@@ -497,7 +498,15 @@ def test_fid_cf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
         scale.append(_fd_scale(m1, s1, m2, s2))
         return real_fd(m1, s1, m2, s2)
 
-    monkeypatch.setattr(cfid, "frechet_distance", fd16)
+    monkeypatch.setattr(cfid, "frechet_distance", fd16)  # the reference (clean-fid's folder path)
+    ours = features._frechet_distance
+
+    def ours16(f1, f2):
+        f1, f2 = f1[:, :16], f2[:, :16]
+        scale.append(_fd_scale(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)))
+        return ours(f1, f2)
+
+    monkeypatch.setattr(features, "_frechet_distance", ours16)
 
     x, _ = _images("structured", 6, 1, 16, seed=7)
     v0, mode = features.fid_cf(x, x, tmp_path, device="cpu")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -47,6 +48,8 @@ from daebench.evaluate.weights import (
     require,
     sha256_file,
 )
+
+log = logging.getLogger("daebench")
 from daebench.nets.classifier import DomainClassifier, classifier_config
 
 __all__ = [
@@ -272,42 +275,70 @@ def fid_tf(
     return float(metrics["frechet_inception_distance"]), "inception-v3-compat"
 
 
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """torchvision.transforms.ToTensor on an HW or HWC array, op for op (uint8 becomes float32 / 255, float32
+    stays as it is): torchvision's import alone (its ops pull in torch._dynamo) costs a metrics job more CPU
+    than its scoring on the default."""
+    img = img[:, :, None] if img.ndim == 2 else img
+    t = torch.from_numpy(img.transpose((2, 0, 1))).contiguous()
+    return t.to(dtype=torch.float32).div(255) if t.dtype == torch.uint8 else t
+
+
 def _cleanfid_features(arr: np.ndarray, extractor, *, mode: str, custom_fn_resize=None, batch_size: int,
                        device: torch.device) -> np.ndarray:
     """Features of uint8 NHWC images exactly as clean-fid's folder path computes them for the same images
     saved one .npy per file (cleanfid.utils.ResizeDataset, default collation, cleanfid.fid.get_batch_features),
     but from memory: per image the mode's resize (build_resizer(mode), or ``custom_fn_resize``), then
-    ToTensor (x 255 for uint8 results, as clean-fid does); batches of ``batch_size`` in order."""
-    import torchvision
-    from cleanfid import fid as cfid
+    ToTensor (x 255 for uint8 results, as clean-fid does); batches of ``batch_size`` in order. A test checks
+    the values equal clean-fid's folder path."""
     from cleanfid.resize import build_resizer
 
     fn_resize = custom_fn_resize if custom_fn_resize is not None else build_resizer(mode)
-    to_tensor = torchvision.transforms.ToTensor()
 
     def load(img: np.ndarray) -> torch.Tensor:
         out = fn_resize(img)
         if out.dtype == np.uint8:
-            return to_tensor(np.array(out)) * 255
+            return _to_tensor(np.array(out)) * 255
         if out.dtype == np.float32:
-            return to_tensor(out)
+            return _to_tensor(out)
         raise TypeError(f"clean-fid resize returned {out.dtype}; expected uint8 or float32")
 
-    feats = [cfid.get_batch_features(torch.stack([load(img) for img in arr[i:i + batch_size]]), extractor, device)
-             for i in range(0, len(arr), batch_size)]
+    feats = []
+    for i in range(0, len(arr), batch_size):  # cleanfid.fid.get_batch_features
+        with torch.no_grad():
+            feats.append(extractor(torch.stack([load(img) for img in arr[i:i + batch_size]]).to(device)).cpu().numpy())
     return np.concatenate(feats)
+
+
+def _frechet_distance(f1: np.ndarray, f2: np.ndarray, eps: float = 1e-6) -> float:
+    """cleanfid.fid.fid_from_feats (0.1.35) step for step: np.mean / np.cov statistics, scipy's sqrtm of
+    the covariance product (an eps ridge if it is singular), its real part if the imaginary one is negligible.
+    Kept here so a job does not import cleanfid.fid (which imports torchvision); a test compares the two."""
+    from scipy import linalg
+
+    mu1, s1 = np.mean(f1, axis=0), np.atleast_2d(np.cov(f1, rowvar=False))
+    mu2, s2 = np.mean(f2, axis=0), np.atleast_2d(np.cov(f2, rowvar=False))
+    diff = np.atleast_1d(mu1) - np.atleast_1d(mu2)
+    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    if not np.isfinite(covmean).all():
+        log.warning("Frechet distance: singular covariance product; adding %g to the diagonals", eps)
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Frechet distance: imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def _cleanfid_distance(real: np.ndarray, fake: np.ndarray, extractor, *, mode: str, custom_fn_resize=None,
                        batch_size: int, device: torch.device) -> float:
     """clean-fid's Frechet distance between two uint8 NHWC image sets, computed in memory: the same features
-    (see _cleanfid_features), statistics (np.mean, np.cov) and matrix square root (cleanfid.fid.frechet_distance)
-    as cleanfid.fid.compute_fid(folder1, folder2, custom_feat_extractor=...) on a folder of .npy files per set,
+    (see _cleanfid_features), statistics and matrix square root (_frechet_distance) as
+    cleanfid.fid.compute_fid(folder1, folder2, custom_feat_extractor=...) on a folder of .npy files per set,
     without writing one file per image (a test checks the two agree)."""
-    from cleanfid import fid as cfid
-
     kw = {"mode": mode, "custom_fn_resize": custom_fn_resize, "batch_size": batch_size, "device": device}
-    return float(cfid.fid_from_feats(_cleanfid_features(real, extractor, **kw), _cleanfid_features(fake, extractor, **kw)))
+    return _frechet_distance(_cleanfid_features(real, extractor, **kw), _cleanfid_features(fake, extractor, **kw))
 
 
 _CF_CACHE: dict[tuple[str, str, bool], torch.nn.Module] = {}
