@@ -97,13 +97,12 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     mod = STUDIES[_study(study)]
     names = point_tables(config, study)
     workdir.mkdir(parents=True, exist_ok=True)
-    if scale == 1:
+    if is_main_run(scale):
         # The configured budget is the main run: its tables (this job's inputs, built by the main DAG) are the
         # point's, linked, not rebuilt by a second run of the same jobs.
         for n in names:
             dst = workdir / mod.TABLES[n]
-            if dst.is_symlink() or dst.exists():  # a table an earlier version's nested run wrote here
-                dst.unlink()
+            dst.unlink(missing_ok=True)  # a table an earlier version's nested run wrote here
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to((root / mod.TABLES[n]).resolve())
         print(f"emergence: x1 of {study} is the main run; its tables are linked into {workdir}", flush=True)
@@ -123,6 +122,11 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, env=_tracking_env(root))
     return _write_point_claims(config, study, names, workdir)
+
+
+def is_main_run(scale: float) -> bool:
+    """Scale 1 is the configured budget, i.e. the main run (point_config changes nothing)."""
+    return float(scale) == 1.0
 
 
 def point_tables(config: dict, study: str) -> list[str]:

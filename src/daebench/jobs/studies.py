@@ -121,10 +121,10 @@ def claims_files(config: dict, wildcards) -> list[str]:
 def emergence_point_inputs(config: dict, wildcards) -> dict:
     """The prepared data (shared with the main run: no budget changes them); at scale 1, the main run's tables
     of the study, which are that point's."""
-    from ..emergence import point_tables
+    from ..emergence import is_main_run, point_tables
 
     inputs = {"data": f"resources/data/{config['dataset']}/manifest.json"}
-    if float(wildcards.scale) == 1:
+    if is_main_run(wildcards.scale):
         tables = claims_study(config, wildcards.study).TABLES
         inputs.update({f"table_{n}": tables[n] for n in point_tables(config, wildcards.study)})
     return inputs
