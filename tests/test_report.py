@@ -259,12 +259,25 @@ def test_report_command_renders_self_contained_html(rendered):
     assert "def " not in html and "import " not in html  # code cells hidden
 
 
+def chromium_cmd(profile: Path) -> list[str]:
+    """Headless Chromium with no network of its own and a throwaway profile."""
+    return ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}"]
+
+
 def chromium_screenshot(url: str, png: Path, profile: Path, size: str) -> subprocess.CompletedProcess:
     """Headless Chromium renders ``url`` into ``png`` (``size`` as "W,H"), with no network of its own."""
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", f"--window-size={size}", f"--screenshot={png}", url]
+    cmd = [*chromium_cmd(profile), f"--window-size={size}", f"--screenshot={png}", url]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+
+def chromium_dom(url: str, profile: Path) -> str:
+    """The DOM headless Chromium builds from ``url`` once its scripts have run."""
+    cmd = [*chromium_cmd(profile), "--dump-dom", url]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
+    return proc.stdout
 
 
 @pytest.mark.slow
@@ -376,9 +389,12 @@ def test_nfe_curves_plot_each_row_of_table9_against_nfe():
 # the report of the shared smoke run of every study
 
 
-SECTION_FIRST = """<script>(function () { var cell = document.getElementById("ANCHOR");
-cell = cell.closest(".jp-Cell") || cell; var p = cell.previousElementSibling;
-while (p) { var q = p.previousElementSibling; p.remove(); p = q; } })();</script>"""
+# Every study section is one output of the same notebook cell, so dropping the cells above the section is not
+# enough: at each level from the section's heading up to <body> everything before it goes (styles and scripts stay).
+SECTION_FIRST = """<script>(function () { var keep = {STYLE: 1, SCRIPT: 1, LINK: 1};
+for (var n = document.getElementById("ANCHOR"); n && n !== document.body; n = n.parentElement) {
+  var p = n.previousElementSibling;
+  while (p) { var q = p.previousElementSibling; if (!keep[p.tagName]) p.remove(); p = q; } } })();</script>"""
 
 
 @pytest.mark.slow
@@ -421,6 +437,7 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
     if shutil.which("chromium"):
         from PIL import Image
 
+        shots = {}
         for a in ("two_phase_ablations", "dbae", "scorevae", "ddvi"):
             # headless Chromium screenshots a page scrolled to #anchor blank: a copy of the report whose
             # script drops every cell above the section puts the section at the top instead
@@ -432,6 +449,13 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
             shutil.copy(png, smoke_run / f"report_{a}.png")  # left beside the report for a look
             with Image.open(png) as im:
                 assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 100, a  # tables, images
+                shots[a] = im.convert("RGB").tobytes()
+            # the page as Chromium laid it out: the section's heading comes first, the sections above it are gone
+            dom = chromium_dom(page.as_uri(), tmp_path / "chromium-profile")
+            body = dom[dom.index("<body"):]
+            first = min((body.index(f'id="{b}"'), b) for b in anchors if f'id="{b}"' in body)[1]
+            assert first == a, (a, first)
+        assert len(set(shots.values())) == len(shots), "two sections' screenshots are the same picture"
 
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--report", "snakemake_report.zip",
                            "results/report.html", "--configfile", "tests/smoke.yaml"],
