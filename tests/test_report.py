@@ -440,7 +440,7 @@ def test_report_of_every_study_on_the_smoke_run(smoke_run, tmp_path):
         shots = {}
         for a in ("two_phase_ablations", "dbae", "scorevae", "ddvi"):
             # headless Chromium screenshots a page scrolled to #anchor blank: a copy of the report whose
-            # script drops every cell above the section puts the section at the top instead
+            # script drops everything above the section puts the section at the top instead
             page = tmp_path / f"{a}.html"
             page.write_text(html.replace("</body>", SECTION_FIRST.replace("ANCHOR", a) + "</body>"), encoding="utf-8")
             png = tmp_path / f"{a}.png"
