@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("claims", _job("studies", "claims"), "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
         (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),
+        (["--samples"], {"nargs": "*", "default": [], "help": "the reconstructions' scoring JSONs (per-image values "
+                                                             "for the paired intervals)"}),
         out)
     add("summary", _job("studies", "summary"), "a study's headline numbers as JSON (for `dvc metrics show`)", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table"}), out)

@@ -29,7 +29,7 @@ rule study_claims:
         "logs/benchmarks/report/claims_{study}.tsv"
     shell:
         "python -m daebench claims --study {wildcards.study} --cfg {params.cfg:q} --tables {params.tables}"
-        " --out {output} > {log} 2>&1"
+        " --samples {input.samples} --out {output} > {log} 2>&1"
 
 
 rule claims:

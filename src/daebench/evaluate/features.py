@@ -638,7 +638,8 @@ def domain_features(model: DomainClassifier, x: Any, *, batch_size: int = 1024) 
     return torch.cat(feats).to(out_device)
 
 
-def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, batch_size: int = 256) -> float:
+def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, batch_size: int = 256,
+                            resamples: np.ndarray | None = None) -> float | tuple[float, np.ndarray]:
     """Frechet distance between two image sets in the domain classifier's features.
 
     Goes through clean-fid's feature pipeline in memory with the classifier
@@ -648,7 +649,9 @@ def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, ba
     custom_fn_resize = identity: the 299x299 resize exists for Inception and
     would only blur a classifier trained at native resolution.  Images are
     quantised to uint8 first, as for FID.  Tiny negative values from
-    round-off are clamped to 0.
+    round-off are clamped to 0. With ``resamples`` ([B, n] indices into the
+    paired sets, stats.bootstrap_indices) also the B distances of the resampled
+    pairs: (value, replicates).
     """
     dev = _model_device(model)
 
@@ -658,16 +661,16 @@ def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, ba
         xb = torch.round(batch.float()) / 127.5 - 1.0
         return domain_features(model, xb.to(dev), batch_size=batch_size)
 
-    value = _cleanfid_distance(
-        to_uint8_nhwc(real),
-        to_uint8_nhwc(fake),
-        extractor,
-        mode="clean",
-        custom_fn_resize=lambda img: img,
-        batch_size=batch_size,
-        device=dev,
-    )
-    return max(value, 0.0)
+    kw = {"mode": "clean", "custom_fn_resize": lambda img: img, "batch_size": batch_size, "device": dev}
+    f1 = _cleanfid_features(to_uint8_nhwc(real), extractor, **kw)
+    f2 = _cleanfid_features(to_uint8_nhwc(fake), extractor, **kw)
+    value = max(_frechet_distance(f1, f2), 0.0)
+    if resamples is None:
+        return value
+    # One distance per resample of the (real, fake) pairs: the same indices in every row's job, so a claim
+    # compares two rows resample by resample (stats.paired_replicates).
+    reps = np.array([max(_frechet_distance(f1[i], f2[i]), 0.0) for i in resamples])
+    return value, reps
 
 
 @torch.no_grad()

@@ -11,26 +11,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import stats
 from . import features, metrics, weights
 
 log = logging.getLogger(__name__)
 
 
-def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: Path) -> dict:
+PER_IMAGE = {"psnr": metrics.psnr, "ssim": metrics.ssim, "mse": metrics.mse, "l2": metrics.l2}
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation with no fixed point: image i is compared with image pi(i) != i (chance level)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        p = rng.permutation(n)
+        if n < 2 or not (p == np.arange(n)).any():
+            return p
+
+
+def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: Path,
+                          intervals: dict | None = None) -> dict:
+    """The metrics of a reconstruction file, plus what the claims' intervals need (``intervals``: {resamples,
+    seed}): each per-image metric image by image (``per_image``), the same metric between each test image and
+    another test image (``chance``: a decoder that ignores z scores this), and the distribution metric on
+    ``resamples`` bootstrap resamples of the image pairs (``bootstrap``)."""
+    iv = {"resamples": stats.RESAMPLES, "seed": stats.SEED, **(intervals or {})}
     with np.load(recon_path) as f:
         x = torch.from_numpy(f["original"])
         y = torch.from_numpy(f["recon"])
         meta = json.loads(str(f["meta"]))
-    out = {
-        "psnr": float(metrics.psnr(x, y).mean()),
-        "ssim": float(metrics.ssim(x, y).mean()),
-        "mse": float(metrics.mse(x, y).mean()),
-        "l2": float(metrics.l2(x, y).mean()),
-    }
+    other = x[torch.from_numpy(derangement(len(x), iv["seed"]))]
+    per_image = {k: fn(x, y) for k, fn in PER_IMAGE.items()}
+    chance = {k: fn(x, other) for k, fn in PER_IMAGE.items()}
+    out = {k: float(v.mean()) for k, v in per_image.items()}
     have = weights.available(weights_dir)
     notes = {}
     if have.get("alexnet"):
-        out["lpips"] = float(features.lpips_distance(x, y, weights_dir).mean())
+        per_image["lpips"] = features.lpips_distance(x, y, weights_dir)
+        chance["lpips"] = features.lpips_distance(x, other, weights_dir)
+        out["lpips"] = float(per_image["lpips"].mean())
     else:
         notes["lpips"] = weights.missing_message(weights_dir, ["alexnet"])
     # Distribution metrics compare the reconstructions with the originals they came from.
@@ -43,8 +62,11 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     else:
         notes["fid_cf"] = weights.missing_message(weights_dir, ["inception_cf"])
     clf = features.load_classifier(classifier_path)
-    out["fd_domain"] = float(features.frechet_distance_domain(x, y, clf))
-    out["featdist_domain"] = float(features.feature_distance_domain(x, y, clf).mean())
+    idx = stats.bootstrap_indices(len(x), iv["resamples"], iv["seed"])
+    out["fd_domain"], fd_reps = features.frechet_distance_domain(x, y, clf, resamples=idx)
+    per_image["featdist_domain"] = features.feature_distance_domain(x, y, clf)
+    chance["featdist_domain"] = features.feature_distance_domain(x, other, clf)
+    out["featdist_domain"] = float(per_image["featdist_domain"].mean())
     for name, why in notes.items():
         if name in ("lpips", "fid_tf", "fid_cf"):
             log.warning("%s not computed: %s", name, why.splitlines()[0])
@@ -53,4 +75,8 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
             "cost": {k: meta[k] for k in ("nfe_encoder", "nfe_endpoint", "nfe_decode") if k in meta},
             "reconstruct_seconds": meta["seconds"], "reconstruct_run_id": meta["mlflow_run_id"],
             "n_params": meta.get("n_params"),
-            "not_computed": notes, "protocol": features.protocol_info(weights_dir)}
+            "not_computed": notes, "protocol": features.protocol_info(weights_dir),
+            "per_image": {k: [float(a) for a in v.cpu()] for k, v in per_image.items()},
+            "chance": {k: [float(a) for a in v.cpu()] for k, v in chance.items()},
+            "bootstrap": {"resamples": iv["resamples"], "seed": iv["seed"], "n": int(x.shape[0]),
+                          "fd_domain": [float(a) for a in fd_reps]}}

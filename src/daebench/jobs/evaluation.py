@@ -69,7 +69,7 @@ def metrics(cfg: dict, out: Path, method: str, mode: str, recon: Path, classifie
     from ..tracking import start_run
 
     with start_run(name=f"{method}/metrics-{mode}", rule="metrics", dataset=cfg["dataset"], params=cfg) as run:
-        result = score_reconstructions(Path(recon), Path(classifier), Path(cfg["weights_dir"]))
+        result = score_reconstructions(Path(recon), Path(classifier), Path(cfg["weights_dir"]), cfg.get("intervals"))
         run.log_metrics({k: v for k, v in result["metrics"].items() if v is not None})
         result.update(method=method, mode=mode, mlflow_run_id=run.run_id)
     write_json(out, result)
@@ -105,7 +105,10 @@ def metrics_slice(config: dict, dataset: str) -> dict:
 
 
 def metrics_cfg(config: dict, wildcards) -> str:
-    return as_json(metrics_slice(config, wildcards.dataset))
+    # a reconstruction's scoring job also draws the bootstrap resamples its claims pair across rows
+    iv = config["intervals"]
+    return as_json({**metrics_slice(config, wildcards.dataset),
+                    "intervals": {"resamples": iv["resamples"], "seed": iv["seed"]}})
 
 
 def fetch_weights(dest: str, names: list | None = None, progress: bool = True) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..config import ConfigError
 from .base import as_json
-from .dbae import dbae_outputs
+from .dbae import dbae_outputs, dbae_table_inputs
 from .ddvi import ddvi_outputs
-from .scorevae import scorevae_outputs
-from .two_phase import table4_provenance, two_phase_outputs
+from .scorevae import scorevae_outputs, scorevae_table_inputs
+from .two_phase import ablation_inputs, table4_inputs, table4_provenance, two_phase_outputs
 
 log = logging.getLogger("daebench")
 
@@ -27,11 +29,12 @@ def _pairs(items: list[str], flag: str, example: str) -> list[tuple[str, str]]:
     return out
 
 
-def claims(study: str, tables: list[str], cfg: dict, out: Path, progress: bool = True) -> None:
+def claims(study: str, tables: list[str], cfg: dict, out: Path, samples: list[str] = (), progress: bool = True
+           ) -> None:
     from ..claims import summary, write_study_claims
 
     paths = {name: Path(p) for name, p in _pairs(tables, "--tables", "name=path (table4=results/table4.csv)")}
-    df = write_study_claims(study, paths, cfg, Path(out))
+    df = write_study_claims(study, paths, cfg, Path(out), [Path(p) for p in samples])
     log.info("wrote %s: %s", out, summary(df))
 
 
@@ -91,10 +94,27 @@ def claims_study(config: dict, study: str):
 
 def study_claims_inputs(config: dict, wildcards) -> dict:
     # The study's tables that exist (all of them when none does yet, so asking for the claims builds them);
-    # the two-phase study's one table always.
+    # the two-phase study's one table always. Beside them, the scoring JSONs of those tables' reconstruction
+    # rows, whose per-image values give the claims their paired intervals.
     tables = claims_study(config, wildcards.study).TABLES
     have = {k: v for k, v in tables.items() if os.path.exists(v)}
-    return have if have and wildcards.study != "two_phase" else tables
+    chosen = have if have and wildcards.study != "two_phase" else tables
+    return {**chosen, "samples": claims_samples(config, wildcards.study, list(chosen))}
+
+
+# The scoring jobs of reconstructions (results/metrics/, results/dbae/metrics/, results/scorevae/metrics/)
+_SCORES = re.compile(r"^results/(dbae/|scorevae/)?metrics/.+\.json$")
+
+
+def claims_samples(config: dict, study: str, tables: list[str]) -> list[str]:
+    """The reconstruction scoring JSONs behind ``tables`` of ``study`` (none for a study without any)."""
+    inputs = {"two_phase": lambda t: table4_inputs(config, SimpleNamespace()),
+              "two_phase_ablations": lambda t: ablation_inputs(config, SimpleNamespace(table=t)),
+              "dbae": lambda t: dbae_table_inputs(config, SimpleNamespace(table=t)),
+              "scorevae": lambda t: scorevae_table_inputs(config, SimpleNamespace())}.get(study)
+    if inputs is None:
+        return []
+    return list(dict.fromkeys(p for t in tables for p in inputs(t) if _SCORES.match(p)))
 
 
 def study_claims_cfg(config: dict, wildcards) -> str:
@@ -108,7 +128,7 @@ def study_claims_provenance(config: dict, wildcards) -> str:
 
 
 def claims_tables_arg(config: dict, wildcards, input) -> str:
-    return " ".join(f"{k}={v}" for k, v in input.items())
+    return " ".join(f"{k}={v}" for k, v in input.items() if k != "samples")
 
 
 def claims_files(config: dict, wildcards) -> list[str]:
