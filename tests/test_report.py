@@ -54,15 +54,19 @@ def holds(claims: pd.DataFrame, claim_id: str, dataset: str = "digits"):
 def test_claims_columns_and_paper_like_table_holds():
     c = evaluate_claims(make_table())
     assert list(c.columns) == ["study", "paper", "table", "dataset", "claim_id", "statement", "estimator",
-                               "paper_datasets", "robust", "measured", "verdict", "holds"]
+                               "paper_datasets", "robust", "paper_verdict", "measured", "difference", "ci_low",
+                               "ci_high", "test", "stand_in", "verdict", "holds"]
     assert str(c["holds"].dtype) == "boolean"
-    assert set(c["verdict"]) <= {"holds", "fails", "untestable"}  # one run per row: never inconclusive
+    # no per-image values given: point comparisons, never inconclusive, and the row says so
+    assert set(c["verdict"]) <= {"holds", "fails", "untestable"}
+    assert set(c.loc[c["verdict"] != "untestable", "test"]) == {"no interval: a single value per row"}
     assert set(c["table"]) == {"Table 4"}
     for claim_id in BRIEF_CLAIMS:
         assert holds(c, claim_id) is True, claim_id
     m = c.set_index("claim_id")["measured"]
-    assert m["2phase_gt_1phase_stoch_psnr"] == "PSNR: 2-phase SC-4 · stochastic 30.351 vs 1-phase SC-4 · stochastic 25.955"
-    assert "2-phase SC-4 · inversion 50.113 vs 2-phase SC-4 · stochastic 30.351" in m["inv_gt_stoch_psnr_2phase"]
+    assert m["2phase_gt_1phase_stoch_psnr"] == ("PSNR: 2-phase SC-4 · stochastic 30.351, 1-phase SC-4 · stochastic 25.955; "
+                                                "difference 4.396")
+    assert "2-phase SC-4 · inversion 50.113, 2-phase SC-4 · stochastic 30.351" in m["inv_gt_stoch_psnr_2phase"]
     # robustness comes from the paper's own Table 4: 1-phase < baseline fails on Bedroom
     r = c.set_index("claim_id")
     assert bool(r.loc["2phase_gt_1phase_stoch_ssim", "robust"]) and not bool(r.loc["1phase_lt_base_stoch_psnr", "robust"])
@@ -88,8 +92,11 @@ def test_claims_na_when_rows_or_metrics_absent():
     c = evaluate_claims(t)
     for claim_id in ("2phase_gt_1phase_stoch_psnr", "2phase_gt_1phase_stoch_ssim", "1phase_lt_base_stoch_psnr",
                      "inv_gt_stoch_psnr_1phase", "inv_gt_stoch_psnr_base", "2phase_best_inv_psnr",
-                     "2phase_best_stoch_lpips", "2phase_best_inv_lpips"):  # no lpips column at all
+                     "2phase_best_stoch_lpips"):
         assert holds(c, claim_id) is pd.NA, claim_id
+    # no LPIPS column: the LPIPS claims fall back to featdist_domain, named as a stand-in
+    lp = c.set_index("claim_id").loc["2phase_best_inv_lpips"]
+    assert "stand-in: featdist_domain" in lp["statement"] and bool(lp["stand_in"]) and lp["verdict"] == "fails"
     assert "no value for 1-phase SC-4 · stochastic" in c.set_index("claim_id").loc["2phase_gt_1phase_stoch_psnr",
                                                                                     "measured"]
     assert holds(c, "2phase_gt_base_stoch_psnr") is True
@@ -247,7 +254,7 @@ def test_report_command_renders_self_contained_html(rendered):
     html = (rendered / "results" / "report.html").read_text(encoding="utf-8")
     assert (rendered / "logs" / "report.executed.ipynb").is_file()
     assert not list((rendered / "results").glob(".*.tmp"))
-    for text in ("Findings", "claims hold", "robust claims", "Two-phase DAE training",
+    for text in ("Findings", "claims hold", "robust findings", "vs-collapsed", "Two-phase DAE training",
                  "2-phase SC-4 has higher stochastic PSNR than 1-phase SC-4",
                  "paper · cifar10_32", "ours · digits", "The datasets differ", "Reconstructions",
                  "Training curves", "Protocol", "dae_2phase_sc4"):
@@ -338,10 +345,15 @@ def test_study_summary_counts_claims_and_sums_job_times_per_study(tmp_path):
     methods = method_studies(cfg)
     assert methods["dae_baseline"] == "two_phase" and methods["dbae_tc"] == "dbae"
     assert methods["score_prior"] == "scorevae"  # a ScoreVAE row's frozen prior counts for ScoreVAE
-    claims = pd.DataFrame({"study": ["two_phase"] * 3 + ["ddvi"] * 2,
-                           "verdict": ["holds", "fails", "untestable", "inconclusive", "holds"]})
+    claims = pd.DataFrame({"study": ["two_phase"] * 4 + ["ddvi"] * 2,
+                           "verdict": ["holds", "fails", "untestable", "vs-collapsed", "inconclusive", "holds"],
+                           "robust": pd.array([True, True, True, True, False, True], dtype="boolean"),
+                           "stand_in": [True, False, False, False, False, False],
+                           "paper_verdict": ["robust"] * 4 + ["paper-inconclusive", "robust"]})
     s = study_summary(claims, ["two_phase", "dbae", "scorevae", "ddvi"], bench, methods).set_index("study")
-    assert s.loc["Two-phase DAE training", "claims held / tested"] == "1 / 2"
+    assert s.loc["Two-phase DAE training", "claims held / tested"] == "1 / 3"
+    assert s.loc["Two-phase DAE training", "vs-collapsed"] == 1
+    assert s.loc["Two-phase DAE training", "robust findings held (on stand-ins)"] == "1 / 4 (1)"
     assert s.loc["Two-phase DAE training", "untestable"] == 1
     assert s.loc["DDVI", "claims held / tested"] == "1 / 2"
     assert s.loc["DBAE", "claims held / tested"] == "0 / 0"

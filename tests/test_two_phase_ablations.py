@@ -181,11 +181,12 @@ def test_two_phase_all_plans_every_shared_job_once(project):
 # --------------------------------------------------------------------------- claims
 
 
-def test_every_ablation_claim_holds_on_the_papers_tables():
+def test_every_ablation_claim_but_one_holds_on_the_papers_tables():
     paper = ablations.paper(reference_dir())
     support = paper_support(ablations.CLAIMS, paper)
-    assert len(ablations.CLAIMS) >= 40
-    assert {cid for cid, (_, robust) in support.items() if not robust} == set()
+    assert len(ablations.CLAIMS) == 38  # 40 before the incidental t10_base_best_* pair was dropped
+    # Table 3's "SC-4 has the lowest FID" holds in FID (tf) only: FID (cf) has SC-8 best (2.6579 vs 2.7153)
+    assert {cid for cid, (_, robust, _) in support.items() if not robust} == {"t3_sc4_best_fid"}
     # Table 5 on all four of its datasets, Tables 10 / 11 on CelebA and CIFAR-10
     assert support["t5_2phase_lowest_ppl"][0].count(",") == 3
 

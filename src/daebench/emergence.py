@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import STUDIES, study_cfg
+from .claims import STUDIES, read_samples, study_cfg
 from .claims.core import claim_values, contexts_of, evaluate_one
 from .data.store import atomic_path
 
@@ -100,11 +100,11 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     if is_main_run(scale):
         # The configured budget is the main run: its tables (this job's inputs, built by the main DAG) are the
         # point's, linked, not rebuilt by a second run of the same jobs.
-        for n in names:
-            dst = workdir / mod.TABLES[n]
-            dst.unlink(missing_ok=True)  # a table an earlier version's nested run wrote here
+        for rel in [mod.TABLES[n] for n in names] + [p.relative_to(root) for p in point_samples(root)]:
+            dst = workdir / rel
+            dst.unlink(missing_ok=True)  # a file an earlier version's nested run wrote here
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to((root / mod.TABLES[n]).resolve())
+            dst.symlink_to((root / rel).resolve())
         print(f"emergence: x1 of {study} is the main run; its tables are linked into {workdir}", flush=True)
         return _write_point_claims(config, study, names, workdir)
     (workdir / "params.yaml").write_text("# written by `daebench emergence-point`: the resolved configuration of "
@@ -122,6 +122,15 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     print("emergence:", " ".join(shlex.quote(c) for c in cmd), flush=True)
     subprocess.run(cmd, check=True, env=_tracking_env(root))
     return _write_point_claims(config, study, names, workdir)
+
+
+# Where the reconstructions' scoring JSONs of a run lie (their per-image values give the claims their intervals)
+SAMPLE_GLOBS = ("results/metrics/*/*/*.json", "results/dbae/metrics/*/*/*.json", "results/scorevae/metrics/*/*/*.json")
+
+
+def point_samples(base: Path) -> list[Path]:
+    """The scoring JSONs of the run in ``base`` (a point's work folder, or the main run's root)."""
+    return sorted(p for g in SAMPLE_GLOBS for p in Path(base).glob(g))
 
 
 def is_main_run(scale: float) -> bool:
@@ -145,7 +154,8 @@ def _write_point_claims(config: dict, study: str, names: list[str], workdir: Pat
 
     mod = STUDIES[study]
     out = workdir / "results" / "claims" / f"{study}.csv"
-    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, study_cfg(study, config), out)
+    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, study_cfg(study, config), out,
+                       point_samples(workdir))
     return out
 
 
@@ -159,10 +169,10 @@ def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.Da
                   if (workdir / path).exists()}
         if not tables:
             raise FileNotFoundError(f"emergence point x{scale:g} of {study} has none of its tables under {workdir}")
-        ms = mod.ours(tables, study_cfg(study, config))
+        ms = mod.ours(tables, study_cfg(study, config), read_samples(point_samples(workdir)))
         for claim in mod.CLAIMS:
             for context in contexts_of(claim, ms):
-                _, _, verdict = evaluate_one(claim, ms, context)
+                verdict = evaluate_one(claim, ms, context, config.get("intervals")).verdict
                 metric, values = claim_values(claim, ms, context)
                 for v in values:
                     out.append({"study": study, "table": claim.table, "claim_id": claim.claim_id,

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, reference_dir, summary
+from .claims import (BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, counts, reference_dir,
+                     summary)
 from .data.store import atomic_path
 from .evaluate.reconstruction import montage, to_hwc01
 from .methods import get_family
@@ -40,17 +41,35 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 # findings
 
 
-_VERDICT = {"holds": "✔ holds", "fails": "✘ fails", "inconclusive": "≈ inconclusive", "untestable": "– untestable"}
+_VERDICT = {"holds": "✔ holds", "fails": "✘ fails", "inconclusive": "≈ inconclusive", "vs-collapsed": "⊘ vs-collapsed",
+            "untestable": "– untestable"}
+
+
+def interval_text(claims: pd.DataFrame) -> pd.Series:
+    """The interval column a reader sees: "difference [low, high]" (or ratio), and how it was computed."""
+    def one(x) -> str:
+        if pd.isna(x.get("difference")):
+            return ""
+        what = "ratio" if "(needs a factor" in str(x["measured"]) else "Δ"
+        if pd.isna(x.get("ci_low")):
+            return f"{what} {x['difference']:.4g} ({x['test']})"
+        return f"{what} {x['difference']:.4g} [{x['ci_low']:.4g}, {x['ci_high']:.4g}] ({x['test']})"
+    return claims.apply(one, axis=1) if len(claims) else pd.Series(dtype=str)
 
 
 def findings_table(claims: pd.DataFrame):
-    """Styled claims of one study: the verdict first and coloured, the measured numbers, the estimator or
-    regime where it matters, and the paper's datasets on which the same statement holds (robust: all)."""
+    """Styled claims of one study: the verdict first and coloured, the interval of the difference behind it,
+    the measured numbers, the estimator or regime where it matters, and the paper's datasets on which the
+    same statement holds under the same rule (robust: all; paper-inconclusive: the paper's ± do not separate)."""
     df = claims.copy()
     df["verdict"] = df["verdict"].map(_VERDICT).fillna(df["verdict"])
-    df["in the paper"] = [f"{'robust · ' if r is True else ''}{p}" for r, p in
-                          zip(df["robust"].astype(object).where(df["robust"].notna(), None), df["paper_datasets"])]
-    cols = ["verdict", "table", "statement", "measured"]
+    if "stand_in" in df:
+        df.loc[df["stand_in"].fillna(False).astype(bool), "verdict"] += " (stand-in)"
+    df["interval"] = interval_text(claims)
+    tag = {"robust": "robust · ", "paper-inconclusive": "paper-inconclusive · "}
+    df["in the paper"] = [f"{tag.get(v, '')}{p}" for v, p in
+                          zip(df.get("paper_verdict", pd.Series("", index=df.index)).fillna(""), df["paper_datasets"])]
+    cols = ["verdict", "table", "statement", "interval", "measured"]
     if df["dataset"].nunique() > 1:
         cols.insert(1, "dataset")
     if df["estimator"].fillna("").astype(str).str.len().any():
@@ -59,12 +78,13 @@ def findings_table(claims: pd.DataFrame):
     colour = {"✔": "background-color:#d9f2d9;color:#145214;font-weight:bold",
               "✘": "background-color:#f8d7da;color:#7a1020;font-weight:bold",
               "≈": "background-color:#fff3cd;color:#6b5200;font-weight:bold",
+              "⊘": "background-color:#e2d9f3;color:#3d2373;font-weight:bold",
               "–": "background-color:#eeeeee;color:#555555"}
     return (df[cols].fillna("").style.hide(axis="index")
             .map(lambda v: colour.get(str(v)[:1], ""), subset=["verdict"])
             .set_properties(subset=["statement"], **{"text-align": "left", "max-width": "30em"})
-            .set_properties(subset=["measured"], **{"text-align": "left", "font-family": "monospace",
-                                                    "font-size": "90%"})
+            .set_properties(subset=["measured", "interval"], **{"text-align": "left", "font-family": "monospace",
+                                                                "font-size": "90%"})
             .set_table_styles([{"selector": "th", "props": "text-align:left"},
                                {"selector": "td", "props": "vertical-align:top;padding:3px 6px"}]))
 
@@ -607,10 +627,13 @@ def study_summary(claims: pd.DataFrame, studies: Sequence[str], bench_dir: str |
     for s, r in rows.items():
         c = claims[claims["study"] == s] if s != "shared" else claims.iloc[0:0]
         tested = c[c["verdict"] != "untestable"]
+        n = counts(c) if s != "shared" else {}
         out.append({"study": STUDIES[s].PAPER if s in STUDIES else "shared (data, metric classifier, report)",
-                    "claims held / tested": f"{int((tested['verdict'] == 'holds').sum())} / {len(tested)}"
-                    if s != "shared" else "",
-                    "untestable": int((c["verdict"] == "untestable").sum()) if s != "shared" else "",
+                    "claims held / tested": f"{n['holds']} / {len(tested)}" if n else "",
+                    "vs-collapsed": n["vs-collapsed"] if n else "",
+                    "robust findings held (on stand-ins)":
+                        f"{n['robust_holds']} / {n['robust']} ({n['robust_holds_stand_in']})" if n else "",
+                    "untestable": n["untestable"] if n else "",
                     "jobs": r["jobs"], "job time": _duration(r["job_seconds"])})
     return pd.DataFrame(out)
 

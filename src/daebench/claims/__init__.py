@@ -42,7 +42,7 @@ def study_cfg(study: str, config: dict) -> dict:
     own = {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
            "two_phase_ablations": {"labels": {m: config["methods"][m]["label"] for m in probe}},
            "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
-    return {**own, "intervals": dict(config["intervals"])}
+    return {**own, "intervals": dict(config.get("intervals") or {})}
 
 
 def counts(claims: pd.DataFrame) -> dict[str, int]:

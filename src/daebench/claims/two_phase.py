@@ -93,7 +93,7 @@ def _measure(table4: pd.DataFrame, samples: dict[str, dict] | None = None) -> pd
             raise ValueError(f"table4 has no {col!r} column (columns: {', '.join(map(str, table4.columns))})")
     rows = table4["label"].astype(str) + " · " + table4["mode"].astype(str)
     scores = None
-    if samples is not None:  # a row's scoring job: results/metrics/<dataset>/<method>/<mode>.json
+    if samples:  # a row's scoring job: results/metrics/<dataset>/<method>/<mode>.json
         scores = [samples.get(f"{d}/{m}/{mode}") for d, m, mode in
                   zip(table4["dataset"], table4["method"], table4["mode"])]
     recs = melt(table4, table4["dataset"], rows, METRICS, scores)
@@ -102,7 +102,7 @@ def _measure(table4: pd.DataFrame, samples: dict[str, dict] | None = None) -> pd
     return measurements(recs)
 
 
-def ours(tables: dict[str, pd.DataFrame], cfg: dict, samples: dict[str, dict]) -> pd.DataFrame:
+def ours(tables: dict[str, pd.DataFrame], cfg: dict, samples: dict[str, dict] | None = None) -> pd.DataFrame:
     return _measure(tables["table4"], samples)
 
 

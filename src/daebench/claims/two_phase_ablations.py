@@ -117,7 +117,8 @@ def ours(tables: dict[str, pd.DataFrame], cfg: dict, samples: dict[str, dict] | 
             t = tables[name]
             rows = _recon_rows(name, t)
             # each row's scoring job: results/metrics/<dataset>/<method>/stochastic.json
-            scores = [(samples or {}).get(f"{d}/{m}/stochastic") for d, m in zip(t["dataset"], t["method"])]
+            scores = [samples.get(f"{d}/{m}/stochastic") for d, m in zip(t["dataset"], t["method"])] if samples \
+                else [None] * len(t)
             recs += melt(t, t["dataset"], rows, METRICS, scores)
             for d, r, sc in zip(t["dataset"], rows, scores):
                 recs += uses_z_record(d, r, sc)
