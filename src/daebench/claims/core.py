@@ -11,7 +11,7 @@ frame, so one claim is judged by one rule on both sides:
 - on ours, the verdict comes from the interval of the difference of the two rows (``stats``): *holds* when
   it lies wholly on the claimed side, *fails* when wholly on the other, *inconclusive* when it straddles;
   *untestable* when a row has no value; *vs-collapsed* when the row the claim beats does not use its code
-  z (its reconstructions are no closer to their originals than to other test images), so a win over it is
+  z (its reconstructions are no closer to their originals than other images' reconstructions are), so a win over it is
   not a finding (a claim that fails even against such a row still fails). Rows without evidence are
   compared by their point values, and ``test`` says "no interval".
 - on the paper's, the same rule over the paper's datasets: *robust* when it holds on every one that has the
@@ -227,8 +227,9 @@ def interval(a: pd.Series, b: pd.Series, metric: str, factor: float = 1.0, iv: d
 
 
 def uses_z(ms: pd.DataFrame, context: str, row: str, metric: str, iv: dict | None = None) -> bool | None:
-    """Whether ``row``'s reconstructions beat chance (each test image against another test image), paired over
-    the test images: in the claim's metric where it has a chance level, else in SSIM (the ``uses_z`` record).
+    """Whether ``row``'s reconstructions beat chance (each test image against the reconstruction of another test
+    image), paired over the test images: in the claim's metric where it has a chance level, else in SSIM (the
+    ``uses_z`` record).
     None when nothing says."""
     for m in (metric, USES_Z):
         x = _lookup(ms, context, row, m)

@@ -33,14 +33,17 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
                           intervals: dict | None = None) -> dict:
     """The metrics of a reconstruction file, plus what the claims' intervals need (``intervals``: {resamples,
     seed}): each per-image metric image by image (``per_image``), the same metric between each test image and
-    another test image (``chance``: a decoder that ignores z scores this), and the distribution metric on
-    ``resamples`` bootstrap resamples of the image pairs (``bootstrap``)."""
+    the reconstruction of another one (``chance``: what a decoder that ignores z scores), and the distribution
+    metric on ``resamples`` bootstrap resamples of the image pairs (``bootstrap``)."""
     iv = {"resamples": stats.RESAMPLES, "seed": stats.SEED, **(intervals or {})}
     with np.load(recon_path) as f:
         x = torch.from_numpy(f["original"])
         y = torch.from_numpy(f["recon"])
         meta = json.loads(str(f["meta"]))
-    other = x[torch.from_numpy(derangement(len(x), iv["seed"]))]
+    # Chance: each test image against the reconstruction of *another* test image. A decoder that ignores z
+    # scores the same on both pairings, however blurry or sharp its output (against another real image
+    # instead, a blurry mean image already "beats chance" in PSNR), so beating this is using z.
+    other = y[torch.from_numpy(derangement(len(x), iv["seed"]))]
     per_image = {k: fn(x, y) for k, fn in PER_IMAGE.items()}
     chance = {k: fn(x, other) for k, fn in PER_IMAGE.items()}
     out = {k: float(v.mean()) for k, v in per_image.items()}
