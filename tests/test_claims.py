@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-import numpy as np
-
 from daebench import stats
-from daebench.claims import STUDIES, combine, counts, read_claims, reference_dir, study_claims, summary, write_study_claims
+from daebench.claims import (
+    STUDIES,
+    combine,
+    counts,
+    read_claims,
+    reference_dir,
+    study_claims,
+    summary,
+    write_study_claims,
+)
 from daebench.claims.core import Best, Better, Evidence, evaluate, evaluate_one, measurements, paper_support, uses_z
 
 NAN = math.nan

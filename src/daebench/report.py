@@ -8,8 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .claims import (BASELINE, LABELS, LOWER_IS_BETTER, NAMES, ONE_PHASE, STUDIES, TWO_PHASE, counts, reference_dir,
-                     summary)
+from .claims import (
+    BASELINE,
+    LABELS,
+    LOWER_IS_BETTER,
+    NAMES,
+    ONE_PHASE,
+    STUDIES,
+    TWO_PHASE,
+    counts,
+    reference_dir,
+    summary,
+)
 from .data.store import atomic_path
 from .evaluate.reconstruction import montage, to_hwc01
 from .methods import get_family

@@ -68,7 +68,7 @@ def _claims() -> list[Claim]:
                       "DDVI", "AEVB", estimator="clusters: the mixture prior's component of each encoded individual"))
     # §5.3 on Table 3: "DDVI attains the best" cluster purity and NMI
     for metric in ("nmi", "cluster_purity"):
-        out.append(Best(f"ddvi_best_{metric}", "Table 3", f"genotype clustering: DDVI has the highest {{metric}} of the "
+        out.append(Best(f"ddvi_best_{metric}", "Table 3", "genotype clustering: DDVI has the highest {metric} of the "
                         "four methods (§5.3: DDVI attains the best)", metric, "DDVI", CLUSTER_METHODS,
                         estimator="clusters: the mixture prior's component of each encoded individual"))
     # Table 5 (App. C: "DDVI outperforms baselines at all timestamps"): one verdict per training budget (the
