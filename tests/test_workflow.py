@@ -242,7 +242,7 @@ def test_smoke_table4_end_to_end(smoke_run):
     # the claims file: every Table 4 claim evaluates on the smoke run (LPIPS ones: no weights here)
     proc = run(["--cores", "2", "results/claims.csv", "--configfile", "tests/smoke.yaml"], project)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert_claims_evaluate(project, "two_phase", untestable={"2phase_best_stoch_lpips", "2phase_best_inv_lpips"})
+    assert_claims_evaluate(project, "two_phase")  # LPIPS claims through the featdist_domain stand-in
     # every study has run in the shared project: the combined file holds them all, Table 4 first
     studies = list(pd.read_csv(project / "results/claims.csv")["study"].unique())
     assert studies[0] == "two_phase" and sorted(studies) == ["dbae", "ddvi", "scorevae", "two_phase", "two_phase_ablations"]
@@ -269,14 +269,31 @@ def test_smoke_table4_end_to_end(smoke_run):
     assert at1.to_dict() == main.to_dict()
 
 
+# Claims whose rows are reconstructions scored per image: each has a paired interval (the scoring JSONs reached
+# the claims job), never "no interval"
+PAIRED = {"two_phase": lambda c: True,
+          "two_phase_ablations": lambda c: c.table in ("Table 1", "Table 2", "Table 3"),
+          "scorevae": lambda c: True,
+          "dbae": lambda c: c.table in ("Table 2", "Table 9"),
+          "ddvi": lambda c: False}
+
+
 def assert_claims_evaluate(project, study, untestable=()):
-    """Every claim of the study's claims file has a verdict; only the named ones are untestable."""
+    """Every claim of the study's claims file has a verdict; only the named ones are untestable; claims on
+    per-image metrics have a paired interval, and the interval lies on the side the verdict says."""
     c = pd.read_csv(project / f"results/claims/{study}.csv")
     from daebench.claims import STUDIES
 
     assert set(c["claim_id"]) == {x.claim_id for x in STUDIES[study].CLAIMS}
-    assert set(c["verdict"]) <= {"holds", "fails", "inconclusive", "untestable"}
+    assert set(c["verdict"]) <= {"holds", "fails", "inconclusive", "vs-collapsed", "untestable"}
     assert set(c.loc[c["verdict"] == "untestable", "claim_id"]) == set(untestable), c[["claim_id", "measured"]]
+    paired = {x.claim_id for x in STUDIES[study].CLAIMS if PAIRED[study](x)} - set(untestable)
+    tests = c.set_index("claim_id")["test"]
+    assert all(str(tests[i]).startswith("paired bootstrap") for i in paired), tests[list(paired)]
+    ok = c[c["verdict"].isin(["holds", "fails"]) & c["ci_low"].notna() & (c["measured"].str.count(" factor ") == 0)]
+    lower = ok["measured"].str.split(":").str[0].isin(["MSE", "L2", "fd_domain", "featdist_domain", "latent NLL", "MMD"])
+    better_side = (ok["ci_high"] < 0) == lower
+    assert ((ok["verdict"] == "holds") == better_side).all(), ok[["claim_id", "verdict", "ci_low", "ci_high"]]
 
 
 def test_dry_run_shows_the_ddvi_study(project):
@@ -326,3 +343,43 @@ def test_smoke_ddvi_study_end_to_end(smoke_run):
     trained = sorted(re.findall(r"output: resources/ddvi/(\S+)\.pt", out))
     assert trained == ["cluster/mixture/aaeb/seed0", "cluster/mixture/aaeb/seed1",
                        "unsup/pinwheel/aaeb/seed0", "unsup/pinwheel/aaeb/seed1"]
+
+
+README_CLAIMS = ["statements", "robust in the paper", "paper-inconclusive", "verdicts", "holds", "robust held",
+                 "on stand-ins", "fails", "inconclusive", "vs-collapsed", "untestable"]
+
+
+def readme_claims_table() -> dict[str, dict[str, int]]:
+    """The README's "Claims at a glance" table: study -> its counts."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- claims-at-a-glance -->")[1]
+    out = {}
+    for line in block.strip().splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0].strip("`")] = dict(zip(README_CLAIMS, map(int, cells[1:1 + len(README_CLAIMS)])))
+    return out
+
+
+@pytest.mark.slow
+def test_readme_claim_counts_match_the_claims_files(smoke_run):
+    """The README's headline counts: the structure (statements, robust, paper-inconclusive: the paper's side,
+    the same at any scale) against a smoke run's claims files; the default run's verdict counts add up."""
+    from daebench.claims import STUDIES, counts, read_claims
+
+    table = readme_claims_table()
+    assert set(table) == set(STUDIES)
+    for study, r in table.items():
+        c = read_claims(smoke_run / f"results/claims/{study}.csv")
+        per = c.drop_duplicates("claim_id")
+        assert r["statements"] == len(per), study
+        assert r["robust in the paper"] == int(per["robust"].fillna(False).sum()), study
+        assert r["paper-inconclusive"] == int((per["paper_verdict"] == "paper-inconclusive").sum()), study
+        assert sum(r[k] for k in ("holds", "fails", "inconclusive", "vs-collapsed", "untestable")) == r["verdicts"]
+        assert r["on stand-ins"] <= r["robust held"] <= r["holds"]
+        assert set(counts(c)) >= {"holds", "fails", "inconclusive", "vs-collapsed", "untestable", "robust_holds",
+                                  "robust_holds_stand_in"}
+    held = sum(r["robust held"] for r in table.values())
+    stand_in = sum(r["on stand-ins"] for r in table.values())
+    assert f"{held} robust findings hold ({stand_in} of them on stand-in metrics)" in (ROOT / "README.md").read_text()
