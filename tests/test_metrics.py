@@ -228,6 +228,51 @@ def test_frechet_distance_domain_zero_and_monotone(digits, classifier):
     assert 0 < fd_blur[0] < fd_blur[1] < fd_blur[2], fd_blur
 
 
+def test_frechet_bootstrap_replicates_are_the_distance_of_each_resample(digits, classifier):
+    from daebench import stats
+
+    model, _ = classifier
+    real = features.to_float_nchw(digits[0][:120])
+    fake = _blur(real, 1.0)
+    f1 = features.domain_features(model, real).double().numpy()
+    f2 = features.domain_features(model, fake).double().numpy()
+    # the eigenvalue form of tr sqrtm(S1 S2) equals scipy's sqrtm (clean-fid's) to round-off
+    assert features._frechet_distance_eig(f1, f2) == pytest.approx(features._frechet_distance(f1, f2), rel=1e-6)
+    idx = stats.bootstrap_indices(120, 50, 3)
+    value, reps = features.frechet_distance_domain(real, fake, model, resamples=idx)
+    assert value == pytest.approx(features.frechet_distance_domain(real, fake, model))
+    assert reps.shape == (50,)
+    # replicate 7 is the distance between the 7th resample of the originals and the same resample of the blurs
+    again = features.frechet_distance_domain(real[idx[7]], fake[idx[7]], model)
+    assert reps[7] == pytest.approx(again, rel=1e-5, abs=1e-6)
+    assert np.std(reps) > 0 and np.quantile(reps, 0.025) < value < np.quantile(reps, 0.975)
+
+
+def test_scoring_keeps_per_image_values_and_the_chance_level(digits, classifier, tmp_path):
+    import json
+
+    from daebench.evaluate.scoring import derangement, score_reconstructions
+
+    model, _ = classifier
+    x = features.to_float_nchw(digits[0][:40])
+    y = _noisy(x, 0.2)
+    np.savez(tmp_path / "r.npz", original=x.numpy(), recon=y.numpy(),
+             meta=json.dumps({"ddim_steps": 5, "nfe": 5, "seconds": 1.0, "mlflow_run_id": None}))
+    features.save_classifier(tmp_path / "c.pt", model, {})
+    out = score_reconstructions(tmp_path / "r.npz", tmp_path / "c.pt", tmp_path / "no_weights",
+                                {"resamples": 100, "seed": 5})
+    per, chance = out["per_image"], out["chance"]
+    assert per["psnr"] == pytest.approx(metrics.psnr(x, y).tolist())
+    assert np.mean(per["ssim"]) == pytest.approx(out["metrics"]["ssim"])
+    p = derangement(40, 5)
+    assert not (p == np.arange(40)).any() and sorted(p) == list(range(40))
+    # chance: each original against another image's reconstruction
+    assert chance["mse"] == pytest.approx(metrics.mse(x, y[torch.from_numpy(p)]).tolist())
+    assert np.mean(per["mse"]) < np.mean(chance["mse"])  # these reconstructions use their image
+    assert len(per["featdist_domain"]) == 40 and len(out["bootstrap"]["fd_domain"]) == 100
+    assert out["bootstrap"] == {**out["bootstrap"], "n": 40, "resamples": 100, "seed": 5}
+
+
 def _cleanfid_folder_fd(tmp_path, real, fake, extractor, **kw) -> float:
     """The reference: clean-fid's compute_fid on two folders holding one .npy per uint8 NHWC image (the
     pipeline's former path), with the same feature extractor."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LEVEL, RESAMPLES, SEED = 0.95, 2000, 0  # the schema's defaults (intervals: in params.yaml)
+LEVEL, RESAMPLES, SEED = 0.95, 1000, 0  # the schema's defaults (intervals: in params.yaml)
 
 
 @dataclass(frozen=True)
