@@ -92,6 +92,8 @@ def test_a_collapsed_comparator_gives_vs_collapsed():
     assert uses_z(ms, "d", "a", "psnr") is True and uses_z(ms, "d", "b", "psnr") is False
     # losing to a collapsed comparator is still a failure
     assert evaluate_one(Better("c", "T", "b beats a", "psnr", "b", "a"), ms, "d").verdict == "fails"
+    # a claim that the comparator collapses (ScoreVAE's "DiffDecoder collapses at β 0.01") does not check it
+    assert evaluate_one(Better("c", "T", "a beats b", "psnr", "a", "b", check_z=False), ms, "d").verdict == "holds"
     # a comparator that uses z: the plain verdict
     ms = _images({"a": good, "b": chance + 4.0 + rng.normal(0, 1, 200)}, chance={"a": chance, "b": chance})
     assert evaluate_one(Better("c", "T", "a beats b", "psnr", "a", "b"), ms, "d").verdict == "holds"

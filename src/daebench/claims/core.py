@@ -153,6 +153,7 @@ class Better:
     b: str
     factor: float = 1.0
     estimator: str = ""
+    check_z: bool = True  # False where the comparator's collapse is what the claim asserts
 
     def rows(self) -> list[str]:
         return [self.a, self.b]
@@ -169,6 +170,7 @@ class Best:
     among: tuple[str, ...] = field(default_factory=tuple)
     estimator: str = ""
     factor: float = 1.0
+    check_z: bool = True
 
     def rows(self) -> list[str]:
         return [self.row] + [r for r in self.among if r != self.row]
@@ -294,7 +296,7 @@ def evaluate_one(claim: Claim, ms: pd.DataFrame, context: str, iv: dict | None =
     metrics = _metrics(claim, ms, context)
     label = " and ".join(f"{NAMES.get(m, m)} ({STAND_IN[m]})" if m in STAND_IN else NAMES.get(m, m) for m in metrics)
     statement = claim.statement.format(metric=label)
-    judged = [_judge_metric(claim, ms, context, m, iv, check_z) for m in metrics]
+    judged = [_judge_metric(claim, ms, context, m, iv, check_z and claim.check_z) for m in metrics]
     verdicts = [j[0] for j in judged]
     verdict = next((v for v in ("untestable", "fails", "inconclusive") if v in verdicts), "holds")
     deciding = next(j for j in judged if j[0] == verdict)
