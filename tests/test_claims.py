@@ -249,7 +249,7 @@ NOT_ROBUST = {
     "two_phase": {"1phase_lt_base_stoch_psnr", "1phase_lt_base_stoch_ssim",  # LSUN Bedroom: 1-phase beats the baseline
                   "1phase_best_stoch_fid", "1phase_best_inv_fid"},  # Bedroom / ImageNet: 2-phase's FID is lower
     "two_phase_ablations": {"t3_sc4_best_fid"},  # Table 3: SC-4 best in FID (tf), SC-8 in FID (cf)
-    "dbae": {"dbae_lt_dae_fid_t3"},  # Table 4 (FFHQ): DBAE's FID is slightly worse than DiffAE's
+    "dbae": set(),
     "scorevae": {"scorevae_lt_vae_l2", "diffdec0_lt_vae_l2"},  # CelebA: the β-VAE has the lower L2
     "ddvi": {"ddvi_best_elbo_pinwheel", "ddvi_best_elbo_release_pinwheel",  # -3.88 ± 0.96 vs AEVB-IAF's -4.19 ± 0.05
              "ddvi_best_elbo_swiss_roll", "ddvi_best_elbo_release_swiss_roll", "ddvi_best_elbo_square",
