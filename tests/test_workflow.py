@@ -300,10 +300,10 @@ def test_dry_run_shows_the_ddvi_study(project):
     proc = run(["-n", "results/ddvi/table1.csv", "results/ddvi/table3.csv"], project, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    # table 1: 5 methods x 3 priors x 3 seeds; table 3: 4 methods x 3 seeds on the simulated genotypes
-    assert job_counts(out) == {"prepare_data": 1, "ddvi_genotypes": 1, "ddvi_train": 57, "ddvi_evaluate": 57,
-                               "ddvi_table": 2, "total": 118}
-    assert "output: resources/ddvi/cluster/mixture/ddvi/seed2.pt" in out
+    # table 1: 5 methods x 3 priors x 5 seeds; table 3: 4 methods x 5 seeds on the simulated genotypes
+    assert job_counts(out) == {"prepare_data": 1, "ddvi_genotypes": 1, "ddvi_train": 95, "ddvi_evaluate": 95,
+                               "ddvi_table": 2, "total": 194}
+    assert "output: resources/ddvi/cluster/mixture/ddvi/seed4.pt" in out
     assert "output: resources/ddvi/unsup/swiss_roll/aaeb/seed1.pt" in out
 
 
