@@ -323,3 +323,19 @@ def test_write_and_combine(tmp_path):
         study_claims("nope", {})
     with pytest.raises(ValueError, match="read tables"):
         study_claims("scorevae", {"table9": pd.DataFrame()})
+
+
+def test_samples_are_found_by_their_scoring_jobs_names(tmp_path):
+    from daebench.claims import read_samples
+
+    paths = [tmp_path / "results/metrics/digits/dae_baseline/stochastic.json",
+             tmp_path / "results/dbae/metrics/digits/dbae/endpoint_nfe5.json",
+             tmp_path / "results/emergence/dbae/x2/results/scorevae/metrics/digits/vae/main_decoder.json"]
+    for i, p in enumerate(paths):
+        p.parent.mkdir(parents=True)
+        p.write_text(f'{{"i": {i}}}')
+    assert read_samples(paths) == {"digits/dae_baseline/stochastic": {"i": 0}, "digits/dbae/endpoint_nfe5": {"i": 1},
+                                   "digits/vae/main_decoder": {"i": 2}}
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="metrics/ folder"):
+        read_samples([tmp_path / "x.json"])

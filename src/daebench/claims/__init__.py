@@ -82,7 +82,8 @@ def read_samples(paths: list[str | Path]) -> dict[str, dict]:
         parts = p.with_suffix("").parts
         if "metrics" not in parts:
             raise ValueError(f"{p}: a samples file is a scoring job's JSON under a metrics/ folder")
-        out["/".join(parts[len(parts) - 1 - parts[::-1].index("metrics") + 1:])] = json.loads(p.read_text())
+        last = len(parts) - 1 - parts[::-1].index("metrics")  # the innermost metrics/ folder
+        out["/".join(parts[last + 1:])] = json.loads(p.read_text())
     return out
 
 
