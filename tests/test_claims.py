@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daebench import stats
 from daebench.claims import (
     STUDIES,
     combine,
@@ -20,6 +19,7 @@ from daebench.claims import (
     write_study_claims,
 )
 from daebench.claims.core import Best, Better, Evidence, evaluate, evaluate_one, measurements, paper_support, uses_z
+from daebench.evaluate import stats
 
 NAN = math.nan
 

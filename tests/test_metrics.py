@@ -229,7 +229,7 @@ def test_frechet_distance_domain_zero_and_monotone(digits, classifier):
 
 
 def test_frechet_bootstrap_replicates_are_the_distance_of_each_resample(digits, classifier):
-    from daebench import stats
+    from daebench.evaluate import stats
 
     model, _ = classifier
     real = features.to_float_nchw(digits[0][:120])

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import stats
-from ..stats import Interval
+from ..evaluate import stats
+from ..evaluate.stats import Interval
 
 MEASUREMENT_COLUMNS = ["context", "row", "metric", "value", "ci95", "evidence"]
 COLUMNS = ["study", "paper", "table", "dataset", "claim_id", "statement", "estimator", "paper_datasets", "robust",

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import stats
-from . import features, metrics, weights
+from . import features, metrics, stats, weights
 
 log = logging.getLogger(__name__)
 
