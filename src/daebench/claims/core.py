@@ -196,10 +196,15 @@ def _metrics(claim: Claim, ms: pd.DataFrame, context: str) -> list[str]:
     return real or have[:1] or [cands[-1]]
 
 
+def _settings(iv: dict | None) -> dict:
+    """params.yaml ``intervals`` (level, resamples, seed) over the defaults."""
+    return {"level": stats.LEVEL, "resamples": stats.RESAMPLES, "seed": stats.SEED, **(iv or {})}
+
+
 def interval(a: pd.Series, b: pd.Series, metric: str, factor: float = 1.0, iv: dict | None = None) -> Interval:
     """The interval of a - b (a / b when ``factor`` is not 1) from two measurements, by the strongest test both
     rows' evidence allows."""
-    iv = {"level": stats.LEVEL, "resamples": stats.RESAMPLES, "seed": stats.SEED, **(iv or {})}
+    iv = _settings(iv)
     ratio = factor != 1.0
     ea, eb = a["evidence"], b["evidence"]
     va, vb = float(a["value"]), float(b["value"])
@@ -238,9 +243,8 @@ def uses_z(ms: pd.DataFrame, context: str, row: str, metric: str, iv: dict | Non
         if x is not None and x["evidence"] is not None and x["evidence"].kind == "per_image" \
                 and x["evidence"].chance is not None:
             ev = x["evidence"]
-            chance = pd.Series({"value": float(ev.chance.mean()), "evidence": Evidence("per_image", ev.chance)})
             lower = (m if m != USES_Z else "ssim") in LOWER_IS_BETTER
-            return stats.verdict(interval(x, chance, m, iv=iv), lower) == "holds"
+            return stats.verdict(stats.paired_bootstrap(ev.values, ev.chance, **_settings(iv)), lower) == "holds"
     return None
 
 
