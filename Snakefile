@@ -8,18 +8,36 @@ min_version("8.0")
 configfile: "params.yaml"
 
 
+# What the studies share, then each study's own rules (daebench.studies: its declaration names them), then
+# what reads every study (claims, summaries, the report, the emergence ladders).
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/prior.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/tables.smk"
-include: "workflow/rules/two_phase.smk"
-include: "workflow/rules/dbae.smk"
-include: "workflow/rules/scorevae.smk"
-include: "workflow/rules/ddvi.smk"
+
+
+for _study in STUDIES.values():
+    for _rules in _study.rules:
+        include: f"workflow/rules/{_rules}"
+
+
+include: "workflow/rules/studies.smk"
 include: "workflow/rules/emergence.smk"
 include: "workflow/rules/report.smk"
+
+
+# What every job that runs a command shares, set here once rather than on each rule:
+# - one environment (envs/daebench.yaml explains its pins), used under `--sdm conda`; a rule's path is
+#   relative to its own file;
+# - its timing (`benchmark:`) beside its log, logs/benchmarks/<the log's path>.tsv, so a job's time is
+#   found from its log and a rule cannot forget one.
+for _rule in workflow.rules:
+    if _rule.shellcmd and _rule.conda_env is None:
+        _rule.conda_env = os.path.relpath(os.path.join(workflow.basedir, "envs", "daebench.yaml"), _rule.basedir)
+    _logs = [_log for _log in _rule.log if _log.endswith(".log")]
+    if _logs:
+        _rule.benchmark_modifier = workflow.modifier.path_modifier  # what `benchmark:` would have set
+        _rule.benchmark = f"logs/benchmarks/{_logs[0].removeprefix('logs/').removesuffix('.log')}.tsv"
 
 
 rule all:

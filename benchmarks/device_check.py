@@ -366,7 +366,7 @@ def _flat_case(cfg: dict, family: str, x_images):
         return (lambda: latent_prior.build(pcfg)), latent_prior.loss(), data, sl
     import _common as C
 
-    from daebench import lvm_study
+    from daebench import ddvi_study
     from daebench.config import ddvi_method
 
     study = cfg["ddvi"]
@@ -381,8 +381,8 @@ def _flat_case(cfg: dict, family: str, x_images):
     holder = {}
 
     def build():
-        family_, model, ctx = lvm_study.build(sl, dim)
-        holder["loss"] = lvm_study.LVMLoss(family_, sl["method"], ctx)
+        family_, model, ctx = ddvi_study.build(sl, dim)
+        holder["loss"] = ddvi_study.DDVILoss(family_, sl["method"], ctx)
         return model
 
     build()

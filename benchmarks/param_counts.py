@@ -2,7 +2,7 @@
 
 For every preset in workflow/presets/ (params.yaml overlaid with the preset, validated and defaulted as
 the workflow does), the methods of the result targets the preset names on its ``# targets:`` line are
-built with the package's own factories (``methods.get_family(...).build``, ``get_lvm_family``, the
+built with the package's own factories (``methods.get_family(...).build``, ``get_ddvi_family``, the
 latent prior's ``build``) on the meta device, so no memory is allocated and nothing is trained, and the
 parameters of each network (each child module of the built model) are counted.
 
@@ -132,11 +132,11 @@ def build_model(cfg: dict, study: str, name: str) -> torch.nn.Module:
     with torch.device("meta"):
         if study == "ddvi":
             from daebench.config import ddvi_method
-            from daebench.methods import get_lvm_family
+            from daebench.methods import get_ddvi_family
 
             c, h = image_shape(cfg["dataset"])
             m = ddvi_method(cfg["ddvi"], name, "unsup")
-            return get_lvm_family(m["family"]).build(cfg["ddvi"]["nets"], (c, h, h), m, False)
+            return get_ddvi_family(m["family"]).build(cfg["ddvi"]["nets"], (c, h, h), m, False)
         from daebench.methods import get_family
 
         method = cfg["methods"][name]

@@ -144,7 +144,7 @@ def latent_prior_case(cfg: dict, device, batch: int):
 
 def ddvi_case(cfg: dict, device, batch: int, shape: tuple[int, int, int]):
     """DDVI on flat vectors of images of ``shape`` (c, h, w): the image shape builds ddvi.nets.arch cnn."""
-    from daebench import lvm_study
+    from daebench import ddvi_study
     from daebench.config import ddvi_method
 
     study = cfg["ddvi"]
@@ -156,10 +156,10 @@ def ddvi_case(cfg: dict, device, batch: int, shape: tuple[int, int, int]):
           "method": ddvi_method(study, name, "unsup"), "nets": study["nets"],
           "train": {**study["train"], "seed": 0}, "prior": {"name": prior, "params": study["priors"][prior]},
           "kde": study["kde"]}
-    family, model, ctx = lvm_study.build(sl, shape)
+    family, model, ctx = ddvi_study.build(sl, shape)
     dim = shape[0] * shape[1] * shape[2]
     model.to(device).train()
-    loss = lvm_study.LVMLoss(family, sl["method"], ctx)
+    loss = ddvi_study.DDVILoss(family, sl["method"], ctx)
     children = dict(model.named_children())
     opts = []
     for st in loss.stages:

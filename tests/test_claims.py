@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from daebench.claims import (
-    STUDIES,
     combine,
     counts,
     read_claims,
@@ -20,6 +19,9 @@ from daebench.claims import (
 )
 from daebench.claims.core import Best, Better, Evidence, evaluate, evaluate_one, measurements, paper_support, uses_z
 from daebench.evaluate import stats
+from daebench.studies import REGISTRY, get
+
+STUDIES = {name: study.claims for name, study in REGISTRY.items()}  # each study's claims module
 
 NAN = math.nan
 
@@ -184,10 +186,10 @@ def _scorevae_table(l2):
 
 def test_scorevae_claims_follow_the_paper_on_a_paper_like_table():
     # CIFAR-10's Table 1 L2 (the ODE row must be ignored: the paper's numbers are reverse-SDE ones)
-    df = study_claims("scorevae", {"table1": _scorevae_table([3.41, 2.634, 2.591, 19.53, 2.851, 99.0])})
+    df = study_claims(STUDIES["scorevae"], {"table1": _scorevae_table([3.41, 2.634, 2.591, 19.53, 2.851, 99.0])})
     v = df.set_index("claim_id")["verdict"]
     assert (v == "holds").all(), v[v != "holds"]
-    df = study_claims("scorevae", {"table1": _scorevae_table([3.41, 5.0, 2.591, 5.5, 5.2, 1.0])})
+    df = study_claims(STUDIES["scorevae"], {"table1": _scorevae_table([3.41, 5.0, 2.591, 5.5, 5.2, 1.0])})
     v = df.set_index("claim_id")["verdict"]
     assert v["scorevae_lt_vae_l2"] == "fails" and v["diffdec_collapses_l2"] == "fails"
     assert not bool(df.set_index("claim_id").loc["scorevae_lt_vae_l2", "robust"])  # CelebA: the VAE wins
@@ -206,7 +208,7 @@ def _ddvi_table(values, spread, labels=("AEVB", "AEVB-IAF", "H-AEVB", "DDVI")):
 def test_ddvi_claims_judge_the_difference_over_seeds():
     vals = {"AEVB": -12.0, "AEVB-IAF": -5.5, "H-AEVB": -7.0, "DDVI": -4.0}
     cfg = {"dataset": "digits"}
-    sep = study_claims("ddvi", {"table1": _ddvi_table(vals, 0.5)}, cfg).set_index("claim_id")
+    sep = study_claims(STUDIES["ddvi"], {"table1": _ddvi_table(vals, 0.5)}, cfg).set_index("claim_id")
     assert sep.loc["ddvi_gt_aevb_elbo_pinwheel", "verdict"] == "holds"
     assert sep.loc["ddvi_gt_aevb_elbo_pinwheel", "test"].startswith("Welch t over 3 and 3 seeds")
     assert sep.loc["ddvi_gt_aevb_elbo_pinwheel", "difference"] == pytest.approx(8.0)
@@ -216,7 +218,7 @@ def test_ddvi_claims_judge_the_difference_over_seeds():
     assert "medians" in sep.loc["ddvi_lt_aevb_latent_nll_pinwheel", "test"]
     assert sep.loc["ddvi_gt_aevb_nmi", "verdict"] == "untestable"  # no table 3 given
     # seeds spread by 8 around means 8 apart: Welch's interval of the difference straddles 0
-    wide = study_claims("ddvi", {"table1": _ddvi_table(vals, 8.0)}, cfg).set_index("claim_id")
+    wide = study_claims(STUDIES["ddvi"], {"table1": _ddvi_table(vals, 8.0)}, cfg).set_index("claim_id")
     assert wide.loc["ddvi_gt_aevb_elbo_pinwheel", "verdict"] == "inconclusive"
     assert wide.loc["ddvi_best_elbo_pinwheel", "verdict"] == "inconclusive"
     # the paper's own ± (MNIST and CIFAR-10, 3 seeds): DDVI's ELBO beats AEVB's on every prior
@@ -237,7 +239,7 @@ def _dbae_table2():
 
 def test_dbae_claims_map_our_comparator_to_the_papers_diffae():
     t2 = _dbae_table2()
-    df = study_claims("dbae", {"table2": t2}, {"dae": "dae_baseline"}).set_index("claim_id")
+    df = study_claims(STUDIES["dbae"], {"table2": t2}, {"dae": "dae_baseline"}).set_index("claim_id")
     for c in ("dbae_gt_dae_random_ssim", "dbae_lt_dae_random_mse", "dbaed_gt_dbae_ssim", "dae_inferred_gt_dbae_ssim"):
         assert df.loc[c, "verdict"] == "holds", c
     assert df.loc["dbae_gt_dae_tad", "verdict"] == "untestable"
@@ -303,26 +305,26 @@ def test_each_studys_claims_hold_on_the_papers_ordering_and_fail_on_its_reverse(
     tables, cfg = _paper_like(study)
     mod = STUDIES[study]
     metrics = {m for c in mod.CLAIMS for m in ((c.metric,) if isinstance(c.metric, str) else c.metric)}
-    held = study_claims(study, tables, cfg).set_index("claim_id")["verdict"]
+    held = study_claims(mod, tables, cfg).set_index("claim_id")["verdict"]
     # ordering claims (not the "within a factor" ones, which a reversal keeps) that hold on the paper's numbers
     ordering = {c.claim_id for c in mod.CLAIMS if c.factor >= 1.0}
     holding = {c for c in ordering if held.get(c) == "holds"}
     assert len(holding) >= 3, held
-    flipped = study_claims(study, {k: _inverse(t, metrics) for k, t in tables.items()}, cfg)
+    flipped = study_claims(mod, {k: _inverse(t, metrics) for k, t in tables.items()}, cfg)
     flipped = flipped.set_index("claim_id")["verdict"]
     assert {c: flipped[c] for c in holding if flipped[c] != "fails"} == {}
 
 
 def test_write_and_combine(tmp_path):
     (tmp_path / "t1.csv").write_text(_scorevae_table([3.41, 2.634, 2.591, 19.53, 2.851, 99.0]).to_csv(index=False))
-    a = write_study_claims("scorevae", {"table1": tmp_path / "t1.csv"}, {}, tmp_path / "claims" / "scorevae.csv")
+    a = write_study_claims(STUDIES["scorevae"], {"table1": tmp_path / "t1.csv"}, {}, tmp_path / "claims" / "scorevae.csv")
     both = combine([tmp_path / "claims" / "scorevae.csv", tmp_path / "claims" / "scorevae.csv"], tmp_path / "all.csv")
     back = read_claims(tmp_path / "all.csv")
     assert len(back) == 2 * len(a) and str(back["holds"].dtype) == "boolean" and len(both) == len(back)
     with pytest.raises(ValueError, match="unknown study"):
-        study_claims("nope", {})
+        get("nope")
     with pytest.raises(ValueError, match="read tables"):
-        study_claims("scorevae", {"table9": pd.DataFrame()})
+        study_claims(STUDIES["scorevae"], {"table9": pd.DataFrame()})
 
 
 def test_samples_are_found_by_their_scoring_jobs_names(tmp_path):

@@ -168,11 +168,11 @@ def key_name(parts):
 
 def owners_ok(parts, i, name):
     """Whether the map entry ``name`` at ``parts[i]`` may hold the rest of the path (a family's own keys)."""
-    image, lvm = families("image"), families("lvm")
+    image, ddvi = families("image"), families("ddvi")
     if parts[:i] == ("methods",) and i + 1 < len(parts) and parts[i + 1] in set().union(*(f.keys for f in image.values())):
         return parts[i + 1] in image[PARAMS["methods"][name]["family"]].keys
-    if parts[:i] == ("ddvi", "methods") and parts[i + 1] in set().union(*(f.keys for f in lvm.values())):
-        return parts[i + 1] in lvm[PARAMS["ddvi"]["methods"][name]["family"]].keys
+    if parts[:i] == ("ddvi", "methods") and parts[i + 1] in set().union(*(f.keys for f in ddvi.values())):
+        return parts[i + 1] in ddvi[PARAMS["ddvi"]["methods"][name]["family"]].keys
     return True
 
 
@@ -349,11 +349,11 @@ def test_dry_run_without_a_local_dataset_path_fails_before_any_job(project, over
 
 def test_schema_enums_follow_the_code_registries():
     """Registry-backed fields (`x-registry` in the schema) take their enum from the code as it is, and the
-    fields naming studies list exactly the studies the claims know."""
-    from daebench.claims import STUDIES
+    fields naming studies list exactly the registered studies, each with its own tables."""
     from daebench.config import _schema, registries
     from daebench.diffusion.schedules import SCHEDULES
     from daebench.methods import families
+    from daebench.studies import REGISTRY as STUDIES
 
     path = ROOT / "workflow/schemas/params.schema.yaml"
     schema = _schema(str(path), path.stat().st_mtime_ns)
@@ -376,11 +376,12 @@ def test_schema_enums_follow_the_code_registries():
     for where, node in found.items():
         assert node["enum"] == regs[node["x-registry"]], where
     assert regs["schedules"] == list(SCHEDULES)
-    assert regs["image_families"] == list(families("image")) and regs["lvm_families"] == list(families("lvm"))
+    assert regs["image_families"] == list(families("image")) and regs["lvm_families"] == list(families("ddvi"))
     props = schema["properties"]
     assert props["report"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
     assert props["emergence"]["properties"]["studies"]["items"]["enum"] == list(STUDIES)
-    assert set(props["emergence"]["properties"]["tables"]["properties"]) == set(STUDIES)
+    tables = props["emergence"]["properties"]["tables"]["properties"]
+    assert {k: v["items"]["enum"] for k, v in tables.items()} == {n: list(s.claims.TABLES) for n, s in STUDIES.items()}
 
 
 def test_every_schema_key_has_a_description():

@@ -162,6 +162,17 @@ def test_dbae_reconstruct_shapes_and_encoder_sigma_range():
                                                                           "nfe_decode": 9}
 
 
+def test_sampler_defaults_are_the_schemas():
+    """The defaults a sampler block without some keys decodes with (PPL passes only clip_x0, whatever the family)
+    are dbae.sampler's in the schema."""
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/params.schema.yaml").read_text())
+    props = schema["properties"]["dbae"]["properties"]["sampler"]["properties"]
+    assert dbae.SAMPLER_DEFAULTS == {k: v["default"] for k, v in props.items()}
+
 def test_total_correlation_estimate_matches_the_gaussian_closed_form():
     """Codes mu ~ N(0, S) with posterior noise s^2: q(z) = N(0, S + s^2 I), whose TC is
     1/2 (sum_k log C_kk - log det C). Independent mu: TC = 0; duplicated mu (z_2 = z_1 + noise): 0.51."""

@@ -12,14 +12,14 @@ import torch
 from sklearn.metrics import completeness_score, normalized_mutual_info_score
 
 from daebench.config import ConfigError, load
-from daebench.evaluate.lvm import clustering_scores, latent_nll, mmd2, purity
-from daebench.methods import get_lvm_family
+from daebench.evaluate.ddvi import clustering_scores, latent_nll, mmd2, purity
+from daebench.methods import get_ddvi_family
 from daebench.methods import priors as P
 from daebench.methods.ddvi import posterior_chain
-from daebench.methods.lvm import Ctx
+from daebench.methods.ddvi_common import Ctx
 from daebench.methods.objective import Stage
 from daebench.nets.mlp import MADE
-from daebench.train import _stage_optimizers
+from daebench.train.stages import stage_optimizers
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")["ddvi"]
@@ -159,7 +159,7 @@ def _linear_gaussian(seed=0, dim=5):
 
 def _aevb(W, b, dim=5):
     nets = {"hidden": 4, "layers": 0, "context": 3, "made": {"hidden": 8, "layers": 2}, "aux": {"hidden": 8, "layers": 1}}
-    model = get_lvm_family("aevb").build(nets, dim, {}, False).double()
+    model = get_ddvi_family("aevb").build(nets, dim, {}, False).double()
     with torch.no_grad():
         model.decoder[0].weight.copy_(W)
         model.decoder[0].bias.copy_(b)
@@ -186,7 +186,7 @@ def test_elbo_of_a_linear_gaussian_model_matches_its_closed_form():
         kl = 0.5 * (var + mu.square() - 1 - var.log()).sum(1)
         closed = e_log_px - kl
         ctx = Ctx(prior=StdNormal(), likelihood="gaussian")
-        fam = get_lvm_family("aevb")
+        fam = get_ddvi_family("aevb")
         rep = torch.cat([x] * 20000)
         est = fam.elbo(model, (rep, torch.full((len(rep),), -1)), ctx, torch.Generator().manual_seed(2))
         got = est["elbo_nats"].view(20000, 4).mean(0)
@@ -270,7 +270,7 @@ def _exact_posterior_model(family, dim=5):
         # posterior covariance I (prior N(0, 2 I), W^T W = I / 2): a Gaussian whose noising keeps unit variance,
         # so the fixed reverse variance beta_t is exact and eps_phi is linear (ExactEps)
         b, M, P, log_px = _gaussian_case(2.0, W_UNIT, dim)
-        model = get_lvm_family("ddvi").build({**NETS, "context": 2}, dim, {"steps": 6, "beta": [0.05, 0.4]}, False)
+        model = get_ddvi_family("ddvi").build({**NETS, "context": 2}, dim, {"steps": 6, "beta": [0.05, 0.4]}, False)
         model.double()
         ab = model.alpha_bar
         model.betas = 1 - ab[1:] / ab[:-1]          # exactly consistent with alpha_bar in float64
@@ -280,7 +280,7 @@ def _exact_posterior_model(family, dim=5):
         prior = IsoNormal(2.0)
     else:
         b, M, P, log_px = _gaussian_case(1.0, W_DIAG, dim)
-        model = get_lvm_family(family).build(NETS, dim, {"flows": 2}, False).double()
+        model = get_ddvi_family(family).build(NETS, dim, {"flows": 2}, False).double()
         prior = IsoNormal(1.0)
         z1 = torch.zeros(1, dim, dtype=torch.float64)
         if family == "aevb":
@@ -316,7 +316,7 @@ def _elbo_draws(family, model, ctx, x, n, seed):
     rep = torch.cat([x] * n)
     torch.set_default_dtype(torch.float64)
     try:
-        est = get_lvm_family(family).elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
+        est = get_ddvi_family(family).elbo(model, (rep, torch.full((len(rep),), -1)), ctx,
                                         torch.Generator().manual_seed(seed))
     finally:
         torch.set_default_dtype(torch.float32)
@@ -347,7 +347,7 @@ def test_exact_bounds_equal_the_evidence_at_the_exact_posterior_and_fall_below_i
     # (3) generic networks for the posterior side, same decoder and prior
     torch.manual_seed(3)
     method = {"steps": 5, "beta": [0.05, 0.3], "flows": 2, "sleep": "none"}
-    generic = get_lvm_family(family).build({**NETS, "aux": {"hidden": 8, "layers": 1}}, 5, method, False).double()
+    generic = get_ddvi_family(family).build({**NETS, "aux": {"hidden": 8, "layers": 1}}, 5, method, False).double()
     generic.decoder = model.decoder
     est = _elbo_draws(family, generic, ctx, x, 4000, seed=4)["elbo_nats"]
     se = est.std(0) / math.sqrt(4000)
@@ -362,16 +362,16 @@ def test_ddvi_regulariser_splits_into_endpoint_and_chain_and_chain_weight_uses_t
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
     method = {"steps": 4, "beta": [0.05, 0.3], "sleep": "none", "kl_weight": 0.01}
-    model = get_lvm_family("ddvi").build(nets, 6, method, False)
+    model = get_ddvi_family("ddvi").build(nets, 6, method, False)
     x = torch.rand(5, 6)
     p = posterior_terms(model, x, torch.Generator().manual_seed(3))
     assert torch.allclose(p["endpoint_qr"] + p["chain"], p["log_qr"], atol=1e-4)
     ctx = Ctx(prior=StdNormal(), likelihood="bce", kl_weight=0.01)
     reg = p["log_qr"] - StdNormal().log_prob(p["z"])
     batch = (x, torch.full((5,), -1))
-    default = get_lvm_family("ddvi").stages(method, ctx)[0].fn(model, batch, torch.Generator().manual_seed(3))
+    default = get_ddvi_family("ddvi").stages(method, ctx)[0].fn(model, batch, torch.Generator().manual_seed(3))
     assert set(default) == {"recon", "kl"} and torch.allclose(default["kl"], 0.01 * reg, atol=1e-6)
-    split = get_lvm_family("ddvi").stages({**method, "chain_weight": 2.0}, ctx)[0].fn(
+    split = get_ddvi_family("ddvi").stages({**method, "chain_weight": 2.0}, ctx)[0].fn(
         model, batch, torch.Generator().manual_seed(3))
     assert torch.allclose(split["kl"], 0.01 * (p["endpoint_qr"] - StdNormal().log_prob(p["z"])), atol=1e-6)
     assert torch.allclose(split["chain"], 2.0 * p["chain"], atol=1e-5)
@@ -389,11 +389,11 @@ def test_release_aevb_estimator_matches_a_hand_computation():
     g = np.random.default_rng(0)
     We, be = g.normal(size=(4, dim)) * 0.5, np.array([0.2, -0.1, 2 * math.log(0.05), 2 * math.log(0.3)])
     Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
-    model = get_lvm_family("aevb").build({"hidden": 4, "layers": 0}, dim, {}, False).double()
+    model = get_ddvi_family("aevb").build({"hidden": 4, "layers": 0}, dim, {}, False).double()
     model.encoder = _linear(dim, 4, torch.from_numpy(We), torch.from_numpy(be))
     model.decoder = _linear(2, dim, torch.from_numpy(Wd), torch.from_numpy(bd))
     x = g.uniform(size=(3, dim))
-    est = get_lvm_family("aevb").elbo(model, (torch.from_numpy(x), torch.full((3,), -1)),
+    est = get_ddvi_family("aevb").elbo(model, (torch.from_numpy(x), torch.full((3,), -1)),
                                     Ctx(prior=StdNormal(), likelihood="bce"), torch.Generator().manual_seed(5))
     eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(5)).double().numpy()
     h = x @ We.T + be
@@ -447,7 +447,7 @@ def test_release_ddvi_estimator_matches_a_hand_computation():
     We, be = g.normal(size=(6, dim)) * 0.5, g.normal(size=6) * 0.3
     Wd, bd = g.normal(size=(dim, 2)), g.normal(size=dim)
     A, C, E = g.normal(size=(2, 2)) * 0.3, g.normal(size=(2, 2)) * 0.3, g.normal(size=(T + 1, 2)) * 0.3
-    model = get_lvm_family("ddvi").build({"hidden": 4, "layers": 0, "context": 2,
+    model = get_ddvi_family("ddvi").build({"hidden": 4, "layers": 0, "context": 2,
                                         "denoiser": {"hidden": 4, "layers": 1}}, dim,
                                        {"steps": T, "beta": list(beta)}, False).double()
     model.encoder = _linear(dim, 6, torch.from_numpy(We), torch.from_numpy(be))
@@ -481,7 +481,7 @@ def test_release_ddvi_estimator_matches_a_hand_computation():
 def test_ddvi_chain_log_ratio_matches_the_gaussian_densities():
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 8, "layers": 2}}
-    model = get_lvm_family("ddvi").build(nets, 3, {"steps": 3, "beta": [0.1, 0.3], "sleep": "none"}, False)
+    model = get_ddvi_family("ddvi").build(nets, 3, {"steps": 3, "beta": [0.1, 0.3], "sleep": "none"}, False)
     x = torch.rand(2, 3)
     z, log_qr = posterior_chain(model, x, torch.Generator().manual_seed(5))
     # replay the chain with the same noise, computing every density with torch.distributions
@@ -529,9 +529,9 @@ def test_clustering_scores_match_sklearn():
 
 def test_cluster_codes_average_posterior_draws():
     """chain_mean: the mean of z over draws (here a Gaussian posterior: it converges to mu); sample: one draw."""
-    from daebench.lvm_study import cluster_codes
+    from daebench.ddvi_study import cluster_codes
 
-    fam = get_lvm_family("aevb")
+    fam = get_ddvi_family("aevb")
     model = fam.build({"hidden": 4, "layers": 0}, 3, {}, False)
     with torch.no_grad():
         model.encoder[0].weight.zero_()
@@ -551,7 +551,7 @@ def test_denoiser_pretraining_on_prior_samples_trains_only_the_denoiser():
 
     torch.manual_seed(0)
     nets = {"hidden": 8, "layers": 1, "context": 2, "denoiser": {"hidden": 32, "layers": 3}}
-    model = get_lvm_family("ddvi").build(nets, 4, {"steps": 10, "beta": [0.005, 0.3]}, False)
+    model = get_ddvi_family("ddvi").build(nets, 4, {"steps": 10, "beta": [0.005, 0.3]}, False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
     losses = pretrain_denoiser(model, prior, examples=64 * 300, batch_size=64, lr=3e-3, seed=0)
@@ -576,11 +576,11 @@ def test_made_is_autoregressive_in_its_order():
 
 def _stages_step(family, method):
     nets = {"hidden": 16, "layers": 1, "context": 3, "denoiser": {"hidden": 8, "layers": 2}}
-    model = get_lvm_family(family).build(nets, 8, method, False)
+    model = get_ddvi_family(family).build(nets, 8, method, False)
     prior = P.StructuredPrior("square", PARAMS["priors"]["square"], {"samples": 300, "bandwidths": [0.05], "seed": 0})
     ctx = Ctx(prior=prior, likelihood="bce")
-    stages = get_lvm_family(family).stages(method, ctx)
-    opts = _stage_optimizers(model, stages, 1e-2)
+    stages = get_ddvi_family(family).stages(method, ctx)
+    opts = stage_optimizers(model, stages, 1e-2)
     batch = (torch.rand(16, 8), torch.full((16,), -1))
     changed = []
     for st, opt in zip(stages, opts):
@@ -639,8 +639,8 @@ def test_multi_stage_training_resumes_exactly(tmp_path, family, method):
     """A run stopped after its checkpoint at step 10 and resumed ends bit-identical to an uninterrupted
     one: every stage's Adam state and the in-loss schedules come back."""
     from daebench.checkpoint import load_checkpoint
-    from daebench.lvm_study import LVMLoss
-    from daebench.methods.lvm import Ctx as LCtx
+    from daebench.ddvi_study import DDVILoss
+    from daebench.methods.ddvi_common import Ctx as LCtx
     from daebench.train import train_phase
 
     nets = {"hidden": 16, "layers": 1, "context": 3, "denoiser": {"hidden": 8, "layers": 2}}
@@ -651,9 +651,9 @@ def test_multi_stage_training_resumes_exactly(tmp_path, family, method):
 
     def run_(out, ckpt, crash_at=None):
         torch.manual_seed(0)
-        fam = get_lvm_family(family)
+        fam = get_ddvi_family(family)
         model = fam.build(nets, 8, method, False)
-        loss = LVMLoss(fam, method, LCtx(prior=prior, likelihood="bce"))
+        loss = DDVILoss(fam, method, LCtx(prior=prior, likelihood="bce"))
         if crash_at is not None:  # the job dies in the middle of step `crash_at`
             calls, first = [0], loss.stages[0]
 
@@ -688,7 +688,7 @@ def _semi_cfg(labels: int, kl_weight: float = 1.0, sleep: str = "latent") -> dic
 
 
 def test_semi_supervised_labels_are_the_classes_of_seeded_picks():
-    from daebench.lvm_study import partition_labels
+    from daebench.ddvi_study import partition_labels
 
     y = np.arange(40) % 10
     part = partition_labels(_semi_cfg(7), y)
@@ -704,15 +704,15 @@ def test_semi_supervised_labels_reach_the_ddvi_loss_as_the_partition_prior():
     """The wake loss of a labelled example uses log p(z | l) where an unlabelled one uses log p(z): for the same
     draw, kl differs by exactly kl_weight (log p(z) - log p(z | l)) on the labelled rows and not at all on the
     others; the reconstruction is the same."""
-    from daebench import lvm_study
+    from daebench import ddvi_study
     from daebench.methods.ddvi import posterior_terms
 
     cfg = _semi_cfg(4, kl_weight=0.5, sleep="none")
-    family, model, ctx = lvm_study.build(cfg, 20)
+    family, model, ctx = ddvi_study.build(cfg, 20)
     x = torch.rand(12, 20, generator=torch.Generator().manual_seed(3))
     part = torch.full((12,), -1)
     part[[1, 4, 5, 9]] = torch.tensor([0, 3, 3, 7])
-    wake = lvm_study.LVMLoss(family, cfg["method"], ctx).stages[0].fn
+    wake = ddvi_study.DDVILoss(family, cfg["method"], ctx).stages[0].fn
     with torch.no_grad():
         lab = wake(model, (x, part), torch.Generator().manual_seed(11))
         unl = wake(model, (x, torch.full((12,), -1)), torch.Generator().manual_seed(11))
@@ -729,7 +729,7 @@ def test_semi_supervised_ddvi_puts_unlabelled_codes_on_their_class_arm():
     """A tiny Table 2 run: ten classes, pinwheel prior (ten arms), half of the training labels known. With the
     labels the codes of the *unlabelled* half land on the arm of their class (measured 0.46-0.50 over three
     seeds); without them the arms are a free relabelling of the classes, near chance (0.12). Chance is 0.1."""
-    from daebench import lvm_study
+    from daebench import ddvi_study
     from daebench.train import train_phase
 
     y = torch.arange(600) % 10
@@ -742,10 +742,10 @@ def test_semi_supervised_ddvi_puts_unlabelled_codes_on_their_class_arm():
     try:
         for labels in (300, 0):
             cfg = _semi_cfg(labels)
-            family, model, ctx = lvm_study.build(cfg, 20)
-            part = lvm_study.partition_labels(cfg, y.numpy())
+            family, model, ctx = ddvi_study.build(cfg, 20)
+            part = ddvi_study.partition_labels(cfg, y.numpy())
             with tempfile.TemporaryDirectory() as d:
-                final = train_phase(model, lvm_study.LVMLoss(family, cfg["method"], ctx), (x, part), steps=600,
+                final = train_phase(model, ddvi_study.DDVILoss(family, cfg["method"], ctx), (x, part), steps=600,
                                     phase_index=0, train_cfg=cfg["train"], ckpt_path=Path(d) / "r.pt",
                                     out_path=Path(d) / "o.pt", config={}, progress=False)
             model.load_state_dict(final["ema"])
@@ -762,7 +762,7 @@ def test_semi_supervised_ddvi_puts_unlabelled_codes_on_their_class_arm():
 def test_knn_accuracy_on_a_hand_made_set():
     """k = 3 on a line: 0.5 and 11.5 sit inside their class; 6.1's three nearest are 10 (3.9), 2 (4.1) and
     11 (4.9), two of class 1, so its label 0 is missed: 2 of 3."""
-    from daebench.evaluate.lvm import knn_accuracy
+    from daebench.evaluate.ddvi import knn_accuracy
 
     z_train = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
     y_train = np.array([0, 0, 0, 1, 1, 1])

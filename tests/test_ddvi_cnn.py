@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from daebench import lvm_study
+from daebench import ddvi_study
 from daebench.config import ConfigError, load, validate
 from daebench.jobs import ddvi as ddvi_jobs
-from daebench.methods import get_lvm_family, lvm
+from daebench.methods import ddvi_common, get_ddvi_family
 from daebench.nets.conv import ConvDecoder, ConvEncoder
 from daebench.nets.mlp import mlp
 
@@ -51,7 +51,7 @@ def test_cnn_maps_flat_cifar_vectors_to_codes_and_back():
     enc, dec = ConvEncoder(CIFAR, 17), ConvDecoder(2, CIFAR)
     assert enc(torch.rand(5, D)).shape == (5, 17)
     assert dec(torch.randn(5, 2)).shape == (5, D)
-    e, d = lvm.encoder_decoder({**NETS, "arch": "cnn"}, CIFAR, 14)
+    e, d = ddvi_common.encoder_decoder({**NETS, "arch": "cnn"}, CIFAR, 14)
     assert isinstance(e, ConvEncoder) and isinstance(d, ConvDecoder)
     assert e(torch.rand(2, D)).shape == (2, 14) and d(torch.randn(2, 2)).shape == (2, D)
 
@@ -71,7 +71,7 @@ def test_cnn_channels_are_app_e():
 
 
 def test_cnn_reads_and_writes_the_flat_vectors_in_the_datas_nhwc_order():
-    """lvm_study.load_data flattens the stored NHWC arrays: the encoder must see the image, not a scramble."""
+    """ddvi_study.load_data flattens the stored NHWC arrays: the encoder must see the image, not a scramble."""
     torch.manual_seed(0)
     enc, dec = ConvEncoder(CIFAR, 4).eval(), ConvDecoder(2, CIFAR).eval()
     img = torch.rand(3, *CIFAR)                                   # NCHW
@@ -84,11 +84,11 @@ def test_cnn_reads_and_writes_the_flat_vectors_in_the_datas_nhwc_order():
 
 def test_cnn_needs_the_image_shape_and_32x32():
     with pytest.raises(ValueError, match="cnn needs the data's image shape"):
-        lvm.encoder_decoder({**NETS, "arch": "cnn"}, D, 4)
+        ddvi_common.encoder_decoder({**NETS, "arch": "cnn"}, D, 4)
     with pytest.raises(ValueError, match="makes 32x32 images; the data are 28x28"):
         ConvDecoder(2, (1, 28, 28))
     with pytest.raises(ValueError, match="unknown ddvi.nets.arch 'resnet'"):
-        lvm.encoder_decoder({**NETS, "arch": "resnet"}, CIFAR, 4)
+        ddvi_common.encoder_decoder({**NETS, "arch": "resnet"}, CIFAR, 4)
     assert ConvEncoder((1, 32, 32), 4)(torch.rand(2, 32 * 32)).shape == (2, 4)  # channels come from the data
 
 
@@ -97,7 +97,7 @@ def test_mlp_default_builds_the_modules_it_built_before(name):
     """No arch (every existing config) or arch mlp: exactly the MLPs of before, weights included, whether the
     data's size comes as a flat dimension or as the image shape."""
     method = METHODS[name]
-    fam = get_lvm_family(method["family"])
+    fam = get_ddvi_family(method["family"])
     built = []
     for nets, dim in ((NETS, D), ({**NETS, "arch": "mlp"}, D), (NETS, CIFAR)):
         torch.manual_seed(0)
@@ -124,12 +124,12 @@ def test_every_family_trains_a_step_with_the_cnn_on_cifar_shaped_data(name, sett
     torch.set_num_threads(1)
     try:
         cfg = job_cfg(METHODS[name], setting)
-        family, model, ctx = lvm_study.build(cfg, CIFAR)
+        family, model, ctx = ddvi_study.build(cfg, CIFAR)
         assert isinstance(model.encoder, ConvEncoder) and isinstance(model.decoder, ConvDecoder)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(4, D, generator=g)
         part = torch.tensor([-1, 3, -1, 7]) if setting == "semi" else torch.full((4,), -1)
-        loss = lvm_study.LVMLoss(family, cfg["method"], ctx)
+        loss = ddvi_study.DDVILoss(family, cfg["method"], ctx)
         children = dict(model.named_children())
         before = (model.encoder.convs[0].weight.clone(), model.decoder.convs[-1].weight.clone())
         model.train()
@@ -150,7 +150,7 @@ def test_every_family_trains_a_step_with_the_cnn_on_cifar_shaped_data(name, sett
             if family.elbo is not None:
                 res = family.elbo(model, (x, torch.full((4,), -1)), ctx, g)
                 assert all(bool(torch.isfinite(v).all()) for v in res.values()), res
-            assert lvm.mean_x(model.decoder(z), "bce").shape == (4, D)
+            assert ddvi_common.mean_x(model.decoder(z), "bce").shape == (4, D)
     finally:
         torch.set_num_threads(threads)
 
@@ -164,9 +164,9 @@ def test_ddvi_with_the_cnn_runs_through_the_training_loop(tmp_path):
     torch.set_num_threads(1)
     try:
         cfg = job_cfg(METHODS["ddvi"])
-        family, model, ctx = lvm_study.build(cfg, CIFAR)
+        family, model, ctx = ddvi_study.build(cfg, CIFAR)
         x = torch.rand(12, D, generator=torch.Generator().manual_seed(1))
-        final = train_phase(model, lvm_study.LVMLoss(family, cfg["method"], ctx), (x, torch.full((12,), -1)),
+        final = train_phase(model, ddvi_study.DDVILoss(family, cfg["method"], ctx), (x, torch.full((12,), -1)),
                             steps=2, phase_index=0, train_cfg=cfg["train"], ckpt_path=tmp_path / "r.pt",
                             out_path=tmp_path / "o.pt", config={}, progress=False)
     finally:

@@ -82,10 +82,11 @@ def test_stage_params_cover_every_key_its_jobs_read(stage):
 
     from daebench.config import load
     from daebench.jobs import dvc as D
+    from daebench.studies import REGISTRY
 
     config = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")
-    jobs = {"data": D._data_jobs, "table4": D._table4_jobs, "two_phase_ablations": D._ablation_jobs,
-            "dbae": D._dbae_jobs, "scorevae": D._scorevae_jobs, "ddvi": D._ddvi_jobs, "report": D._report_jobs}[stage]
+    jobs = {"data": D._data_jobs, "report": D._report_jobs,
+            **{s.stage.name: s.stage.jobs for s in REGISTRY.values() if s.stage}}[stage]
     params = D.stages(config)[stage]["params"]
     covered = [tuple(p.split(".")) for p in params]
     before = json.dumps(jobs(config), sort_keys=True, default=str)

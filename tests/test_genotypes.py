@@ -1,4 +1,5 @@
-"""Genotype data for the DDVI clustering experiment (src/daebench/data/genotypes.py).
+"""Genotype data for the DDVI clustering experiment (src/daebench/data/genotypes.py, genotype_simulation.py,
+thousand_genomes.py).
 
 The 1000 Genomes download is exercised against a local HTTP server serving tiny files
 under the real phase-3 file names; nothing here touches the network.
@@ -17,18 +18,10 @@ import pytest
 
 from daebench.config import ConfigError, load, validate
 from daebench.data.download import DownloadError
-from daebench.data.genotypes import (
-    GENOTYPES_FILE,
-    THOUSAND_GENOMES,
-    build_1000_genomes,
-    load_genotypes,
-    parse_vcf_genotypes,
-    pca_features,
-    prepare_genotypes,
-    read_panel,
-    simulate_genotypes,
-)
+from daebench.data.genotype_simulation import simulate_genotypes
+from daebench.data.genotypes import GENOTYPES_FILE, load_genotypes, pca_features, prepare_genotypes
 from daebench.data.store import IntegrityError
+from daebench.data.thousand_genomes import THOUSAND_GENOMES, build_1000_genomes, parse_vcf_genotypes, read_panel
 
 ROOT = Path(__file__).resolve().parents[1]
 # ddvi.genotypes as the workflow validates it: the schema's defaults (params.yaml sets the same)

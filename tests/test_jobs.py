@@ -35,13 +35,19 @@ def test_steps_split_a_length_over_phases_exactly():
 
 def test_bind_gives_plain_functions_without_config(config):
     J = jobs.bind(config)
-    for name, fn in vars(J).items():
-        assert inspect.isfunction(fn), name  # Snakemake takes functions, not partials, as input functions
-        assert "config" not in inspect.signature(fn).parameters, name
+    # one namespace per job module, so a rule's J.<module>.<function> is found in src/daebench/jobs/<module>.py
+    assert set(vars(J)) - {"as_json"} <= {m.__name__.rsplit(".", 1)[-1] for m in jobs.MODULES}
+    for module, ns in vars(J).items():
+        if module == "as_json":
+            continue
+        for name, fn in vars(ns).items():
+            assert inspect.isfunction(fn), name  # Snakemake takes functions, not partials, as input functions
+            assert "config" not in inspect.signature(fn).parameters, name
+            assert getattr(jobs, module).__dict__[name].__module__.endswith(f".{module}"), name
     w = SimpleNamespace(dataset="digits", method="dae_2phase_sc4", phase="phase2")
-    assert J.train_cfg(w) == jobs.as_json(training.train_slice(config, "digits", "dae_2phase_sc4", 1))
-    assert J.final_model(w) == "resources/models/digits/dae_2phase_sc4/phase2.pt"
-    assert J.previous_phase(w) == "resources/models/digits/dae_2phase_sc4/phase1.pt"
+    assert J.training.train_cfg(w) == jobs.as_json(training.train_slice(config, "digits", "dae_2phase_sc4", 1))
+    assert J.training.final_model(w) == "resources/models/digits/dae_2phase_sc4/phase2.pt"
+    assert J.training.previous_phase(w) == "resources/models/digits/dae_2phase_sc4/phase1.pt"
 
 
 def test_builder_names_are_unique_across_modules():
@@ -99,14 +105,14 @@ def test_ddvi_options_at_their_neutral_value_leave_the_slice_unchanged(config):
 
 def test_table_inputs_follow_the_configured_order(config):
     J = jobs.bind(config)
-    t4 = J.table4_inputs(SimpleNamespace())
+    t4 = J.two_phase.table4_inputs(SimpleNamespace())
     assert t4[0] == "results/metrics/digits/dae_baseline/stochastic.json" and len(t4) == 6
-    runs = J.ddvi_table_runs(SimpleNamespace(table="table3"))
+    runs = J.ddvi.ddvi_table_runs(SimpleNamespace(table="table3"))
     assert runs[0] == "results/ddvi/runs/cluster/mixture/aevb/seed0.json"
     assert len(runs) == len(config["ddvi"]["tables"]["table3"]) * len(config["ddvi"]["seeds"])
-    assert J.dbae_table_inputs(SimpleNamespace(table="table5"))[0] == "results/dbae/cost/digits/dae_baseline.json"
+    assert J.dbae.dbae_table_inputs(SimpleNamespace(table="table5"))[0] == "results/dbae/cost/digits/dae_baseline.json"
     with pytest.raises(ConfigError, match="unknown DBAE table 'table7'"):
-        J.dbae_table_inputs(SimpleNamespace(table="table7"))
+        J.dbae.dbae_table_inputs(SimpleNamespace(table="table7"))
     # the report depends on every selected study's outputs
-    assert set(J.report_study_inputs(SimpleNamespace())) >= set(J.dbae_outputs()) | set(J.ddvi_outputs())
-    assert json.loads(J.config_json(SimpleNamespace())) == json.loads(json.dumps(config))
+    assert set(J.studies.report_study_inputs(SimpleNamespace())) >= set(J.dbae.dbae_outputs()) | set(J.ddvi.ddvi_outputs())
+    assert json.loads(J.studies.config_json(SimpleNamespace())) == json.loads(json.dumps(config))

@@ -1,5 +1,6 @@
-"""The library's layers (docs/architecture.md): data → nets → diffusion → methods → train / evaluate / config →
-study level (tables, claims, report, emergence, lvm_study) → jobs → cli. Every import, function-level ones included,
+"""The library's layers (docs/architecture.md): data → nets → diffusion → methods → train / evaluate → study
+level (tables, claims, ddvi_study) → jobs, with the studies' declarations, the report and the emergence ladders
+that read them, and config (validation reads the registries, studies included) → cli. Every import, function-level ones included,
 goes from a layer to itself or one to its left; the support modules (compute, tracking, checkpoint) may
 be used by any layer and themselves use only data and each other."""
 import ast
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src/daebench"
-RANK = {"data": 0, "nets": 1, "diffusion": 2, "methods": 3, "train": 4, "evaluate": 4, "config": 4,
-        "tables": 5, "claims": 5, "report": 5, "emergence": 5, "lvm_study": 5, "jobs": 6, "cli": 7, "__main__": 7}
-SUPPORT = {"compute", "tracking", "reference", "checkpoint"}
+RANK = {"data": 0, "nets": 1, "diffusion": 2, "methods": 3, "train": 4, "evaluate": 4,
+        "tables": 5, "claims": 5, "ddvi_study": 5, "jobs": 6, "studies": 6, "config": 6, "report": 6, "emergence": 6, "cli": 7,
+        "__main__": 7}
+SUPPORT = {"compute", "tracking", "reference", "checkpoint", "paths"}
 
 
 def unit(module: str) -> str:

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from daebench.data import DownloadError
-from daebench.evaluate import features, metrics, weights
-from daebench.evaluate.features import WeightsMissing
-from daebench.evaluate.weights import WeightFile
+from daebench.evaluate import domain_classifier, features, fid, image_format, metrics, perceptual, weights
+from daebench.evaluate.weights import WeightFile, WeightsMissing
 
 # --------------------------------------------------------------------------- helpers
 
@@ -72,7 +71,7 @@ def digits():
 @pytest.fixture(scope="module")
 def classifier(digits):
     xtr, ytr, xte, yte = digits
-    return features.train_classifier(
+    return domain_classifier.train_classifier(
         xtr, ytr, steps=200, batch_size=128, lr=3e-3, seed=0, progress=False, test_images=xte, test_labels=yte
     )
 
@@ -151,11 +150,11 @@ def test_pixel_metrics_reject_bad_shapes():
 
 def test_image_format_round_trip(digits):
     u8 = digits[0][:10]
-    f = features.to_float_nchw(u8)
+    f = image_format.to_float_nchw(u8)
     assert f.shape == (10, 1, 16, 16) and f.min() >= -1 and f.max() <= 1
-    assert np.array_equal(features.to_uint8_nhwc(f), u8)
+    assert np.array_equal(image_format.to_uint8_nhwc(f), u8)
     with pytest.raises(TypeError):
-        features.to_uint8_nhwc(u8.astype(np.float32))
+        image_format.to_uint8_nhwc(u8.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- domain features
@@ -169,8 +168,8 @@ def test_classifier_accuracy(classifier):
 
 def test_classifier_training_is_seeded(digits):
     xtr, ytr = digits[0][:256], digits[1][:256]
-    a, _ = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
-    b, _ = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    a, _ = domain_classifier.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    b, _ = domain_classifier.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
 
@@ -183,8 +182,8 @@ def test_classifier_on_a_memory_mapped_split_equals_the_in_memory_one(digits, tm
     np.save(tmp_path / "x.npy", xtr)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
     assert isinstance(mapped, np.memmap)
-    a, ia = features.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
-    b, ib = features.train_classifier(mapped, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    a, ia = domain_classifier.train_classifier(xtr, ytr, steps=5, batch_size=32, seed=3, progress=False)
+    b, ib = domain_classifier.train_classifier(mapped, ytr, steps=5, batch_size=32, seed=3, progress=False)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert ia["train_accuracy"] == ib["train_accuracy"]
@@ -216,14 +215,14 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def test_frechet_distance_domain_zero_and_monotone(digits, classifier):
     model, _ = classifier
-    real = features.to_float_nchw(digits[0][:300])
-    f = features.domain_features(model, real).double().numpy()
+    real = image_format.to_float_nchw(digits[0][:300])
+    f = domain_classifier.domain_features(model, real).double().numpy()
     scale = _fd_scale(f.mean(0), np.cov(f, rowvar=False), f.mean(0), np.cov(f, rowvar=False))
-    assert abs(features.frechet_distance_domain(real, real, model)) <= FD_RTOL * scale
+    assert abs(domain_classifier.frechet_distance_domain(real, real, model)) <= FD_RTOL * scale
     # uint8 NHWC and float NCHW inputs are the same images
-    assert abs(features.frechet_distance_domain(digits[0][:300], real, model)) <= FD_RTOL * scale
-    fd_noise = [features.frechet_distance_domain(real, _noisy(real, s), model) for s in (0.1, 0.3, 0.6)]
-    fd_blur = [features.frechet_distance_domain(real, _blur(real, s), model) for s in (0.6, 1.2, 2.0)]
+    assert abs(domain_classifier.frechet_distance_domain(digits[0][:300], real, model)) <= FD_RTOL * scale
+    fd_noise = [domain_classifier.frechet_distance_domain(real, _noisy(real, s), model) for s in (0.1, 0.3, 0.6)]
+    fd_blur = [domain_classifier.frechet_distance_domain(real, _blur(real, s), model) for s in (0.6, 1.2, 2.0)]
     assert 0 < fd_noise[0] < fd_noise[1] < fd_noise[2], fd_noise
     assert 0 < fd_blur[0] < fd_blur[1] < fd_blur[2], fd_blur
 
@@ -232,18 +231,18 @@ def test_frechet_bootstrap_replicates_are_the_distance_of_each_resample(digits, 
     from daebench.evaluate import stats
 
     model, _ = classifier
-    real = features.to_float_nchw(digits[0][:120])
+    real = image_format.to_float_nchw(digits[0][:120])
     fake = _blur(real, 1.0)
-    f1 = features.domain_features(model, real).double().numpy()
-    f2 = features.domain_features(model, fake).double().numpy()
+    f1 = domain_classifier.domain_features(model, real).double().numpy()
+    f2 = domain_classifier.domain_features(model, fake).double().numpy()
     # the eigenvalue form of tr sqrtm(S1 S2) equals scipy's sqrtm (clean-fid's) to round-off
-    assert features._frechet_distance_eig(f1, f2) == pytest.approx(features._frechet_distance(f1, f2), rel=1e-6)
+    assert fid.frechet_distance_eig(f1, f2) == pytest.approx(fid.frechet_distance(f1, f2), rel=1e-6)
     idx = stats.bootstrap_indices(120, 50, 3)
-    value, reps = features.frechet_distance_domain(real, fake, model, resamples=idx)
-    assert value == pytest.approx(features.frechet_distance_domain(real, fake, model))
+    value, reps = domain_classifier.frechet_distance_domain(real, fake, model, resamples=idx)
+    assert value == pytest.approx(domain_classifier.frechet_distance_domain(real, fake, model))
     assert reps.shape == (50,)
     # replicate 7 is the distance between the 7th resample of the originals and the same resample of the blurs
-    again = features.frechet_distance_domain(real[idx[7]], fake[idx[7]], model)
+    again = domain_classifier.frechet_distance_domain(real[idx[7]], fake[idx[7]], model)
     assert reps[7] == pytest.approx(again, rel=1e-5, abs=1e-6)
     assert np.std(reps) > 0 and np.quantile(reps, 0.025) < value < np.quantile(reps, 0.975)
 
@@ -254,11 +253,11 @@ def test_scoring_keeps_per_image_values_and_the_chance_level(digits, classifier,
     from daebench.evaluate.scoring import derangement, score_reconstructions
 
     model, _ = classifier
-    x = features.to_float_nchw(digits[0][:40])
+    x = image_format.to_float_nchw(digits[0][:40])
     y = _noisy(x, 0.2)
     np.savez(tmp_path / "r.npz", original=x.numpy(), recon=y.numpy(),
              meta=json.dumps({"ddim_steps": 5, "nfe": 5, "seconds": 1.0, "mlflow_run_id": None}))
-    features.save_classifier(tmp_path / "c.pt", model, {})
+    domain_classifier.save_classifier(tmp_path / "c.pt", model, {})
     out = score_reconstructions(tmp_path / "r.npz", tmp_path / "c.pt", tmp_path / "no_weights",
                                 {"resamples": 100, "seed": 5})
     per, chance = out["per_image"], out["chance"]
@@ -291,7 +290,7 @@ def _cleanfid_folder_fd(tmp_path, real, fake, extractor, **kw) -> float:
 
 def _spy_extractor(monkeypatch) -> list:
     """Records, per batch, the feature extractor the in-memory clean-fid path runs."""
-    seen, real_fn = [], features._cleanfid_features
+    seen, real_fn = [], fid.cleanfid_features
 
     def spy(arr, extractor, **kw):
         def counted(batch):
@@ -300,7 +299,7 @@ def _spy_extractor(monkeypatch) -> list:
 
         return real_fn(arr, counted, **kw)
 
-    monkeypatch.setattr(features, "_cleanfid_features", spy)
+    monkeypatch.setattr(fid, "cleanfid_features", spy)
     return seen
 
 
@@ -308,9 +307,9 @@ def test_frechet_distance_domain_equals_cleanfid_folder_path(digits, classifier,
     """Computed in memory (without importing cleanfid.fid), the value equals clean-fid's compute_fid
     on folders of the same images (one .npy each) with the same extractor and identity resize."""
     model, _ = classifier
-    real, fake = features.to_uint8_nhwc(digits[0][:300]), features.to_uint8_nhwc(digits[2][:300])
+    real, fake = image_format.to_uint8_nhwc(digits[0][:300]), image_format.to_uint8_nhwc(digits[2][:300])
     seen = _spy_extractor(monkeypatch)
-    value = features.frechet_distance_domain(real, fake, model, batch_size=128)
+    value = domain_classifier.frechet_distance_domain(real, fake, model, batch_size=128)
     assert len(seen) == 6 and all(m is seen[0] for m in seen)  # 3 batches per set, one extractor
     ref = _cleanfid_folder_fd(tmp_path, real, fake, seen[0], mode="clean", custom_fn_resize=lambda img: img,
                               batch_size=128, device=torch.device("cpu"))
@@ -319,27 +318,27 @@ def test_frechet_distance_domain_equals_cleanfid_folder_path(digits, classifier,
 
 def test_feature_distance_domain(digits, classifier):
     model, _ = classifier
-    x = features.to_float_nchw(digits[2][:50])
-    d0 = features.feature_distance_domain(x, x, model)
+    x = image_format.to_float_nchw(digits[2][:50])
+    d0 = domain_classifier.feature_distance_domain(x, x, model)
     assert d0.shape == (50,) and float(d0.abs().max()) < 1e-5
-    d1 = features.feature_distance_domain(x, _noisy(x, 0.5), model)
+    d1 = domain_classifier.feature_distance_domain(x, _noisy(x, 0.5), model)
     assert float(d1.min()) > 0 and float(d1.max()) <= 2.0
-    assert features.domain_features(model, x).shape == (50, 128)
+    assert domain_classifier.domain_features(model, x).shape == (50, 128)
     # 3-channel input to a 1-channel classifier: grey RGB gives the same features
-    grey_rgb = features.domain_features(model, x.repeat(1, 3, 1, 1))
-    assert torch.allclose(grey_rgb, features.domain_features(model, x), atol=1e-5)
+    grey_rgb = domain_classifier.domain_features(model, x.repeat(1, 3, 1, 1))
+    assert torch.allclose(grey_rgb, domain_classifier.domain_features(model, x), atol=1e-5)
 
 
 def test_classifier_save_load_round_trip(tmp_path, digits, classifier):
     model, info = classifier
     path = tmp_path / "clf" / "classifier.pt"
-    features.save_classifier(path, model, info)
+    domain_classifier.save_classifier(path, model, info)
     payload = torch.load(path, weights_only=True)  # no pickled code
     assert set(payload) >= {"state_dict", "config"}
-    loaded = features.load_classifier(path)
+    loaded = domain_classifier.load_classifier(path)
     assert loaded.info["test_accuracy"] == info["test_accuracy"]
-    x = features.to_float_nchw(digits[2][:32])
-    assert torch.equal(features.domain_features(model, x), features.domain_features(loaded, x))
+    x = image_format.to_float_nchw(digits[2][:32])
+    assert torch.equal(domain_classifier.domain_features(model, x), domain_classifier.domain_features(loaded, x))
 
 
 def test_column_descriptions_cover_table_columns():
@@ -375,10 +374,10 @@ def test_packaged_lpips_linear_layers_match_registry():
 def test_metrics_raise_weights_missing_naming_the_file(tmp_path):
     x = torch.zeros(2, 3, 32, 32)
     cases = [
-        (lambda: features.lpips_distance(x, x, tmp_path), "alexnet-owt-7be5be79.pth"),
-        (lambda: features.lpips_distance(x, x, tmp_path, net="vgg"), "vgg16-397923af.pth"),
-        (lambda: features.fid_tf(x, x, tmp_path), "weights-inception-2015-12-05-6726825d.pth"),
-        (lambda: features.fid_cf(x, x, tmp_path), "inception-2015-12-05.pt"),
+        (lambda: perceptual.lpips_distance(x, x, tmp_path), "alexnet-owt-7be5be79.pth"),
+        (lambda: perceptual.lpips_distance(x, x, tmp_path, net="vgg"), "vgg16-397923af.pth"),
+        (lambda: fid.fid_tf(x, x, tmp_path), "weights-inception-2015-12-05-6726825d.pth"),
+        (lambda: fid.fid_cf(x, x, tmp_path), "inception-2015-12-05.pt"),
     ]
     for call, filename in cases:
         with pytest.raises(WeightsMissing) as err:
@@ -487,13 +486,13 @@ def test_lpips_loads_backbone_from_weights_dir(tmp_path, monkeypatch):
     path = tmp_path / "alexnet-owt-7be5be79.pth"
     torch.save(trunk, path)
     _register(monkeypatch, "alexnet", path)
-    monkeypatch.setattr(features, "_LPIPS_CACHE", {})
+    monkeypatch.setattr(perceptual, "_LPIPS_CACHE", {})
 
     x, y = _images("structured", 3, 1, 16, seed=5)  # 1-channel 16x16: repeated to RGB, upsampled to 32
-    d = features.lpips_distance(x, y, tmp_path, device="cpu")
+    d = perceptual.lpips_distance(x, y, tmp_path, device="cpu")
     assert d.shape == (3,) and torch.all(d > 0)
-    assert torch.allclose(features.lpips_distance(x, x, tmp_path, device="cpu"), torch.zeros(3), atol=1e-6)
-    (model,) = features._LPIPS_CACHE.values()
+    assert torch.allclose(perceptual.lpips_distance(x, x, tmp_path, device="cpu"), torch.zeros(3), atol=1e-6)
+    (model,) = perceptual._LPIPS_CACHE.values()
     got = model.net.state_dict()
     for k, v in got.items():
         assert torch.equal(v, trunk["features." + k.split(".", 1)[1]]), k
@@ -528,7 +527,7 @@ def test_fid_cf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
     path = tmp_path / "inception-2015-12-05.pt"
     torch.jit.script(_FakeInception()).save(str(path))
     _register(monkeypatch, "inception_cf", path)
-    monkeypatch.setattr(features, "_CF_CACHE", {})
+    monkeypatch.setattr(fid, "_CF_CACHE", {})
 
     def no_download(*a, **k):
         raise AssertionError("clean-fid tried to download")
@@ -544,23 +543,23 @@ def test_fid_cf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
         return real_fd(m1, s1, m2, s2)
 
     monkeypatch.setattr(cfid, "frechet_distance", fd16)  # the reference (clean-fid's folder path)
-    ours = features._frechet_distance
+    ours = fid.frechet_distance
 
     def ours16(f1, f2):
         f1, f2 = f1[:, :16], f2[:, :16]
         scale.append(_fd_scale(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)))
         return ours(f1, f2)
 
-    monkeypatch.setattr(features, "_frechet_distance", ours16)
+    monkeypatch.setattr(fid, "frechet_distance", ours16)
 
     x, _ = _images("structured", 6, 1, 16, seed=7)
-    v0, mode = features.fid_cf(x, x, tmp_path, device="cpu")
+    v0, mode = fid.fid_cf(x, x, tmp_path, device="cpu")
     assert mode == "clean" and abs(v0) <= FD_RTOL * scale[-1], (v0, scale[-1])
     seen = _spy_extractor(monkeypatch)
-    v1, _ = features.fid_cf(x, _noisy(x, 0.5), tmp_path, device="cpu")
+    v1, _ = fid.fid_cf(x, _noisy(x, 0.5), tmp_path, device="cpu")
     assert np.isfinite(v1) and v1 > 0
     # in memory = clean-fid's folder path on the same images (PIL bicubic resize to 299 included)
-    u8 = [features._to_rgb_uint8(features.to_uint8_nhwc(a)) for a in (x, _noisy(x, 0.5))]
+    u8 = [image_format.to_rgb_uint8(image_format.to_uint8_nhwc(a)) for a in (x, _noisy(x, 0.5))]
     ref = _cleanfid_folder_fd(tmp_path / "ref", *u8, seen[0], mode="clean", batch_size=64, device=torch.device("cpu"))
     assert v1 == pytest.approx(ref, rel=1e-9, abs=1e-12), (v1, ref)
 
@@ -593,7 +592,7 @@ def test_fid_tf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mf, "fid_statistics_to_metric", small)
     x, _ = _images("structured", 3, 1, 16, seed=9)
-    v0, mode = features.fid_tf(x, x, tmp_path, device="cpu")
+    v0, mode = fid.fid_tf(x, x, tmp_path, device="cpu")
     assert mode == "inception-v3-compat" and abs(v0) <= FD_RTOL * scale[-1], (v0, scale[-1])
-    v1, _ = features.fid_tf(features.to_uint8_nhwc(x), _noisy(x, 0.5), tmp_path, device="cpu")
+    v1, _ = fid.fid_tf(image_format.to_uint8_nhwc(x), _noisy(x, 0.5), tmp_path, device="cpu")
     assert np.isfinite(v1) and v1 > 0

@@ -324,7 +324,8 @@ def test_report_command_failing_cell_keeps_executed_notebook(rendered, tmp_path)
 
 
 def test_study_summary_counts_claims_and_sums_job_times_per_study(tmp_path):
-    from daebench.report import method_studies, study_summary
+    from daebench.jobs.studies import method_studies
+    from daebench.report import study_summary
 
     bench = tmp_path / "bench"
     times = {"train/digits/dae_2phase_sc4/phase1.tsv": 10.0, "reconstruct/digits/dae_baseline/inversion.tsv": 5.0,
@@ -338,11 +339,9 @@ def test_study_summary_counts_claims_and_sums_job_times_per_study(tmp_path):
         (bench / rel).write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t1.0\n")
     (bench / "train/digits/vae").mkdir(parents=True)
     (bench / "train/digits/vae/broken.tsv").write_text("not a benchmark")  # skipped, not a crash
-    cfg = {"table4": {"methods": ["dae_baseline", "dae_1phase_sc4", "dae_2phase_sc4"]},
-           "dbae": {"methods": ["dbae", "dbae_d"], "tc_methods": ["dbae", "dbae_tc"]},
-           "scorevae": {"rows": [{"method": "vae"}, {"method": "scorevae", "phase": "encoder"}]},
-           "methods": {"scorevae": {"prior": "score_prior"}}}
-    methods = method_studies(cfg)
+    from daebench.config import load
+
+    methods = method_studies(load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml"))
     assert methods["dae_baseline"] == "two_phase" and methods["dbae_tc"] == "dbae"
     assert methods["score_prior"] == "scorevae"  # a ScoreVAE row's frozen prior counts for ScoreVAE
     claims = pd.DataFrame({"study": ["two_phase"] * 4 + ["ddvi"] * 2,
@@ -386,7 +385,7 @@ def test_nfe_curves_plot_each_row_of_table9_against_nfe():
     import matplotlib
 
     matplotlib.use("Agg")
-    from daebench.report import nfe_curve_figure
+    from daebench.evaluate.figures import nfe_curve_figure
 
     t9 = pd.DataFrame({"metric": ["ssim", "ssim", "mse", "mse"], "label": ["DBAE", "DAE"] * 2,
                        "nfe10": [0.5, 0.4, 0.2, 0.3], "nfe3": [0.3, 0.1, 0.4, 0.5]})

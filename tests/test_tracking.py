@@ -40,7 +40,7 @@ class _Fails:
 
 @pytest.fixture
 def no_sleep(monkeypatch):
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tracking.store.time, "sleep", lambda s: None)
 
 
 def test_retry_transient_then_success(no_sleep):
@@ -163,7 +163,7 @@ def test_system_metrics_failure_only_warns(default_store, monkeypatch, caplog):
     def broken(*a, **k):
         raise RuntimeError("no psutil here")
 
-    monkeypatch.setattr(tracking, "_system_metrics_monitor", broken)
+    monkeypatch.setattr(tracking.system_metrics, "start_monitor", broken)
     with caplog.at_level("WARNING", logger="daebench.tracking"), \
             tracking.start_run(name="ok", rule="unit", dataset="d", params={}) as run:
         run.log_metrics({"x": 1.0})
@@ -179,8 +179,8 @@ def test_system_metrics_publish_failure_only_warns(default_store, caplog):
     with caplog.at_level("WARNING", logger="daebench.tracking"):
         with tracking.start_run(name="ok", rule="unit", dataset="d", params={}, system_metrics=False) as run:
             pass
-        mon = tracking._system_metrics_monitor("no-such-run", tracking.client(default_store), default_store, 0.05, 1,
-                                               False)
+        mon = tracking.system_metrics.start_monitor("no-such-run", tracking.client(default_store), default_store,
+                                                    0.05, 1, False)
         time.sleep(0.3)
         mon.finish()
     assert "system metrics" in caplog.text

@@ -1,4 +1,4 @@
-"""train.py: the loss contract (`as_stages`), optimizer state in checkpoints (one Adam state per stage; the
+"""The train package: the loss contract (`as_stages`), optimizer state in checkpoints (one Adam state per stage; the
 single dict of older one-stage checkpoints still loads) and the loop's sections staying short."""
 import ast
 from pathlib import Path
@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from daebench import train as T
+from daebench.checkpoint import atomic_save
 from daebench.methods.objective import Objective, Stage
+from daebench.train import stages as stages_mod
 
-TRAIN_PY = Path(T.__file__)
+TRAIN_FILES = sorted(Path(T.__file__).parent.glob("*.py"))  # the train package's modules
 CFG = {"batch_size": 8, "lr": 1e-2, "warmup_examples": 16, "ema_decay": 0.9, "checkpoint_every": 5, "log_every": 5,
        "seed": 0, "device": "cpu"}
 
@@ -42,7 +44,7 @@ def test_a_plain_callable_is_one_stage_over_every_trainable_parameter():
     assert [(st.name, st.fn, st.modules) for st in stages] == [("loss", recon, ())]
     assert trainable is None and on_progress is None
     model = Net()
-    (opt,) = T._stage_optimizers(model, stages, 1e-3)
+    (opt,) = stages_mod.stage_optimizers(model, stages, 1e-3)
     assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
 
 
@@ -53,19 +55,19 @@ def test_an_objective_brings_its_stages_trainable_and_progress_hook():
     on_progress(0.5)
     assert loss.seen == [0.5]
     model = Net()
-    opts = T._stage_optimizers(model, stages, 1e-3)
+    opts = stages_mod.stage_optimizers(model, stages, 1e-3)
     assert [len(o.param_groups[0]["params"]) for o in opts] == [4, 2]
 
 
 def test_the_method_losses_follow_the_contract():
-    from daebench.lvm_study import LVMLoss
-    from daebench.methods import get_lvm_family, scorevae
-    from daebench.methods.lvm import Ctx
+    from daebench.ddvi_study import DDVILoss
+    from daebench.methods import get_ddvi_family, scorevae
+    from daebench.methods.ddvi_common import Ctx
 
     stages, trainable, on_progress = T.as_stages(scorevae.ScoreVAELoss("corrector", 0.01, "simple", "full"))
     assert len(stages) == 1 and stages[0].modules == () and trainable == ("corrector",) and on_progress
     ctx = Ctx(prior=None, anneal=True)
-    loss = LVMLoss(get_lvm_family("aaeb"), {"noise": 0.3, "noise_end": 0.75}, ctx)
+    loss = DDVILoss(get_ddvi_family("aaeb"), {"noise": 0.3, "noise_end": 0.75}, ctx)
     stages, trainable, on_progress = T.as_stages(loss)
     assert [st.name for st in stages] == ["recon", "disc", "gen"] and trainable is None
     on_progress(0.25)
@@ -123,7 +125,7 @@ def test_a_legacy_single_dict_optimizer_state_loads(tmp_path):
     # resume from an old-format checkpoint written at step 5 of the same configuration
     ckpt = tmp_path / "mid.resume.pt"
     mid = _run(tmp_path, "mid", recon, steps=5)
-    T.atomic_save(_legacy({**mid, "config_json": '{"name": "full"}'}), ckpt)
+    atomic_save(_legacy({**mid, "config_json": '{"name": "full"}'}), ckpt)
     full = _run(tmp_path, "full", recon)
     resumed = _run(tmp_path, "full", recon, ckpt=ckpt)
     assert _same(full, resumed)
@@ -133,14 +135,13 @@ def test_a_legacy_single_dict_optimizer_state_loads(tmp_path):
 
 
 def test_an_optimizer_state_of_another_stage_count_is_an_error():
-    opts = T._stage_optimizers(Net(), T.as_stages(TwoStage())[0], 1e-3)
+    opts = stages_mod.stage_optimizers(Net(), T.as_stages(TwoStage())[0], 1e-3)
     with pytest.raises(ValueError, match=r"optimizer state of 1 stage\(s\), this loss has 2"):
         T.load_optimizer_state(opts, opts[0].state_dict())
 
 
-def test_every_function_of_train_py_is_at_most_80_lines():
-    tree = ast.parse(TRAIN_PY.read_text())
-    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree)
+def test_every_function_of_the_train_package_is_at_most_80_lines():
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for f in TRAIN_FILES for n in ast.walk(ast.parse(f.read_text()))
                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     assert "train_phase" in lengths
     assert {k: v for k, v in lengths.items() if v > 80} == {}

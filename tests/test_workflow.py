@@ -204,6 +204,11 @@ def test_smoke_table4_end_to_end(smoke_run):
     for mode in ("stochastic", "inversion"):
         grid = project / f"results/recon/digits/dae_2phase_sc4/{mode}.png"
         assert grid.stat().st_size > 0
+    # every job's timing sits beside its log (the Snakefile derives `benchmark:` from `log:` for each rule)
+    for log in ("train/digits/dae_2phase_sc4/phase1", "metrics/digits/dae_2phase_sc4/inversion", "tables/table4"):
+        assert (project / f"logs/{log}.log").exists(), log
+        bench = pd.read_csv(project / f"logs/benchmarks/{log}.tsv", sep="\t")
+        assert len(bench) == 1 and bench["s"].iloc[0] > 0, log
 
     # every table row links to a finished MLflow run that holds its metrics
     from mlflow.tracking import MlflowClient
@@ -282,7 +287,7 @@ def assert_claims_evaluate(project, study, untestable=()):
     """Every claim of the study's claims file has a verdict; only the named ones are untestable; claims on
     per-image metrics have a paired interval, and the interval lies on the side the verdict says."""
     c = pd.read_csv(project / f"results/claims/{study}.csv")
-    from daebench.claims import STUDIES
+    from daebench.report import STUDIES
 
     assert set(c["claim_id"]) == {x.claim_id for x in STUDIES[study].CLAIMS}
     assert set(c["verdict"]) <= {"holds", "fails", "inconclusive", "vs-collapsed", "untestable"}
@@ -327,7 +332,7 @@ def test_smoke_ddvi_study_end_to_end(smoke_run):
     assert claims.returncode == 0, (claims.stdout + claims.stderr)[-4000:]
     # the smoke preset runs the pinwheel prior unsupervised (Tables 1, 8) and the swiss roll semi-supervised
     # (Table 2, built for the report): the other priors' claims of each table have no rows
-    from daebench.claims import STUDIES
+    from daebench.report import STUDIES
 
     absent = {c.claim_id for c in STUDIES["ddvi"].CLAIMS
               if (c.table == "Table 2" and not c.claim_id.endswith("_swiss_roll"))
@@ -368,7 +373,8 @@ def readme_claims_table() -> dict[str, dict[str, int]]:
 def test_readme_claim_counts_match_the_claims_files(smoke_run):
     """The README's headline counts: the structure (statements, robust, paper-inconclusive: the paper's side,
     the same at any scale) against a smoke run's claims files; the default run's verdict counts add up."""
-    from daebench.claims import STUDIES, counts, read_claims
+    from daebench.claims import counts, read_claims
+    from daebench.report import STUDIES
 
     table = readme_claims_table()
     assert set(table) == set(STUDIES)

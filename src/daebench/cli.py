@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from . import paths
+
 log = logging.getLogger("daebench")
 
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("train", _job("training", "train"), "train one phase of a method", cfg, data, out, method,
         (["--phase-index"], {"type": int, "required": True}), (["--init"], {"default": None}),
         (["--prior"], {"default": None, "help": "checkpoint of the frozen prior (scorevae)"}),
-        (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
+        (["--checkpoint-dir"], {"default": paths.CHECKPOINTS}))
     add("reconstruct", _job("evaluation", "reconstruct"), "reconstruct the test split", cfg, data, out, method, mode,
         (["--model"], {"required": True}))
     add("train-classifier", _job("evaluation", "train_classifier"), "train the domain feature classifier", cfg, data, out)
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         out, method, (["--model"], {"required": True}), (["--classifier"], {"required": True}))
     model = (["--model"], {"required": True, "help": "trained autoencoder checkpoint"})
     add("train-prior", _job("dbae", "train_prior"), "fit the latent DDIM prior on an autoencoder's codes", cfg, data, out,
-        method, model, (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
+        method, model, (["--checkpoint-dir"], {"default": paths.CHECKPOINTS}))
     add("generate", _job("dbae", "generate"), "decode prior samples or encoded test codes", cfg, data, out, method, model,
         (["--source"], {"required": True, "choices": ["prior", "ae"]}), (["--prior"], {"default": None}))
     add("gen-metrics", _job("dbae", "gen_metrics"), "precision/recall, FD, IS of generated samples", cfg, data, out, method,
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         cfg, out)
     run_name = (["--name"], {"required": True, "help": "run name (setting/prior/method/seed)"})
     add("ddvi-train", _job("ddvi", "ddvi_train"), "train one model of the DDVI study", cfg, data, out, run_name,
-        (["--checkpoint-dir"], {"default": "resources/checkpoints"}))
+        (["--checkpoint-dir"], {"default": paths.CHECKPOINTS}))
     add("ddvi-evaluate", _job("ddvi", "ddvi_evaluate"), "ELBO, MMD, latent NLL, KNN accuracy or clustering of one run", cfg, data,
         out, method, run_name, (["--model"], {"required": True}),
         (["--arrays"], {"required": True, "help": "npz for the test codes (and generated images)"}))
@@ -129,13 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
     add("validate", _job("base", "validate"), "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
-    study = (["--study"], {"required": True, "choices": _Registry("daebench.claims", "STUDIES"), "metavar": "STUDY"})
+    study = (["--study"], {"required": True, "choices": _Registry("daebench.studies", "REGISTRY"), "metavar": "STUDY"})
     add("claims", _job("studies", "claims"), "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
         (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),
         (["--samples"], {"nargs": "*", "default": [], "help": "the reconstructions' scoring JSONs (per-image values "
                                                              "for the paired intervals)"}),
         out)
+    add("study-table", _job("studies", "study_table"), "a table of a study declared without rules of its own",
+        study, (["--table"], {"required": True}), cfg, (["--inputs"], {"nargs": "*", "default": []}), out)
     add("summary", _job("studies", "summary"), "a study's headline numbers as JSON (for `dvc metrics show`)", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table"}), out)
     add("claims-all", _job("studies", "claims_all"), "concatenate the studies' claims files into one",

@@ -38,7 +38,7 @@ def _with_defaults(validator_cls):
 # The code facts validation and the workflow read: the registries' names and each family's declaration. They
 # come from importing the code (torch: ~2 s), so they are cached per version of the files that declare them;
 # parsing the workflow then never imports torch.
-_FACT_SOURCES = ("methods/*.py", "diffusion/*.py", "data/registry.py")
+_FACT_SOURCES = ("methods/*.py", "diffusion/*.py", "data/registry.py", "studies/*.py", "claims/*.py")
 
 
 def _compute_facts() -> dict:
@@ -46,16 +46,19 @@ def _compute_facts() -> dict:
     from .diffusion.bridge import SOLVERS
     from .diffusion.schedules import SCHEDULES
     from .methods import FAMILIES
+    from .studies import REGISTRY
 
-    return {"registries": {"schedules": list(SCHEDULES), "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS)},
+    return {"registries": {"schedules": list(SCHEDULES), "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS),
+                           "studies": list(REGISTRY)},
+            "study_tables": {n: list(s.claims.TABLES) for n, s in REGISTRY.items()},
             "families": {n: {"kind": f.kind, "nets": list(f.nets), "keys": sorted(f.keys), "required": list(f.required),
                              "defaults": dict(f.defaults), "modes": list(f.modes)} for n, f in FAMILIES.items()}}
 
 
 @functools.lru_cache(maxsize=1)
 def code_facts() -> dict:
-    """{"registries": {schedules, datasets, bridge_solvers}, "families": {name: {kind, nets, keys, required,
-    defaults, modes}}}: read from the code, cached under $XDG_CACHE_HOME/daebench by the sha256 of its files."""
+    """{"registries": {schedules, datasets, bridge_solvers, studies}, "study_tables": {study: tables},
+    "families": {name: {kind, nets, keys, required, defaults, modes}}}: read from the code, cached under $XDG_CACHE_HOME/daebench by the sha256 of its files."""
     import hashlib
     import json
 
@@ -82,7 +85,7 @@ def code_facts() -> dict:
 
 
 def family_facts(kind: str | None = None) -> dict[str, dict]:
-    """Each family's declared facts (methods/<family>.py FAMILY), of one kind (image | lvm) or all."""
+    """Each family's declared facts (methods/<family>.py FAMILY), of one kind (image | ddvi) or all."""
     return {n: f for n, f in code_facts()["families"].items() if kind is None or f["kind"] == kind}
 
 
@@ -105,7 +108,7 @@ def registries() -> dict[str, list[str]]:
     schedule, family, sampler or dataset is its code and one registration line, never a schema edit."""
     facts = code_facts()
     image = family_facts("image")
-    return {**facts["registries"], "image_families": list(image), "lvm_families": list(family_facts("lvm")),
+    return {**facts["registries"], "image_families": list(image), "lvm_families": list(family_facts("ddvi")),
             **{f"modes.{name}": list(f["modes"]) for name, f in image.items()}}
 
 
@@ -113,6 +116,9 @@ def _fill_registries(node, regs: dict) -> None:
     if isinstance(node, dict):
         if "x-registry" in node:
             node["enum"] = regs[node["x-registry"]]
+        if "x-registry-map" in node:  # one array property per registered name, of that name's registered items
+            node["properties"] = {k: {"type": "array", "items": {"enum": v}}
+                                  for k, v in code_facts()[node["x-registry-map"]].items()}
         for v in node.values():
             _fill_registries(v, regs)
     elif isinstance(node, list):
@@ -382,16 +388,16 @@ def _ddvi_study_problems(config: dict) -> list[str]:
             m = ddvi_method(study, name, setting)
             where = f"ddvi.methods.{name}" + (f".settings.{setting}" if setting in methods[name].get("settings", {})
                                               else "")
-            lvm = family_facts("lvm")
-            known = set().union(*(f["keys"] for f in lvm.values()))
+            ddvi = family_facts("ddvi")
+            known = set().union(*(f["keys"] for f in ddvi.values()))
             for key in sorted(set(m) - {"family", "label"}):
                 if key not in known:
                     problems.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
-                elif key not in lvm[m["family"]]["keys"]:
-                    owners = sorted(n for n, f in lvm.items() if key in f["keys"])
+                elif key not in ddvi[m["family"]]["keys"]:
+                    owners = sorted(n for n, f in ddvi.items() if key in f["keys"])
                     problems.append(f"{where}.{key}: a {m['family']} method has no such key (it belongs to "
                                     f"{', '.join(owners)})")
-            for key in lvm[m["family"]]["required"]:
+            for key in ddvi[m["family"]]["required"]:
                 if key not in m:
                     problems.append(f"{where}.{key}: a {m['family']} method needs this key")
             if m["family"] == "ddvi" and "beta" in m and not m["beta"][0] <= m["beta"][1]:

@@ -3,7 +3,7 @@ matter of scale?).
 
 Each point of the ladder is the whole study run again in its own working directory,
 ``results/emergence/<study>/x<scale>/``, by a nested Snakemake on the same Snakefile, with the study's
-training lengths (``SCALED``) multiplied by the scale and everything else as configured. The point's
+training lengths (``Study.scaled``) multiplied by the scale and everything else as configured. The point's
 ``params.yaml`` is the resolved configuration, so the nested run is an ordinary, resumable run of
 the pipeline: its own .snakemake metadata means a rerun after a change redoes only what the change
 affects, and it runs unchanged on a GPU box or through a cluster profile (``DAEBENCH_EMERGENCE_ARGS``
@@ -26,18 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import STUDIES, read_samples, study_cfg
+from .claims import read_samples
 from .claims.core import claim_values, contexts_of, evaluate_one
 from .data.store import atomic_path
+from .jobs.studies import claims_cfg
+from .studies import REGISTRY
 
-# The training lengths of each study (paths into the configuration) that a budget scales.
-SCALED = {
-    "two_phase": [("train", "examples")],
-    "two_phase_ablations": [("train", "examples")],
-    "dbae": [("train", "examples"), ("dbae", "prior", "examples")],
-    "scorevae": [("train", "examples"), ("methods", "scorevae", "examples")],
-    "ddvi": [("ddvi", "train", "examples")],
-}
 # What the nested run shares with the main one: nothing a budget changes.
 SHARED = ("resources/data", "resources/downloads", "resources/weights")
 COLUMNS = ["study", "table", "claim_id", "statement", "scale", "examples", "dataset", "metric", "row", "value", "ci95",
@@ -58,13 +52,13 @@ def _set(cfg: dict, path: tuple[str, ...], value) -> None:
 
 def base_examples(config: dict, study: str) -> int:
     """The study's first scaled length at scale 1 (the x axis of its curves is this times the scale)."""
-    return int(_get(config, SCALED[_study(study)][0]))
+    return int(_get(config, _study(study).scaled[0]))
 
 
-def _study(study: str) -> str:
-    if study not in SCALED:
-        raise ValueError(f"no emergence ladder for study {study!r}; known: {', '.join(SCALED)}")
-    return study
+def _study(study: str):
+    if study not in REGISTRY:
+        raise ValueError(f"no emergence ladder for study {study!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[study]
 
 
 def point_config(config: dict, study: str, scale: float) -> dict:
@@ -72,7 +66,7 @@ def point_config(config: dict, study: str, scale: float) -> dict:
     if not scale > 0:
         raise ValueError(f"emergence.scales must be positive; got {scale}")
     cfg = copy.deepcopy(config)
-    for path in SCALED[_study(study)]:
+    for path in _study(study).scaled:
         _set(cfg, path, max(1, round(_get(config, path) * scale)))
     return cfg
 
@@ -94,7 +88,7 @@ def run_point(config: dict, study: str, scale: float, workdir: Path, *, root: Pa
     ``root``, whose tables are linked in."""
     import yaml
 
-    mod = STUDIES[_study(study)]
+    mod = _study(study).claims
     names = point_tables(config, study)
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main_run(scale):
@@ -140,7 +134,7 @@ def is_main_run(scale: float) -> bool:
 
 def point_tables(config: dict, study: str) -> list[str]:
     """The tables a ladder point builds: ``emergence.tables.<study>``, all the study's by default."""
-    mod = STUDIES[_study(study)]
+    mod = _study(study).claims
     names = (config["emergence"].get("tables") or {}).get(study) or list(mod.TABLES)
     unknown = sorted(set(names) - set(mod.TABLES))
     if unknown:
@@ -152,16 +146,16 @@ def point_tables(config: dict, study: str) -> list[str]:
 def _write_point_claims(config: dict, study: str, names: list[str], workdir: Path) -> Path:
     from .claims import write_study_claims
 
-    mod = STUDIES[study]
+    mod = _study(study).claims
     out = workdir / "results" / "claims" / f"{study}.csv"
-    write_study_claims(study, {n: workdir / mod.TABLES[n] for n in names}, study_cfg(study, config), out,
+    write_study_claims(mod, {n: workdir / mod.TABLES[n] for n in names}, claims_cfg(config, study), out,
                        point_samples(workdir))
     return out
 
 
 def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.DataFrame:
     """Per claim, budget and compared row: the value and the verdict, from each point's tables."""
-    mod = STUDIES[_study(study)]
+    mod = _study(study).claims
     base = base_examples(config, study)
     out = []
     for scale, workdir in sorted(points, key=lambda p: p[0]):
@@ -169,7 +163,7 @@ def collect(config: dict, study: str, points: list[tuple[float, Path]]) -> pd.Da
                   if (workdir / path).exists()}
         if not tables:
             raise FileNotFoundError(f"emergence point x{scale:g} of {study} has none of its tables under {workdir}")
-        ms = mod.ours(tables, study_cfg(study, config), read_samples(point_samples(workdir)))
+        ms = mod.ours(tables, claims_cfg(config, study), read_samples(point_samples(workdir)))
         for claim in mod.CLAIMS:
             for context in contexts_of(claim, ms):
                 verdict = evaluate_one(claim, ms, context, config.get("intervals")).verdict
@@ -234,5 +228,5 @@ def write(config: dict, study: str, points: list[tuple[float, Path]], out_csv: P
     df = collect(config, study, points)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
-    figure(df, out_png, STUDIES[study].PAPER)
+    figure(df, out_png, _study(study).paper)
     return df

@@ -1,14 +1,16 @@
-# Validation, the job environment, and the job layer's slice builders bound to this config (J).
+# Validation, the job environment, the path templates (P) and the job layer's slice builders bound to this
+# config (J.<module>.<function>: src/daebench/jobs/<module>.py).
 import json
 import os
 import shutil
 
 from snakemake.exceptions import WorkflowError
 
+from daebench import paths as P
 from daebench.config import ConfigError, modes, source_first_on_path, validate
-from daebench.claims import STUDIES
 from daebench.jobs import bind
 from daebench.jobs.ddvi import SETTING_OF_TABLE
+from daebench.studies import REGISTRY as STUDIES
 
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))
@@ -86,9 +88,9 @@ wildcard_constraints:
 # Every job's params carry the configuration of everything upstream of it, so a changed key reruns exactly
 # the jobs downstream of it in any Snakemake invocation (another DVC stage, a later session), not only where
 # the upstream job reruns alongside. File times still count, as usual. The slices, input functions and paths
-# are tested Python in the job layer (src/daebench/jobs/); J holds them with this config bound.
+# are tested Python in the job layer (src/daebench/jobs/); J holds them with this config bound, by module.
 J = bind(config)
 
 # A fresh clone whose artefacts came from `dvc pull` (no .snakemake/metadata yet): pulled files get modification
 # times in DAG order. On a dry run too, since the plan depends on them; it says so when it does anything.
-J.order_pulled_artefacts()
+J.dvc.order_pulled_artefacts()

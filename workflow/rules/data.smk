@@ -1,4 +1,4 @@
-# Datasets -> uint8 arrays + J.manifest; pretrained metric weights.
+# Datasets -> uint8 arrays + P.MANIFEST; pretrained metric weights.
 
 # Download and preprocessing are two jobs. Under a cluster executor (workflow/profiles/slurm) the download
 # runs on the submit node (a local rule: compute nodes often have no network) and preprocessing, hours of
@@ -11,33 +11,25 @@ rule download_data:
     output:
         f"{config['data']['download_dir']}/{{dataset}}/download.json",
     params:
-        cfg=lambda w: J.as_json(J.download_slice(w.dataset)),
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=lambda w: J.as_json(J.data.download_slice(w.dataset)),
     log:
         "logs/download_data/{dataset}.log",
-    benchmark:
-        "logs/benchmarks/download_data/{dataset}.tsv"
     shell:
         "python -m daebench download-data --cfg {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule prepare_data:
     input:
-        J.download_record,
+        J.data.download_record,
     output:
         manifest="resources/data/{dataset}/manifest.json",
         train="resources/data/{dataset}/train.npz",
         test="resources/data/{dataset}/test.npz",
     params:
-        cfg=lambda w: J.as_json(J.prepare_slice(w.dataset)),
-        out=lambda w: J.data_dir(w.dataset),
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=lambda w: J.as_json(J.data.prepare_slice(w.dataset)),
+        out=lambda w: J.data.data_dir(w.dataset),
     log:
         "logs/prepare_data/{dataset}.log",
-    benchmark:
-        "logs/benchmarks/prepare_data/{dataset}.tsv"
     shell:
         "python -m daebench prepare-data --cfg {params.cfg:q} --out {params.out} > {log} 2>&1"
 
@@ -47,12 +39,8 @@ rule fetch_weights:
     output:
         directory(config["metrics"]["weights_dir"]),
     localrule: True
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/fetch_weights.log",
-    benchmark:
-        "logs/benchmarks/fetch_weights.tsv"
     shell:
         "python -m daebench fetch-weights --dest {output} > {log} 2>&1"
 

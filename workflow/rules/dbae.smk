@@ -3,72 +3,47 @@
 # The DiffAE comparator is the spine's DAE (dbae.dae), run through the same rules.
 
 
-rule dbae_reconstruct:
-    input:
-        model=J.final_model,
-        data=J.manifest,
+use rule reconstruct as dbae_reconstruct with:
     output:
         recon="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.npz",
         grid="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.png",
     params:
-        cfg=J.dbae_recon_cfg,
-        data=lambda w: J.data_dir(w.dataset),
-    threads: TORCH_THREADS
-    resources:
-        gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.dbae.dbae_recon_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
     log:
         "logs/dbae/reconstruct/{dataset}/{method}/{mode}_nfe{nfe}.log",
-    benchmark:
-        "logs/benchmarks/dbae/reconstruct/{dataset}/{method}/{mode}_nfe{nfe}.tsv"
-    shell:
-        "python -m daebench reconstruct --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --model {input.model} --data {params.data} --out {output.recon} --threads {threads} > {log} 2>&1"
 
 
-rule dbae_recon_metrics:
+use rule metrics as dbae_recon_metrics with:
     input:
         recon="results/dbae/recon/{dataset}/{method}/{mode}_nfe{nfe}.npz",
-        classifier="resources/models/{dataset}/feature_classifier.pt",
+        classifier=P.CLASSIFIER,
     output:
         "results/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.json",
     params:
-        cfg=J.metrics_cfg,
-        upstream=J.dbae_metrics_upstream,
-    threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.evaluation.metrics_cfg,
+        upstream=J.dbae.dbae_metrics_upstream,
     log:
         "logs/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.log",
-    benchmark:
-        "logs/benchmarks/dbae/metrics/{dataset}/{method}/{mode}_nfe{nfe}.tsv"
-    shell:
-        "python -m daebench metrics --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --recon {input.recon} --classifier {input.classifier} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule generate:
     input:
-        model=J.final_model,
-        data=J.manifest,
-        prior=J.generation_prior,
+        model=J.training.final_model,
+        data=P.MANIFEST,
+        prior=J.dbae.generation_prior,
     output:
         samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
         grid="results/dbae/gen/{dataset}/{method}/{source}.png",
     params:
-        cfg=J.generation_cfg,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.generation_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
         prior=lambda w, input: f"--prior {input.prior}" if input.prior else "",
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/generate/{dataset}/{method}/{source}.log",
-    benchmark:
-        "logs/benchmarks/dbae/generate/{dataset}/{method}/{source}.tsv"
     shell:
         "python -m daebench generate --cfg {params.cfg:q} --method {wildcards.method} --source {wildcards.source}"
         " --model {input.model} {params.prior} --data {params.data} --out {output.samples}"
@@ -78,21 +53,17 @@ rule generate:
 rule gen_metrics:
     input:
         samples="results/dbae/gen/{dataset}/{method}/{source}.npz",
-        classifier="resources/models/{dataset}/feature_classifier.pt",
-        data=J.manifest,
+        classifier=P.CLASSIFIER,
+        data=P.MANIFEST,
     output:
         "results/dbae/gen_metrics/{dataset}/{method}/{source}.json",
     params:
-        cfg=J.gen_metrics_cfg,
-        upstream=J.gen_metrics_upstream,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.gen_metrics_cfg,
+        upstream=J.dbae.gen_metrics_upstream,
+        data=lambda w: J.data.data_dir(w.dataset),
     threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/gen_metrics/{dataset}/{method}/{source}.log",
-    benchmark:
-        "logs/benchmarks/dbae/gen_metrics/{dataset}/{method}/{source}.tsv"
     shell:
         "python -m daebench gen-metrics --cfg {params.cfg:q} --method {wildcards.method} --samples {input.samples}"
         " --classifier {input.classifier} --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
@@ -100,20 +71,16 @@ rule gen_metrics:
 
 rule probe:
     input:
-        model=J.final_model,
-        data=J.manifest,
+        model=J.training.final_model,
+        data=P.MANIFEST,
     output:
         "results/dbae/probe/{dataset}/{method}.json",
     params:
-        cfg=J.probe_cfg,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.probe_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
     threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/probe/{dataset}/{method}.log",
-    benchmark:
-        "logs/benchmarks/dbae/probe/{dataset}/{method}.tsv"
     shell:
         "python -m daebench probe --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
         " --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
@@ -121,20 +88,16 @@ rule probe:
 
 rule disentangle:
     input:
-        model=J.final_model,
-        data=J.manifest,
+        model=J.training.final_model,
+        data=P.MANIFEST,
     output:
         "results/dbae/disentangle/{dataset}/{method}.json",
     params:
-        cfg=J.disentangle_cfg,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.disentangle_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
     threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/disentangle/{dataset}/{method}.log",
-    benchmark:
-        "logs/benchmarks/dbae/disentangle/{dataset}/{method}.tsv"
     shell:
         "python -m daebench disentangle --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
         " --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
@@ -144,93 +107,58 @@ rule inference_cost:
     # A timing job: it claims every core so no other job runs beside it and skews the times;
     # torch still uses TORCH_THREADS, like the jobs being timed.
     input:
-        model=J.final_model,
-        data=J.manifest,
+        model=J.training.final_model,
+        data=P.MANIFEST,
     output:
         "results/dbae/cost/{dataset}/{method}.json",
     params:
-        cfg=J.cost_cfg,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.cost_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
         torch_threads=TORCH_THREADS,
     threads: workflow.cores
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/cost/{dataset}/{method}.log",
-    benchmark:
-        "logs/benchmarks/dbae/cost/{dataset}/{method}.tsv"
     shell:
         "python -m daebench inference-cost --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
         " --data {params.data} --out {output} --threads {params.torch_threads} > {log} 2>&1"
 
 
 # Table 11: Table 4's generation at other decoder NFE (the column at generation.nfe is Table 4's own files).
-rule generate_at_nfe:
-    input:
-        model=J.final_model,
-        data=J.manifest,
-        prior=J.generation_prior,
+use rule generate as generate_at_nfe with:
     output:
         samples="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.npz",
         grid="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.png",
     params:
-        cfg=J.generation_nfe_cfg,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.dbae.generation_nfe_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
         prior=lambda w, input: f"--prior {input.prior}" if input.prior else "",
-    threads: TORCH_THREADS
-    resources:
-        gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/generate/{dataset}/{method}/{source}_nfe{nfe}.log",
-    benchmark:
-        "logs/benchmarks/dbae/generate/{dataset}/{method}/{source}_nfe{nfe}.tsv"
-    shell:
-        "python -m daebench generate --cfg {params.cfg:q} --method {wildcards.method} --source {wildcards.source}"
-        " --model {input.model} {params.prior} --data {params.data} --out {output.samples}"
-        " --threads {threads} > {log} 2>&1"
 
 
-rule gen_metrics_at_nfe:
+use rule gen_metrics as gen_metrics_at_nfe with:
     input:
         samples="results/dbae/gen/{dataset}/{method}/{source}_nfe{nfe}.npz",
-        classifier="resources/models/{dataset}/feature_classifier.pt",
-        data=J.manifest,
+        classifier=P.CLASSIFIER,
+        data=P.MANIFEST,
     output:
         "results/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.json",
-    params:
-        cfg=J.gen_metrics_cfg,
-        upstream=J.gen_metrics_upstream,
-        data=lambda w: J.data_dir(w.dataset),
-    threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.log",
-    benchmark:
-        "logs/benchmarks/dbae/gen_metrics/{dataset}/{method}/{source}_nfe{nfe}.tsv"
-    shell:
-        "python -m daebench gen-metrics --cfg {params.cfg:q} --method {wildcards.method} --samples {input.samples}"
-        " --classifier {input.classifier} --data {params.data} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule dbae_table:
     input:
-        J.dbae_table_inputs,
+        J.dbae.dbae_table_inputs,
     output:
         report("results/dbae/{table}.csv", caption="../report/dbae_table.rst", category="DBAE"),
     params:
-        cfg=J.dbae_table_cfg,
-        upstream=J.dbae_table_upstream,
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.dbae.dbae_table_cfg,
+        upstream=J.dbae.dbae_table_upstream,
     log:
         "logs/tables/dbae_{table}.log",
-    benchmark:
-        "logs/benchmarks/tables/dbae_{table}.tsv"
     shell:
         "python -m daebench dbae-table --table {wildcards.table} --cfg {params.cfg:q} --inputs {input}"
         " --out {output} > {log} 2>&1"
@@ -239,16 +167,12 @@ rule dbae_table:
 rule dbae_nfe_curve:
     # Table 9 as one line per method and mode over NFE, for `dvc plots show` (DVC stage dbae)
     input:
-        J.nfe_curve_inputs,
+        J.dbae.nfe_curve_inputs,
     output:
         "results/dbae/nfe_curve.csv",
     localrule: True
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/dbae/nfe_curve.log",
-    benchmark:
-        "logs/benchmarks/dbae/nfe_curve.tsv"
     shell:
         "python -m daebench dbae-nfe-curve --inputs {input} --out {output} > {log} 2>&1"
 
@@ -256,4 +180,4 @@ rule dbae_nfe_curve:
 # Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule dbae_all:
     input:
-        J.dbae_outputs(),
+        J.dbae.dbae_outputs(),

@@ -12,13 +12,9 @@ rule ddvi_genotypes:
         manifest="resources/data/genotypes/{source}/manifest.json",
         data="resources/data/genotypes/{source}/genotypes.npz",
     params:
-        cfg=lambda w: J.as_json(J.genotypes_slice(w.source)),
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=lambda w: J.as_json(J.data.genotypes_slice(w.source)),
     log:
         "logs/ddvi/genotypes/{source}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/genotypes/{source}.tsv"
     shell:
         "python -m daebench prepare-genotypes --cfg {params.cfg:q} --out resources/data/genotypes/{wildcards.source}"
         " > {log} 2>&1"
@@ -26,22 +22,18 @@ rule ddvi_genotypes:
 
 rule ddvi_train:
     input:
-        data=J.ddvi_manifest,
+        data=J.ddvi.ddvi_manifest,
     output:
         "resources/ddvi/{setting}/{prior}/{method}/seed{seed}.pt",
     params:
-        cfg=J.ddvi_train_cfg,
-        data=J.ddvi_data_dir,
-        ckpt=lambda w: f"resources/checkpoints/ddvi/{w.setting}/{w.prior}/{w.method}",
+        cfg=J.ddvi.ddvi_train_cfg,
+        data=J.ddvi.ddvi_data_dir,
+        ckpt=lambda w: f"{P.CHECKPOINTS}/ddvi/{w.setting}/{w.prior}/{w.method}",
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/train/{setting}/{prior}/{method}/seed{seed}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/train/{setting}/{prior}/{method}/seed{seed}.tsv"
     shell:
         "python -m daebench ddvi-train --cfg {params.cfg:q} --name {wildcards.setting}/{wildcards.prior}/"
         "{wildcards.method}/seed{wildcards.seed} --data {params.data} --checkpoint-dir {params.ckpt}"
@@ -50,21 +42,17 @@ rule ddvi_train:
 
 rule ddvi_evaluate:
     input:
-        data=J.ddvi_manifest,
+        data=J.ddvi.ddvi_manifest,
         model="resources/ddvi/{setting}/{prior}/{method}/seed{seed}.pt",
     output:
         metrics="results/ddvi/runs/{setting}/{prior}/{method}/seed{seed}.json",
         arrays="results/ddvi/runs/{setting}/{prior}/{method}/seed{seed}.npz",
     params:
-        cfg=J.ddvi_eval_cfg,
-        data=J.ddvi_data_dir,
+        cfg=J.ddvi.ddvi_eval_cfg,
+        data=J.ddvi.ddvi_data_dir,
     threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/evaluate/{setting}/{prior}/{method}/seed{seed}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/evaluate/{setting}/{prior}/{method}/seed{seed}.tsv"
     shell:
         "python -m daebench ddvi-evaluate --cfg {params.cfg:q} --method {wildcards.method}"
         " --name {wildcards.setting}/{wildcards.prior}/{wildcards.method}/seed{wildcards.seed}"
@@ -74,18 +62,14 @@ rule ddvi_evaluate:
 
 rule ddvi_table:
     input:
-        J.ddvi_table_runs,
+        J.ddvi.ddvi_table_runs,
     output:
         report("results/ddvi/{table}.csv", caption="../report/ddvi_table.rst", category="DDVI"),
     params:
-        cfg=J.ddvi_table_cfg,
+        cfg=J.ddvi.ddvi_table_cfg,
     localrule: True
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/{table}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/{table}.tsv"
     shell:
         "python -m daebench ddvi-table --cfg {params.cfg:q} --table {wildcards.table} --out {output}"
         " --inputs {input} > {log} 2>&1"
@@ -95,22 +79,18 @@ rule ddvi_table:
 # Table 3's run. Each run's training time travels in its checkpoint and evaluation JSON.
 rule ddvi_budget_train:
     input:
-        data=J.budget_manifest,
+        data=J.ddvi_budget.budget_manifest,
     output:
         "resources/ddvi/budget/{run}/x{scale}/seed{seed}.pt",
     params:
-        cfg=J.budget_train_cfg,
-        data=J.budget_data_dir,
-        ckpt=lambda w: f"resources/checkpoints/ddvi/budget/{w.run}/x{w.scale}",
+        cfg=J.ddvi_budget.budget_train_cfg,
+        data=J.ddvi_budget.budget_data_dir,
+        ckpt=lambda w: f"{P.CHECKPOINTS}/ddvi/budget/{w.run}/x{w.scale}",
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/budget/train/{run}/x{scale}/seed{seed}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/budget/train/{run}/x{scale}/seed{seed}.tsv"
     shell:
         "python -m daebench ddvi-train --cfg {params.cfg:q} --name budget/{wildcards.run}/x{wildcards.scale}/"
         "seed{wildcards.seed} --data {params.data} --checkpoint-dir {params.ckpt}"
@@ -119,22 +99,18 @@ rule ddvi_budget_train:
 
 rule ddvi_budget_evaluate:
     input:
-        data=J.budget_manifest,
+        data=J.ddvi_budget.budget_manifest,
         model="resources/ddvi/budget/{run}/x{scale}/seed{seed}.pt",
     output:
         metrics="results/ddvi/budget/{run}/x{scale}/seed{seed}.json",
         arrays="results/ddvi/budget/{run}/x{scale}/seed{seed}.npz",
     params:
-        cfg=J.budget_eval_cfg,
-        data=J.budget_data_dir,
-        method=J.budget_method,
+        cfg=J.ddvi_budget.budget_eval_cfg,
+        data=J.ddvi_budget.budget_data_dir,
+        method=J.ddvi_budget.budget_method,
     threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/budget/evaluate/{run}/x{scale}/seed{seed}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/budget/evaluate/{run}/x{scale}/seed{seed}.tsv"
     shell:
         "python -m daebench ddvi-evaluate --cfg {params.cfg:q} --method {params.method}"
         " --name budget/{wildcards.run}/x{wildcards.scale}/seed{wildcards.seed}"
@@ -147,19 +123,15 @@ ruleorder: ddvi_table5 > ddvi_table
 
 rule ddvi_table5:
     input:
-        unpack(J.table5_inputs),
+        unpack(J.ddvi_budget.table5_inputs),
     output:
         table=report("results/ddvi/table5.csv", caption="../report/ddvi_table.rst", category="DDVI"),
         figure=report("results/ddvi/table5.png", caption="../report/ddvi_table5.rst", category="DDVI"),
     params:
-        cfg=J.table5_cfg,
+        cfg=J.ddvi_budget.table5_cfg,
     localrule: True
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/table5.log",
-    benchmark:
-        "logs/benchmarks/ddvi/table5.tsv"
     shell:
         "python -m daebench ddvi-table5 --cfg {params.cfg:q} --runs {input.runs}"
         " --out {output.table} --figure {output.figure} > {log} 2>&1"
@@ -168,19 +140,15 @@ rule ddvi_table5:
 rule ddvi_latents:
     # The report's latent plots: the first seed's test codes, one panel per table row (and prior).
     input:
-        J.ddvi_latent_inputs,
+        J.ddvi.ddvi_latent_inputs,
     output:
         report("results/ddvi/latents_{setting}.png", caption="../report/ddvi_latents.rst", category="DDVI"),
     params:
-        labels=J.ddvi_latent_labels,
-        title=J.ddvi_latent_title,
+        labels=J.ddvi.ddvi_latent_labels,
+        title=J.ddvi.ddvi_latent_title,
     localrule: True
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/ddvi/latents_{setting}.log",
-    benchmark:
-        "logs/benchmarks/ddvi/latents_{setting}.tsv"
     shell:
         "python -m daebench ddvi-latents --out {output} --inputs {input} --labels {params.labels}"
         " --title {params.title:q} > {log} 2>&1"
@@ -189,5 +157,5 @@ rule ddvi_latents:
 # Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule ddvi_all:
     input:
-        J.ddvi_outputs(),
+        J.ddvi.ddvi_outputs(),
     localrule: True

@@ -3,65 +3,43 @@
 # from its phase's checkpoint by the conditional reverse SDE / PF ODE (or the VAE decoder) and scored.
 
 
-rule scorevae_reconstruct:
+use rule reconstruct as scorevae_reconstruct with:
     input:
-        model=J.scorevae_model,
-        data=J.manifest,
+        model=J.scorevae.scorevae_model,
+        data=P.MANIFEST,
     output:
         recon="results/scorevae/recon/{dataset}/{method}/{phase}_{mode}.npz",
         grid="results/scorevae/recon/{dataset}/{method}/{phase}_{mode}.png",
     params:
-        cfg=J.scorevae_recon_cfg,
-        data=lambda w: J.data_dir(w.dataset),
-    threads: TORCH_THREADS
-    resources:
-        gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.scorevae.scorevae_recon_cfg,
+        data=lambda w: J.data.data_dir(w.dataset),
     log:
         "logs/scorevae/reconstruct/{dataset}/{method}/{phase}_{mode}.log",
-    benchmark:
-        "logs/benchmarks/scorevae/reconstruct/{dataset}/{method}/{phase}_{mode}.tsv"
-    shell:
-        "python -m daebench reconstruct --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --model {input.model} --data {params.data} --out {output.recon} --threads {threads} > {log} 2>&1"
 
 
-rule scorevae_metrics:
+use rule metrics as scorevae_metrics with:
     input:
         recon="results/scorevae/recon/{dataset}/{method}/{phase}_{mode}.npz",
-        classifier="resources/models/{dataset}/feature_classifier.pt",
+        classifier=P.CLASSIFIER,
     output:
         "results/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.json",
     params:
-        cfg=J.metrics_cfg,
-        upstream=J.scorevae_metrics_upstream,
-    threads: TORCH_THREADS
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.evaluation.metrics_cfg,
+        upstream=J.scorevae.scorevae_metrics_upstream,
     log:
         "logs/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.log",
-    benchmark:
-        "logs/benchmarks/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.tsv"
-    shell:
-        "python -m daebench metrics --cfg {params.cfg:q} --method {wildcards.method} --mode {wildcards.mode}"
-        " --recon {input.recon} --classifier {input.classifier} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule scorevae_table:
     input:
-        J.scorevae_table_inputs,
+        J.scorevae.scorevae_table_inputs,
     output:
         report("results/scorevae/table1.csv", caption="../report/scorevae_table.rst", category="ScoreVAE"),
     params:
-        cfg=J.scorevae_table_cfg,
-        upstream=J.scorevae_table_upstream,
-    conda:
-        "../../envs/daebench.yaml"
+        cfg=J.scorevae.scorevae_table_cfg,
+        upstream=J.scorevae.scorevae_table_upstream,
     log:
         "logs/scorevae/table1.log",
-    benchmark:
-        "logs/benchmarks/scorevae/table1.tsv"
     shell:
         "python -m daebench scorevae-table --cfg {params.cfg:q} --inputs {input} --out {output} > {log} 2>&1"
 
@@ -69,17 +47,13 @@ rule scorevae_table:
 rule scorevae_grid:
     # originals over every Table 1 row's reconstructions of the same test images (for the report)
     input:
-        J.scorevae_recon_files,
+        J.scorevae.scorevae_recon_files,
     output:
         report("results/scorevae/recon_grid.png", caption="../report/scorevae_grid.rst", category="ScoreVAE"),
     params:
-        labels=J.scorevae_grid_labels,
-    conda:
-        "../../envs/daebench.yaml"
+        labels=J.scorevae.scorevae_grid_labels,
     log:
         "logs/scorevae/recon_grid.log",
-    benchmark:
-        "logs/benchmarks/scorevae/recon_grid.tsv"
     shell:
         "python -m daebench scorevae-grid --inputs {input} --labels {params.labels} --out {output} > {log} 2>&1"
 
@@ -87,4 +61,4 @@ rule scorevae_grid:
 # Everything the study produces: its `all` target (the report shows the same, jobs.studies.study_outputs).
 rule scorevae_all:
     input:
-        J.scorevae_outputs(),
+        J.scorevae.scorevae_outputs(),

@@ -4,27 +4,23 @@
 
 rule train_phase:
     input:
-        data=J.manifest,
-        init=J.previous_phase,
-        prior=J.prior_model,
+        data=P.MANIFEST,
+        init=J.training.previous_phase,
+        prior=J.training.prior_model,
     output:
-        "resources/models/{dataset}/{method}/{phase}.pt",
+        P.MODEL,
     params:
-        cfg=J.train_cfg,
-        index=lambda w: J.phase_index(w.method, w.phase),
-        init=J.train_init_args,
-        data=lambda w: J.data_dir(w.dataset),
-        ckpt=lambda w: f"resources/checkpoints/{w.dataset}/{w.method}",
+        cfg=J.training.train_cfg,
+        index=lambda w: J.training.phase_index(w.method, w.phase),
+        init=J.training.train_init_args,
+        data=lambda w: J.data.data_dir(w.dataset),
+        ckpt=lambda w: f"{P.CHECKPOINTS}/{w.dataset}/{w.method}",
     threads: TORCH_THREADS
-    priority: J.train_priority
+    priority: J.training.train_priority
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/train/{dataset}/{method}/{phase}.log",
-    benchmark:
-        "logs/benchmarks/train/{dataset}/{method}/{phase}.tsv"
     shell:
         "python -m daebench train --cfg {params.cfg:q} --method {wildcards.method} --phase-index {params.index}"
         " {params.init} --data {params.data} --checkpoint-dir {params.ckpt}"

@@ -4,26 +4,22 @@
 
 rule ppl:
     input:
-        model=J.final_model,
-        data=J.manifest,
-        classifier="resources/models/{dataset}/feature_classifier.pt",
+        model=J.training.final_model,
+        data=P.MANIFEST,
+        classifier=P.CLASSIFIER,
     output:
         ppl="results/two_phase/ppl/{dataset}/{method}.json",
         strip=report("results/two_phase/ppl/{dataset}/{method}.png", caption="../report/ppl.rst",
                      category="Two-phase DAE: ablations", subcategory="Interpolations (Table 5)"),
     params:
-        cfg=J.ppl_cfg,
-        upstream=J.ppl_upstream,
-        data=lambda w: J.data_dir(w.dataset),
+        cfg=J.two_phase.ppl_cfg,
+        upstream=J.two_phase.ppl_upstream,
+        data=lambda w: J.data.data_dir(w.dataset),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-    conda:
-        "../../envs/daebench.yaml"
     log:
         "logs/two_phase/ppl/{dataset}/{method}.log",
-    benchmark:
-        "logs/benchmarks/two_phase/ppl/{dataset}/{method}.tsv"
     shell:
         "python -m daebench ppl --cfg {params.cfg:q} --method {wildcards.method} --model {input.model}"
         " --data {params.data} --classifier {input.classifier} --out {output.ppl} --threads {threads} > {log} 2>&1"
@@ -31,21 +27,17 @@ rule ppl:
 
 rule two_phase_table:
     input:
-        J.ablation_inputs,
+        J.two_phase.ablation_inputs,
     output:
         report("results/two_phase/{table}.csv", caption="../report/two_phase_table.rst",
                category="Two-phase DAE: ablations"),
     params:
-        cfg=J.ablation_cfg,
-        upstream=J.ablation_upstream,
+        cfg=J.two_phase.ablation_cfg,
+        upstream=J.two_phase.ablation_upstream,
     wildcard_constraints:
-        table="|".join(J.ablation_tables()),
-    conda:
-        "../../envs/daebench.yaml"
+        table="|".join(J.two_phase.ablation_tables()),
     log:
         "logs/tables/two_phase_{table}.log",
-    benchmark:
-        "logs/benchmarks/tables/two_phase_{table}.tsv"
     shell:
         "python -m daebench two-phase-table --table {wildcards.table} --cfg {params.cfg:q} --inputs {input}"
         " --out {output} > {log} 2>&1"
@@ -53,5 +45,5 @@ rule two_phase_table:
 
 rule two_phase_all:
     input:
-        J.two_phase_all_inputs,
+        J.two_phase.two_phase_all_inputs,
     localrule: True

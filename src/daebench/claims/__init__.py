@@ -1,8 +1,9 @@
 """The four papers' claims tested on our tables (see core.py for the verdicts and robustness).
 
-Each study module declares its claims once (``CLAIMS``), the tables they read (``TABLES``), and how its
-tables and the paper's published ones become measurements (``ours``, ``paper``). ``results/claims/<study>.csv``
-holds one study's claims; ``results/claims.csv`` every study that has run."""
+Each study's claims module declares its claims once (``CLAIMS``), the tables they read (``TABLES``), and how
+its tables and the paper's published ones become measurements (``ours``, ``paper``); the functions here take
+that module (a study's ``Study.claims``, daebench/studies/). ``results/claims/<study>.csv`` holds one study's
+claims; ``results/claims.csv`` every study that has run."""
 from __future__ import annotations
 
 import importlib.resources
@@ -12,37 +13,18 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.store import atomic_path
-from . import dbae, ddvi, scorevae, two_phase, two_phase_ablations
+from . import two_phase
 from .core import COLUMNS, LOWER_IS_BETTER, NAMES, PAPER_VERDICTS, VERDICTS, evaluate
 from .two_phase import BASELINE, LABELS, ONE_PHASE, TWO_PHASE
 
-STUDIES = {"two_phase": two_phase, "two_phase_ablations": two_phase_ablations, "dbae": dbae, "scorevae": scorevae,
-           "ddvi": ddvi}
-
-__all__ = ["BASELINE", "COLUMNS", "LABELS", "LOWER_IS_BETTER", "NAMES", "ONE_PHASE", "PAPER_VERDICTS", "STUDIES", "TWO_PHASE",
+__all__ = ["BASELINE", "COLUMNS", "LABELS", "LOWER_IS_BETTER", "NAMES", "ONE_PHASE", "PAPER_VERDICTS", "TWO_PHASE",
            "VERDICTS", "combine", "counts", "evaluate_claims", "read_claims", "read_samples", "reference_dir",
-           "study_cfg", "study_claims", "summary", "write_claims", "write_study_claims"]
+           "study_claims", "summary", "write_claims", "write_study_claims"]
 
 
 def reference_dir() -> Path:
     """The published tables shipped in the package (daebench/reference)."""
     return Path(str(importlib.resources.files("daebench") / "reference"))
-
-
-def _module(study: str):
-    try:
-        return STUDIES[study]
-    except KeyError:
-        raise ValueError(f"unknown study {study!r}; known: {', '.join(STUDIES)}") from None
-
-
-def study_cfg(study: str, config: dict) -> dict:
-    """What a study's claims need from the resolved configuration that its tables do not say."""
-    probe = config["two_phase"]["probe"]["methods"]
-    own = {"two_phase": {}, "scorevae": {}, "dbae": {"dae": config["dbae"]["dae"]},
-           "two_phase_ablations": {"labels": {m: config["methods"][m]["label"] for m in probe}},
-           "ddvi": {"dataset": config["dataset"], "genotypes": config["ddvi"]["genotypes"]["source"]}}[study]
-    return {**own, "intervals": dict(config.get("intervals") or {})}
 
 
 def counts(claims: pd.DataFrame) -> dict[str, int]:
@@ -87,23 +69,23 @@ def read_samples(paths: list[str | Path]) -> dict[str, dict]:
     return out
 
 
-def study_claims(study: str, tables: dict[str, pd.DataFrame], cfg: dict | None = None,
+def study_claims(mod, tables: dict[str, pd.DataFrame], cfg: dict | None = None,
                  ref_dir: Path | None = None, samples: dict[str, dict] | None = None) -> pd.DataFrame:
-    """One study's claims on its ``tables`` (name -> frame, names of ``STUDIES[study].TABLES``), with the
-    per-image evidence of its scoring jobs (``samples``, ``read_samples``) where it has any."""
-    mod = _module(study)
+    """One study's claims (``mod``: its claims module) on its ``tables`` (name -> frame, names of
+    ``mod.TABLES``), with the per-image evidence of its scoring jobs (``samples``, ``read_samples``) where it has
+    any; ``cfg``: what the claims need from the configuration (``Study.claims_cfg`` and ``intervals``)."""
     unknown = set(tables) - set(mod.TABLES)
     if unknown:
-        raise ValueError(f"{study} claims read tables {', '.join(mod.TABLES)}; got also {', '.join(sorted(unknown))}")
+        raise ValueError(f"{mod.STUDY} claims read tables {', '.join(mod.TABLES)}; got also {', '.join(sorted(unknown))}")
     cfg = cfg or {}
     ours = mod.ours(tables, cfg, samples or {})
-    return evaluate(study, mod.PAPER, mod.CLAIMS, ours, mod.paper(Path(ref_dir or reference_dir())),
+    return evaluate(mod.STUDY, mod.PAPER, mod.CLAIMS, ours, mod.paper(Path(ref_dir or reference_dir())),
                     cfg.get("intervals"))
 
 
 def evaluate_claims(table4: pd.DataFrame, samples: dict[str, dict] | None = None) -> pd.DataFrame:
     """The two-phase paper's Table 4 claims on a Table 4 frame (ours or the published one)."""
-    return study_claims("two_phase", {"table4": table4}, samples=samples)
+    return study_claims(two_phase, {"table4": table4}, samples=samples)
 
 
 def read_claims(path: str | Path) -> pd.DataFrame:
@@ -117,11 +99,11 @@ def _write(df: pd.DataFrame, out: str | Path) -> None:
         df.to_csv(tmp, index=False)
 
 
-def write_study_claims(study: str, tables: dict[str, str | Path], cfg: dict, out: str | Path,
+def write_study_claims(mod, tables: dict[str, str | Path], cfg: dict, out: str | Path,
                        samples: list[str | Path] = ()) -> pd.DataFrame:
     """Read the study's table CSVs (name -> path) and scoring JSONs (``samples``), evaluate its claims, write
     ``out`` atomically."""
-    df = study_claims(study, {name: pd.read_csv(p) for name, p in tables.items()}, cfg,
+    df = study_claims(mod, {name: pd.read_csv(p) for name, p in tables.items()}, cfg,
                       samples=read_samples(samples))
     _write(df, out)
     return df
@@ -129,7 +111,7 @@ def write_study_claims(study: str, tables: dict[str, str | Path], cfg: dict, out
 
 def write_claims(table4_csv: str | Path, out_csv: str | Path, samples: list[str | Path] = ()) -> pd.DataFrame:
     """Table 4's claims alone (the two-phase study's claims file)."""
-    return write_study_claims("two_phase", {"table4": table4_csv}, {}, out_csv, samples)
+    return write_study_claims(two_phase, {"table4": table4_csv}, {}, out_csv, samples)
 
 
 def combine(paths: list[str | Path], out: str | Path) -> pd.DataFrame:

@@ -42,7 +42,7 @@ def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, nf
     out, t0 = [], time.time()
     for i in tqdm(range(0, len(x), batch_size), desc=f"reconstruct ({mode}, NFE {nfe})", disable=not progress):
         xb = x[i:i + batch_size].to(device)
-        out.append(reconstruct(fam, model, method, xb, mode, nfe, gen, sampler).clamp(-1, 1).cpu())
+        out.append(reconstruct(fam, model, method, xb, mode, nfe, gen, sampler, cost=cost).clamp(-1, 1).cpu())
     seconds = time.time() - t0
     recon = torch.cat(out).numpy().astype(np.float32)
     return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels,

@@ -8,7 +8,7 @@ Every study module here (``data``, ``training``, ``evaluation``, ``two_phase``, 
   only parses arguments and calls them.
 - **slice builders and input functions**, whose first parameter is ``config`` (the validated params):
   the config slice each job depends on (so a changed key reruns exactly the jobs downstream of it), its
-  input files and paths. The ``.smk`` files reach them through :func:`bind`.
+  input files and paths. The ``.smk`` files reach them through :func:`bind` as ``J.<module>.<function>``.
 
 Every training job goes through one runner, :func:`training.run_training`, with one step formula,
 :func:`training.steps`.
@@ -54,6 +54,9 @@ def _bound(fn, config: dict):
 
 
 def bind(config: dict) -> SimpleNamespace:
-    """The slice builders with ``config`` bound, for the .smk files: ``J.train_cfg(wildcards)``,
-    ``J.data_dir(dataset)``."""
-    return SimpleNamespace(as_json=as_json, **{n: _bound(fn, config) for n, fn in builders().items()})
+    """The slice builders with ``config`` bound, for the .smk files, one namespace per job module:
+    ``J.training.train_cfg(wildcards)`` is :func:`daebench.jobs.training.train_cfg` (config, wildcards)."""
+    by_module: dict[str, dict] = {}
+    for name, fn in builders().items():
+        by_module.setdefault(fn.__module__.rsplit(".", 1)[-1], {})[name] = _bound(fn, config)
+    return SimpleNamespace(as_json=as_json, **{m: SimpleNamespace(**fns) for m, fns in by_module.items()})

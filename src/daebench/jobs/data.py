@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .. import paths
 from ..config import ConfigError, dataset_path_problems
 from ..data.registry import DATASETS, needs_download
 from .base import write_json
@@ -83,11 +84,11 @@ def download_record(config: dict, wildcards) -> list | str:
 
 
 def data_dir(config: dict, dataset: str) -> str:
-    return f"resources/data/{dataset}"
+    return paths.DATA.format(dataset=dataset)
 
 
 def manifest(config: dict, wildcards) -> str:
-    return f"resources/data/{wildcards.dataset}/manifest.json"
+    return paths.MANIFEST.format(dataset=wildcards.dataset)
 
 
 def genotypes_slice(config: dict, source: str) -> dict:

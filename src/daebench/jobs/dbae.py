@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+from .. import paths
 from ..config import ConfigError, family_facts
 from ..tracking import params_hash
 from .base import as_json, save_npz, write_json
@@ -20,7 +21,7 @@ TABLES = ("table1", "table2", "table3", "table4", "table5", "table9", "table11")
 
 
 def train_prior(cfg: dict, data: Path, out: Path, method: str, model: Path,
-                checkpoint_dir: str = "resources/checkpoints", progress: bool = True) -> None:
+                checkpoint_dir: str = paths.CHECKPOINTS, progress: bool = True) -> None:
     """Fit the latent DDIM prior on a trained autoencoder's codes (DBAE §3.3.2, DiffAE §3.3)."""
     import torch
 
@@ -243,7 +244,7 @@ def prior_slice(config: dict, dataset: str, method: str) -> dict:
 
 
 def prior_path(config: dict, dataset: str, method: str) -> str:
-    return f"resources/priors/{dataset}/{method}.pt"
+    return paths.PRIOR.format(dataset=dataset, method=method)
 
 
 def generation_slice(config: dict, dataset: str, method: str, source: str, nfe: int | None = None) -> dict:

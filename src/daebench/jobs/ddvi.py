@@ -6,6 +6,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from .. import paths
 from ..config import ConfigError, ddvi_method
 from .base import as_json, save_npz, write_json
 from .data import data_dir, data_slice
@@ -19,12 +20,12 @@ LATENT_TITLES = {"unsup": "Test-digit codes by class (unsupervised, first seed)"
                  "cluster": "Genotype codes by population (clustering, first seed)"}
 
 
-def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str = "resources/checkpoints",
+def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str = paths.CHECKPOINTS,
                progress: bool = True) -> None:
-    from .. import lvm_study
+    from .. import ddvi_study
 
-    ds = lvm_study.load_data(cfg, Path(data))
-    family, model, ctx = lvm_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
+    ds = ddvi_study.load_data(cfg, Path(data))
+    family, model, ctx = ddvi_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
     train = cfg["train"]
     out = Path(out)
 
@@ -32,15 +33,15 @@ def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str 
         import time
 
         t0 = time.time()
-        pre = lvm_study.pretrain(cfg, model, ctx)
+        pre = ddvi_study.pretrain(cfg, model, ctx)
         if pre:
             run.log_metrics({"pretrain/loss": sum(pre[-20:]) / len(pre[-20:]), "pretrain/steps": len(pre),
                              "pretrain/seconds": time.time() - t0})
 
     run_training(TrainingJob(
         name=name, rule="ddvi_train", dataset=cfg["dataset"], params=cfg, model=model,
-        loss=lvm_study.LVMLoss(family, cfg["method"], ctx),
-        data=(ds.x_train, lvm_study.partition_labels(cfg, ds.y_train)), train_cfg=train, config=cfg,
+        loss=ddvi_study.DDVILoss(family, cfg["method"], ctx),
+        data=(ds.x_train, ddvi_study.partition_labels(cfg, ds.y_train)), train_cfg=train, config=cfg,
         steps=steps(train["examples"], train["batch_size"])[0], out=out,
         ckpt_path=Path(checkpoint_dir) / f"{out.stem}.resume.pt", registered_name="ddvi-" + name.replace("/", "-"),
         before=pretrain), progress)
@@ -61,17 +62,17 @@ def _data_shape(cfg: dict, data: Path, dim: int) -> int | tuple[int, int, int]:
 
 def ddvi_evaluate(cfg: dict, data: Path, out: Path, method: str, name: str, model: Path, arrays: Path,
                   progress: bool = True) -> None:
-    from .. import lvm_study
+    from .. import ddvi_study
     from ..checkpoint import load_checkpoint
     from ..tracking import start_run
     from ..train import num_params
 
-    ds = lvm_study.load_data(cfg, Path(data))
-    family, net, ctx = lvm_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
+    ds = ddvi_study.load_data(cfg, Path(data))
+    family, net, ctx = ddvi_study.build(cfg, _data_shape(cfg, Path(data), ds.x_train.shape[1]))
     ckpt = load_checkpoint(Path(model))
     net.load_state_dict(ckpt["ema"])
     with start_run(name=f"{name}/eval", rule="ddvi_evaluate", dataset=cfg["dataset"], params=cfg) as run:
-        metrics, arr = lvm_study.evaluate(cfg, family, net, ctx, ds)
+        metrics, arr = ddvi_study.evaluate(cfg, family, net, ctx, ds)
         run.log_metrics(metrics)
         result = {"setting": cfg["setting"], "prior": cfg["prior"]["name"], "method": method,
                   "seed": cfg["train"]["seed"], "metrics": metrics, "n_params": num_params(net),
@@ -90,7 +91,7 @@ def ddvi_table(cfg: dict, out: Path, table: str, inputs: list, progress: bool = 
 
 
 def ddvi_latents(out: Path, inputs: list, labels: list, title: str = "", progress: bool = True) -> None:
-    from ..report import latent_scatter_figure
+    from ..evaluate.figures import latent_scatter_figure
 
     latent_scatter_figure([Path(p) for p in inputs], labels, Path(out), title)
 
@@ -102,7 +103,7 @@ def ddvi_data(config: dict, setting: str) -> tuple[str, dict]:
     """(prepared-data directory, the slice that built it) of a setting: images, or genotypes."""
     if setting == "cluster":
         g = config["ddvi"]["genotypes"]
-        return f"resources/data/genotypes/{g['source']}", {"genotypes": g}
+        return f"{paths.GENOTYPES}/{g['source']}", {"genotypes": g}
     return data_dir(config, config["dataset"]), data_slice(config, config["dataset"])
 
 
@@ -119,7 +120,7 @@ def ddvi_train_slice(config: dict, setting: str, prior: str, method: str, seed) 
     if method not in study["methods"]:
         raise ConfigError(f"ddvi: no method {method!r} under ddvi.methods; defined: {', '.join(study['methods'])}")
     d, upstream = ddvi_data(config, setting)
-    out = {"setting": setting, "dataset": d.split("resources/data/", 1)[1],
+    out = {"setting": setting, "dataset": d.split(paths.DATA.format(dataset=""), 1)[1],
            "likelihood": "gaussian" if setting == "cluster" else "bce", "method": ddvi_method(study, method, setting),
            "nets": study["nets"], "train": {**study["train"], "seed": int(seed)}, "data": upstream}
     if setting == "cluster":
@@ -134,23 +135,25 @@ def ddvi_train_slice(config: dict, setting: str, prior: str, method: str, seed) 
     return out
 
 
-# Options added after models were trained (issue 14) leave a job's slice untouched at their neutral value, so
-# that existing models stay valid and only evaluation reruns (elbo_release, clusters on the chain mean).
-# ``nets.arch`` (CIFAR-10's CNN, App. E) too: at mlp, and always in the clustering setting (genotype features are
-# no images; App. E's genotype nets are MLPs), it leaves the slice as it was.
-NEUTRAL = {"method": {"chain_weight": None, "pretrain_examples": 0},
-           "prior_params": {"form": "marsland", "noise_dir": "isotropic"}, "nets": {"arch": "mlp"}}
+# A DDVI job's slice is its cache key (Snakemake's params trigger). The slice format is versioned: version 1
+# had no key for the options below, which it implied at these values. Version 2 writes such a key only where its
+# value differs from the implied one, so a model trained under version 1 keeps its key and is not retrained,
+# while a setting that changes what is trained reruns it. ``nets.arch`` never enters the clustering setting's
+# slice: genotype features are no images, and App. E's genotype networks are MLPs whatever is configured.
+SLICE_VERSION = 2
+IMPLIED_BY_V1 = {"method": {"chain_weight": None, "pretrain_examples": 0},
+                 "prior_params": {"form": "marsland", "noise_dir": "isotropic"}, "nets": {"arch": "mlp"}}
 
 
 def ddvi_job_slice(config: dict, setting: str, prior: str, method: str, seed) -> dict:
     out = ddvi_train_slice(config, setting, prior, method, seed)
-    out["method"] = {k: v for k, v in out["method"].items() if NEUTRAL["method"].get(k, ...) != v}
+    out["method"] = {k: v for k, v in out["method"].items() if IMPLIED_BY_V1["method"].get(k, ...) != v}
     if "arch" in out["nets"]:
         out["nets"] = {k: v for k, v in out["nets"].items()
-                       if not (k == "arch" and (setting == "cluster" or NEUTRAL["nets"]["arch"] == v))}
+                       if not (k == "arch" and (setting == "cluster" or IMPLIED_BY_V1["nets"]["arch"] == v))}
     if "params" in out["prior"]:
         out["prior"] = {**out["prior"], "params": {k: v for k, v in out["prior"]["params"].items()
-                                                   if NEUTRAL["prior_params"].get(k, ...) != v}}
+                                                   if IMPLIED_BY_V1["prior_params"].get(k, ...) != v}}
     return out
 
 

@@ -17,7 +17,7 @@ from .ddvi import ddvi_data, ddvi_job_slice
 log = logging.getLogger("daebench")
 
 def ddvi_table5(cfg: dict, out: Path, runs: list, figure: Path, progress: bool = True) -> None:
-    from ..report import budget_figure
+    from ..evaluate.figures import budget_figure
     from ..tables import write_ddvi_table5
 
     df = write_ddvi_table5(cfg, [Path(p) for p in runs], Path(out))

@@ -15,7 +15,8 @@ from types import SimpleNamespace as W
 
 import yaml
 
-from . import data, dbae, ddvi, ddvi_budget, evaluation, scorevae, studies, training, two_phase
+from .. import paths
+from . import data, dbae, evaluation, studies, training, two_phase
 
 CODE = ["Snakefile", "workflow", "src/daebench", "envs"]
 
@@ -83,65 +84,17 @@ def _data_jobs(config):
     return [data.prepare_slice(config, ds), data.download_slice(config, ds)]
 
 
-def _trainings(config, methods):
+def trainings(config: dict, methods) -> list:
+    """The slices of the training jobs of ``methods`` (every phase)."""
     ds = config["dataset"]
     return [training.train_cfg(config, W(dataset=ds, method=m, phase=p["name"]))
             for m in methods for p in config["methods"][m]["phases"]]
 
 
-def _scoring(config):
+def scoring(config: dict) -> list:
+    """The slices of the scoring jobs every reconstruction study shares (metrics, the domain classifier)."""
     ds = config["dataset"]
     return [evaluation.metrics_cfg(config, W(dataset=ds)), evaluation.classifier_slice(config, ds)]
-
-
-def _table4_jobs(config):
-    t4, ds = config["table4"], config["dataset"]
-    return ([two_phase.table4_provenance(config, W()), *_trainings(config, t4["methods"]), *_scoring(config)]
-            + [two_phase.reconstruct_cfg(config, W(dataset=ds, method=m)) for m in t4["methods"]])
-
-
-def _ablation_jobs(config):
-    ds, tp = config["dataset"], config["two_phase"]
-    recon = list(dict.fromkeys(tp["table1"] + tp["table2"] + tp["table3"]))
-    out = [*_trainings(config, list(dict.fromkeys(recon + tp["ppl"]["methods"] + tp["probe"]["methods"]))),
-           *_scoring(config)]
-    for table in two_phase.ABLATIONS:
-        out += [two_phase.ablation_cfg(config, W(table=table)), two_phase.ablation_upstream(config, W(table=table))]
-    out += [two_phase.reconstruct_cfg(config, W(dataset=ds, method=m)) for m in recon]
-    out += [two_phase.ppl_cfg(config, W(dataset=ds, method=m)) for m in tp["ppl"]["methods"]]
-    return out + [dbae.probe_cfg(config, W(dataset=ds, method=m)) for m in tp["probe"]["methods"]]
-
-
-def _dbae_jobs(config):
-    ds, d = config["dataset"], config["dbae"]
-    out = [*[dbae.dbae_table_upstream(config, W(table=t)) for t in dbae.TABLES], dbae.dbae_table_cfg(config, W()),
-           *_scoring(config),
-           *_trainings(config, dbae.dbae_study_methods(config))]
-    for m in dbae.dbae_study_methods(config):
-        out += [dbae.prior_slice(config, ds, m), dbae.cost_cfg(config, W(dataset=ds, method=m)),
-                dbae.disentangle_cfg(config, W(dataset=ds, method=m))]
-        out += [dbae.dbae_eval_slice(config, ds, m, n) for n in d["nfe"] + [d["table2_nfe"]]]
-        out += [dbae.generation_slice(config, ds, m, s, n) for s in ("prior", "ae") for n in [None, *d["table11"]["nfe"]]]
-    return out + [dbae.gen_metrics_cfg(config, W(dataset=ds))]
-
-
-def _scorevae_jobs(config):
-    methods = _scorevae_methods(config)
-    return [scorevae.scorevae_table_upstream(config, W()), scorevae.scorevae_table_cfg(config, W()),
-            scorevae.scorevae_grid_labels(config, W()), *_scoring(config),
-            *_trainings(config, methods + [config["methods"][m]["prior"] for m in methods if "prior" in config["methods"][m]])]
-
-
-def _ddvi_jobs(config):
-    out = [data.genotypes_slice(config, config["ddvi"]["genotypes"]["source"]), ddvi_budget.table5_cfg(config, W())]
-    out += [ddvi_budget.budget_slice(config, c["run"], c["scale"], c["seed"]) for c in ddvi_budget.table5_cells(config)]
-    for table in ddvi.SETTING_OF_TABLE:
-        out.append(ddvi.ddvi_table_cfg(config, W(table=table)))
-        setting = ddvi.SETTING_OF_TABLE[table]
-        out += [ddvi.ddvi_eval_cfg(config, W(setting=setting, prior=p, method=m, seed=s))
-                for p in ddvi.ddvi_priors(config, setting) for m in config["ddvi"]["tables"][table]
-                for s in config["ddvi"]["seeds"]]
-    return out
 
 
 def _report_jobs(config):
@@ -153,7 +106,7 @@ def _report_jobs(config):
 # --- the stages ----------------------------------------------------------------------------------------------
 
 
-def _models(config: dict, methods, owned: set) -> list[str]:
+def models(config: dict, methods, owned: set) -> list[str]:
     """The model folders resources/models/<dataset>/<method> holding each method's phases (and the prior it
     builds on) that no earlier stage owns. A phase shared with an earlier method lives in that method's folder
     (training.model_path), so a method made only of shared phases (two-phase Table 3's t = 1 only) adds none."""
@@ -168,21 +121,13 @@ def _models(config: dict, methods, owned: set) -> list[str]:
     return out
 
 
-def _scorevae_methods(config):
-    return list(dict.fromkeys(r["method"] for r in config["scorevae"]["rows"]))
-
-
 def stages(config: dict) -> dict:
+    """The data stage, one stage per study that declares one (daebench.studies), the report stage."""
+    from ..studies import REGISTRY
+
     ds = config["dataset"]
-    data_dir = f"resources/data/{ds}"
-    classifier = f"resources/models/{ds}/feature_classifier.pt"
+    data_dir = paths.DATA.format(dataset=ds)
     owned: set = set()
-    t4_models = _models(config, config["table4"]["methods"], owned)
-    tp = config["two_phase"]
-    ablation_models = _models(config, tp["table1"] + tp["table2"] + tp["table3"], owned)
-    dbae_models = _models(config, dbae.dbae_study_methods(config), owned)
-    svae_models = _models(config, _scorevae_methods(config), owned)
-    dae = f"resources/models/{ds}/{config['dbae']['dae']}"
 
     def stage(targets, jobs, deps, outs, summary=None):
         s = {"cmd": "snakemake --cores all " + " ".join(targets + ([summary] if summary else [])),
@@ -192,29 +137,16 @@ def stages(config: dict) -> dict:
             s["metrics"] = [{summary: {"persist": True}}]  # cached: pushed and pulled with the results
         return s
 
-    report_deps = ["results/table4.csv", "results/recon"] + [
-        p for s in studies.report_studies(config)[1:] for p in studies.study_outputs(config, s)]
-    return {
-        "data": stage(["data"], _data_jobs, [], [data_dir]),
-        "table4": stage(["results/table4.csv"], _table4_jobs, [data_dir],
-                        t4_models + [classifier, "results/recon", "results/metrics", "results/table4.csv"],
-                        "results/summary/two_phase.json"),
-        # Its reconstructions, scores and probes land beside Table 4's and DBAE's (results/recon, results/metrics,
-        # results/dbae/probe: the same jobs where a row is shared), so those stages' outputs hold them.
-        "two_phase_ablations": stage(two_phase.two_phase_outputs(config), _ablation_jobs, [data_dir, classifier],
-                                     ablation_models + ["results/two_phase"],
-                                     "results/summary/two_phase_ablations.json"),
-        "dbae": stage(dbae.dbae_outputs(config) + ["results/dbae/nfe_curve.csv"], _dbae_jobs,
-                      [data_dir, classifier, dae], dbae_models + [f"resources/priors/{ds}", "results/dbae"],
-                      "results/summary/dbae.json"),
-        "scorevae": stage(scorevae.scorevae_outputs(config), _scorevae_jobs, [data_dir, classifier],
-                          svae_models + ["results/scorevae"], "results/summary/scorevae.json"),
-        "ddvi": stage(ddvi.ddvi_outputs(config), _ddvi_jobs, [data_dir],
-                      ["resources/data/genotypes", "resources/ddvi", "results/ddvi"], "results/summary/ddvi.json"),
-        "report": stage(["results/report.html", "results/claims.csv"], _report_jobs,
-                        ["notebooks/report.ipynb"] + report_deps,
-                        ["results/claims", "results/claims.csv", "results/report.html"]),
-    }
+    out = {"data": stage(["data"], _data_jobs, [], [data_dir])}
+    for study in REGISTRY.values():
+        if st := study.stage:
+            out[st.name] = stage(st.targets(config), st.jobs, st.deps(config), st.outs(config, owned),
+                                 paths.SUMMARY.format(study=study.name))
+    report_deps = [paths.TABLE4, "results/recon"] + [
+        p for s in studies.report_studies(config)[1:] for p in REGISTRY[s].outputs(config)]
+    out["report"] = stage([paths.REPORT, paths.ALL_CLAIMS], _report_jobs, ["notebooks/report.ipynb"] + report_deps,
+                          ["results/claims", paths.ALL_CLAIMS, paths.REPORT])
+    return out
 
 
 def plots(config: dict) -> list:
@@ -247,8 +179,8 @@ def order_pulled_artefacts(config: dict) -> None:
     phases = [[training.model_path(config, ds, name, m["phases"][i]["name"]) for name, m in config["methods"].items()
                if i < len(m["phases"])] for i in range(depth)]
     levels = [[f"resources/data/{ds}/*", "resources/data/genotypes/*/*"],
-              [f"resources/models/{ds}/feature_classifier.pt"], *phases,
-              [f"resources/priors/{ds}/*", "resources/ddvi/**/*.pt"],
+              [paths.CLASSIFIER.format(dataset=ds)], *phases,
+              [paths.PRIORS.format(dataset=ds) + "/*", "resources/ddvi/**/*.pt"],
               [f"results/{d}/{ds}/*/*" for d in ("recon", "dbae/recon", "scorevae/recon", "dbae/gen")]
               + ["results/ddvi/runs/**/*", "results/ddvi/budget/**/*", f"results/two_phase/ppl/{ds}/*"],
               [f"results/{d}/{ds}/*/*" for d in ("metrics", "dbae/metrics", "scorevae/metrics", "dbae/gen_metrics")]

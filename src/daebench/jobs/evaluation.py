@@ -14,21 +14,15 @@ from .training import train_slice
 log = logging.getLogger("daebench")
 
 
-def eval_settings(ev: dict) -> tuple[int, dict]:
-    """(NFE budget, sampler options) of an eval slice: Table 4 slices name DDIM steps and clip_x0
-    directly, the other studies' carry ``nfe`` and a ``sampler`` block."""
-    if "ddim_steps" in ev:
-        return ev["ddim_steps"], {"clip_x0": ev["clip_x0"]}
-    return ev["nfe"], ev["sampler"]
-
-
 def reconstruct(cfg: dict, data: Path, out: Path, method: str, mode: str, model: Path, progress: bool = True) -> None:
     from ..checkpoint import load_checkpoint, resolve_device
     from ..evaluate.reconstruction import reconstruct_split, save_grid
     from ..tracking import start_run
 
     ev = cfg["eval"]
-    nfe, sampler = eval_settings(ev)
+    # the NFE budget and sampler options: Table 4's slices name DDIM steps and clip_x0 directly (their
+    # cache keys predate the sampler block), the other studies' carry ``nfe`` and a ``sampler`` block
+    nfe, sampler = (ev["ddim_steps"], {"clip_x0": ev["clip_x0"]}) if "ddim_steps" in ev else (ev["nfe"], ev["sampler"])
     ckpt = load_checkpoint(Path(model))
     with start_run(name=f"{method}/reconstruct-{mode}-nfe{nfe}", rule="reconstruct",
                    dataset=cfg["dataset"], params=cfg) as run:

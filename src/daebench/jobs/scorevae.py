@@ -28,7 +28,7 @@ def scorevae_grid(out: Path, inputs: list, labels: list, n: int = 12, progress: 
     import numpy as np
 
     from ..data.store import atomic_path
-    from ..report import recon_rows_figure
+    from ..evaluate.figures import recon_rows_figure
 
     if len(labels) != len(inputs):
         raise SystemExit(f"scorevae-grid: {len(inputs)} inputs but {len(labels)} labels")

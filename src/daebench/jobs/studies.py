@@ -7,14 +7,11 @@ import logging
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
+from .. import paths
 from ..config import ConfigError
 from .base import as_json
-from .dbae import dbae_outputs, dbae_table_inputs
-from .ddvi import ddvi_outputs
-from .scorevae import scorevae_outputs, scorevae_table_inputs
-from .two_phase import ablation_inputs, table4_inputs, table4_provenance, two_phase_outputs
+from .two_phase import table4_provenance
 
 log = logging.getLogger("daebench")
 
@@ -33,8 +30,8 @@ def claims(study: str, tables: list[str], cfg: dict, out: Path, samples: list[st
            ) -> None:
     from ..claims import summary, write_study_claims
 
-    paths = {name: Path(p) for name, p in _pairs(tables, "--tables", "name=path (table4=results/table4.csv)")}
-    df = write_study_claims(study, paths, cfg, Path(out), [Path(p) for p in samples])
+    files = {name: Path(p) for name, p in _pairs(tables, "--tables", "name=path (table4=results/table4.csv)")}
+    df = write_study_claims(_study(study).claims, files, cfg, Path(out), [Path(p) for p in samples])
     log.info("wrote %s: %s", out, summary(df))
 
 
@@ -43,6 +40,19 @@ def claims_all(inputs: list, out: Path, progress: bool = True) -> None:
 
     df = combine([Path(p) for p in inputs], Path(out))
     log.info("wrote %s (%s): %s", out, ", ".join(df["study"].unique()), summary(df))
+
+
+def study_table(study: str, table: str, cfg: dict, inputs: list[str], out: Path, progress: bool = True) -> None:
+    """A table of a study without rules of its own: its declared writer on the table's inputs."""
+    from ..data.store import atomic_path
+
+    spec = _study(study).tables.get(table)
+    if spec is None:
+        raise SystemExit(f"study {study} declares no table {table!r}; its tables: {', '.join(_study(study).tables)}")
+    df = spec.write(cfg, list(inputs))
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("wrote %s (%d rows)", out, len(df))
 
 
 def emergence_point(study: str, scale: str, cfg: dict, workdir: str, root: str = ".", cores: int = 1,
@@ -66,7 +76,7 @@ def report(notebook: str, out_html: str, executed: str, params_json: str = "{}",
            progress: bool = True) -> None:
     from papermill.exceptions import PapermillExecutionError
 
-    from ..report import render_report
+    from ..report.render import render_report
     from ..tracking import experiment_name, tracking_uri
 
     params = json.loads(params_json)
@@ -84,19 +94,40 @@ def report(notebook: str, out_html: str, executed: str, params_json: str = "{}",
 # --- slices and inputs ---------------------------------------------------------------------------------
 
 
-def claims_study(config: dict, study: str):
-    from ..claims import STUDIES as CLAIMS
+def _study(name: str):
+    """The study's declaration (daebench/studies/<name>.py); imported here, not at the top, because the
+    declarations import the job modules."""
+    from ..studies import REGISTRY
 
-    if study not in CLAIMS:
-        raise ConfigError(f"no claims for study {study!r}; known: {', '.join(CLAIMS)}")
-    return CLAIMS[study]
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown study {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def registry() -> dict:
+    from ..studies import REGISTRY
+
+    return REGISTRY
+
+
+def claims_cfg(config: dict, study: str) -> dict:
+    """What a study's claims read from the configuration: its own part, and how intervals are drawn."""
+    return {**_study(study).claims_cfg(config), "intervals": dict(config.get("intervals") or {})}
+
+
+def study_table_inputs(config: dict, wildcards) -> list[str]:
+    return _study(wildcards.study).tables[wildcards.table].inputs(config)
+
+
+def study_table_cfg(config: dict, wildcards) -> str:
+    return as_json(_study(wildcards.study).tables[wildcards.table].cfg(config))
 
 
 def study_claims_inputs(config: dict, wildcards) -> dict:
     # The study's tables that exist (all of them when none does yet, so asking for the claims builds them);
     # the two-phase study's one table always. Beside them, the scoring JSONs of those tables' reconstruction
     # rows, whose per-image values give the claims their paired intervals.
-    tables = claims_study(config, wildcards.study).TABLES
+    tables = _study(wildcards.study).claims.TABLES
     have = {k: v for k, v in tables.items() if os.path.exists(v)}
     chosen = have if have and wildcards.study != "two_phase" else tables
     return {**chosen, "samples": claims_samples(config, wildcards.study, list(chosen))}
@@ -108,19 +139,14 @@ _SCORES = re.compile(r"^results/(dbae/|scorevae/)?metrics/.+\.json$")
 
 def claims_samples(config: dict, study: str, tables: list[str]) -> list[str]:
     """The reconstruction scoring JSONs behind ``tables`` of ``study`` (none for a study without any)."""
-    inputs = {"two_phase": lambda t: table4_inputs(config, SimpleNamespace()),
-              "two_phase_ablations": lambda t: ablation_inputs(config, SimpleNamespace(table=t)),
-              "dbae": lambda t: dbae_table_inputs(config, SimpleNamespace(table=t)),
-              "scorevae": lambda t: scorevae_table_inputs(config, SimpleNamespace())}.get(study)
+    inputs = _study(study).samples
     if inputs is None:
         return []
-    return list(dict.fromkeys(p for t in tables for p in inputs(t) if _SCORES.match(p)))
+    return list(dict.fromkeys(p for t in tables for p in inputs(config, t) if _SCORES.match(p)))
 
 
 def study_claims_cfg(config: dict, wildcards) -> str:
-    from ..claims import study_cfg
-
-    return as_json(study_cfg(wildcards.study, config))
+    return as_json(claims_cfg(config, wildcards.study))
 
 
 def study_claims_provenance(config: dict, wildcards) -> str:
@@ -132,10 +158,9 @@ def claims_tables_arg(config: dict, wildcards, input) -> str:
 
 
 def claims_files(config: dict, wildcards) -> list[str]:
-    from ..claims import STUDIES as CLAIMS
-
-    ran = [s for s, mod in CLAIMS.items() if s == "two_phase" or any(os.path.exists(p) for p in mod.TABLES.values())]
-    return [f"results/claims/{s}.csv" for s in ran]
+    ran = [s for s, st in registry().items()
+           if s == "two_phase" or any(os.path.exists(p) for p in st.claims.TABLES.values())]
+    return [paths.CLAIMS.format(study=s) for s in ran]
 
 
 def emergence_point_inputs(config: dict, wildcards) -> dict:
@@ -143,9 +168,9 @@ def emergence_point_inputs(config: dict, wildcards) -> dict:
     of the study, which are that point's."""
     from ..emergence import is_main_run, point_tables
 
-    inputs = {"data": f"resources/data/{config['dataset']}/manifest.json"}
+    inputs = {"data": paths.MANIFEST.format(dataset=config["dataset"])}
     if is_main_run(wildcards.scale):
-        tables = claims_study(config, wildcards.study).TABLES
+        tables = _study(wildcards.study).claims.TABLES
         inputs.update({f"table_{n}": tables[n] for n in point_tables(config, wildcards.study)})
     return inputs
 
@@ -169,9 +194,17 @@ def report_studies(config: dict) -> list[str]:
 
 
 def study_outputs(config: dict, study: str) -> list[str]:
-    """Everything a study produces besides Table 4: its `all` target, and what the report shows of it."""
-    return {"two_phase_ablations": two_phase_outputs, "dbae": dbae_outputs, "scorevae": scorevae_outputs,
-            "ddvi": ddvi_outputs}[study](config)
+    """Everything a study produces: its `all` target, and what the report shows of it."""
+    return _study(study).outputs(config)
+
+
+def method_studies(config: dict) -> dict[str, str]:
+    """training method -> study, for the report's job-time summary (the first study that lists a method)."""
+    out: dict[str, str] = {}
+    for name, st in registry().items():
+        for m in st.methods(config):
+            out.setdefault(m, name)
+    return out
 
 
 def report_claims(config: dict, wildcards) -> list[str]:
@@ -184,36 +217,20 @@ def report_study_inputs(config: dict, wildcards) -> list[str]:
 
 def report_notebook_params(config: dict, wildcards, input) -> str:
     # Notebook parameters; the reconstructions are found under recon_dir/<dataset>/<method>/<mode>.npz.
-    from ..report import method_studies
-
     return as_json({"table4_csv": input.table4, "claims_csvs": list(input.claims), "recon_dir": "results/recon",
                     "studies": report_studies(config), "method_studies": method_studies(config),
                     "bench_dir": "logs/benchmarks"})
 
 
-# Each study's headline numbers for `dvc metrics show` (results/summary/<study>.json): per table, the
-# columns that name a row and the metrics shown for it.
-HEADLINES = {
-    "two_phase": {"table4": (("method", "mode"), ("ssim", "fd_domain"))},
-    "two_phase_ablations": {"table1": (("method",), ("psnr", "ssim")), "table2": (("method",), ("psnr", "fd_domain")),
-                            "table3": (("method",), ("psnr", "ssim", "fd_domain"))},
-    "dbae": {"table1": (("method",), ("ap",)), "table2": (("method", "x_T"), ("ssim",)),
-             "table4": (("method", "source"), ("fd_domain",))},
-    "scorevae": {"table1": (("method", "phase", "mode"), ("ssim",))},
-    "ddvi": {"table1": (("prior", "method"), ("elbo",)), "table2": (("prior", "method"), ("knn_acc",)),
-             "table3": (("method",), ("nmi",))},
-}
-
-
 def headline_numbers(study: str, tables: dict) -> dict:
-    """{table: {row: {metric: value}}} from a study's tables (name -> CSV path); rows are named by the
-    table's key columns joined with '/'."""
+    """{table: {row: {metric: value}}} of the study's headline metrics (``Study.headlines``) from its tables
+    (name -> CSV path); rows are named by the table's key columns joined with '/'."""
     import math
 
     import pandas as pd
 
     out = {}
-    for name, (keys, metrics) in HEADLINES[study].items():
+    for name, (keys, metrics) in _study(study).headlines.items():
         df = pd.read_csv(tables[name])
         if missing := [c for c in (*keys, *metrics) if c not in df.columns]:
             raise SystemExit(f"{tables[name]}: no column(s) {', '.join(missing)} for the {study} summary "
@@ -226,12 +243,12 @@ def headline_numbers(study: str, tables: dict) -> dict:
 def summary(study: str, tables: list[str], out: Path, progress: bool = True) -> None:
     from .base import write_json
 
-    paths = dict(_pairs(tables, "--tables", "name=path (table4=results/table4.csv)"))
-    write_json(out, {study: headline_numbers(study, paths)})
+    files = dict(_pairs(tables, "--tables", "name=path (table4=results/table4.csv)"))
+    write_json(out, {study: headline_numbers(study, files)})
     log.info("wrote %s", out)
 
 
 def summary_inputs(config: dict, wildcards) -> dict:
     """The study's tables its summary reads."""
-    tables = claims_study(config, wildcards.study).TABLES
-    return {name: tables[name] for name in HEADLINES[wildcards.study]}
+    st = _study(wildcards.study)
+    return {name: st.claims.TABLES[name] for name in st.headlines}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import paths
 from ..config import ConfigError, nets_keys
 from .base import as_json, compute_settings
 from .data import data_slice
@@ -83,7 +84,7 @@ def run_training(job: TrainingJob, progress: bool = True) -> dict:
 
 
 def train(cfg: dict, data: Path, out: Path, method: str, phase_index: int, init: str | None = None,
-          prior: str | None = None, checkpoint_dir: str = "resources/checkpoints", progress: bool = True) -> None:
+          prior: str | None = None, checkpoint_dir: str = paths.CHECKPOINTS, progress: bool = True) -> None:
     """Phase ``phase_index`` of the DAE-family method named ``method`` (DAE, DBAE, ScoreVAE and its prior,
     DiffDecoder, VAE); ``cfg["method"]`` is its definition."""
     import torch
@@ -133,7 +134,7 @@ def model_path(config: dict, dataset: str, method: str, phase: str) -> str:
     training up to that phase is the same, so an identical phase is one job. Two-phase Table 3 trains one
     phase 1 and four phase 2s from it; its "t = 1 only" row is that phase-1 model itself."""
     owner = shared_phase_owner(config, dataset, method, phase_index(config, method, phase))
-    return f"resources/models/{dataset}/{owner}/{phase}.pt"
+    return paths.MODEL.format(dataset=dataset, method=owner, phase=phase)
 
 
 def shared_phase_owner(config: dict, dataset: str, method: str, index: int) -> str:

@@ -19,7 +19,7 @@ from ..diffusion import parameterization as param
 from ..diffusion.samplers import sample_ddim, sample_ddim_inversion, time_grid
 from ..diffusion.schedules import Schedule, get_schedule, sigma_from_alpha
 from ..nets.unet import Encoder, UNet
-from .family import Family
+from .family import ImageFamily
 
 
 class DAE(nn.Module):
@@ -136,8 +136,8 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_endpoint"] + cost["nfe_decode"]
 
 
-FAMILY = Family(
-    name="dae", kind="image", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
+FAMILY = ImageFamily(
+    name="dae", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
     cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
     endpoint_mode="inversion", endpoint_by="DDIM inversion", nets=("z_dim", "decoder", "encoder"),
     keys=frozenset({"prediction", "sample_schedule"}), required=("prediction",))

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..diffusion.bridge import VPBridge, karras_times, nfe_of, sample_bridge, steps_for_nfe
 from ..nets.unet import Encoder, EndpointDecoder, UNet
-from .family import Family
+from .family import ImageFamily
 
 ENCODERS = ("stochastic", "deterministic")
 MODES = ("endpoint",)
@@ -127,9 +127,20 @@ def phase_loss(method: dict, phase: dict) -> BridgeLoss:
     return BridgeLoss(bridge_of(method), float(method["tc_weight"]))
 
 
-def _grid(nfe: int, sampler: dict, bridge: VPBridge) -> torch.Tensor:
-    steps = steps_for_nfe(nfe, sampler.get("solver", "heun"), sampler.get("churn", 0.0))
-    return karras_times(steps, t_min=bridge.t_min, t_max=bridge.T - 1e-4, rho=sampler.get("rho", 7.0))
+# dbae.sampler's defaults, as the schema fills them (a test compares the two). The validated dbae.sampler block
+# holds every key, but another study's evaluation passes its own sampler block to whichever family it evaluates
+# (Table 5's PPL jobs pass only clip_x0), so a key such a block lacks takes its default here, in one place.
+SAMPLER_DEFAULTS = {"solver": "heun", "churn": 0.0, "rho": 7.0, "clip_x0": True}
+
+
+def _sampler(sampler: dict) -> dict:
+    """The bridge sampler's options: ``sampler`` over SAMPLER_DEFAULTS."""
+    return {**SAMPLER_DEFAULTS, **sampler}
+
+
+def _grid(nfe: int, opts: dict, bridge: VPBridge) -> torch.Tensor:
+    steps = steps_for_nfe(nfe, opts["solver"], opts["churn"])
+    return karras_times(steps, t_min=bridge.t_min, t_max=bridge.T - 1e-4, rho=opts["rho"])
 
 
 def infer_endpoint(model: DBAE, method: dict, x0: torch.Tensor, z: torch.Tensor, nfe: int, sampler: dict) -> torch.Tensor:
@@ -141,18 +152,18 @@ def infer_endpoint(model: DBAE, method: dict, x0: torch.Tensor, z: torch.Tensor,
 def decode(model: DBAE, method: dict, z: torch.Tensor, nfe: int, generator: torch.Generator, sampler: dict,
            x_T: torch.Tensor | None = None, shape: tuple | None = None, mode: str | None = None) -> torch.Tensor:
     """Bridge sampling x_T -> x_0 given z with at most ``nfe`` evaluations (Algorithms 2 and 4)."""
-    br = bridge_of(method)
+    br, opts = bridge_of(method), _sampler(sampler)
     if x_T is None:
         x_T = model.endpoint(z)
-    return sample_bridge(denoiser(model, br), x_T, _grid(nfe, sampler, br), (x_T, z), generator, bridge=br,
-                         solver=sampler.get("solver", "heun"), churn=sampler.get("churn", 0.0),
-                         clip_x0=sampler.get("clip_x0", True))
+    return sample_bridge(denoiser(model, br), x_T, _grid(nfe, opts, br), (x_T, z), generator, bridge=br,
+                         solver=opts["solver"], churn=opts["churn"], clip_x0=opts["clip_x0"])
 
 
 def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
     if mode not in MODES:
         raise ValueError(f"unknown reconstruction mode {mode!r} for DBAE; known: {', '.join(MODES)}")
-    solver, churn = sampler.get("solver", "heun"), sampler.get("churn", 0.0)
+    opts = _sampler(sampler)
+    solver, churn = opts["solver"], opts["churn"]
     return {"nfe_encoder": 1, "nfe_endpoint": 1, "nfe_decode": nfe_of(steps_for_nfe(nfe, solver, churn), solver, churn)}
 
 
@@ -161,8 +172,8 @@ def diffusion_nfe(cost: dict[str, int]) -> int:
     return cost["nfe_decode"]
 
 
-FAMILY = Family(
-    name="dbae", kind="image", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
+FAMILY = ImageFamily(
+    name="dbae", build=build, phase_loss=phase_loss, encode=encode, code=code, decode=decode,
     cost=cost, diffusion_nfe=diffusion_nfe, infer_endpoint=infer_endpoint, modes=MODES,
     endpoint_mode="endpoint", endpoint_by="endpoint decoder", nets=("z_dim", "decoder", "encoder", "endpoint"),
     keys=frozenset({"encoder", "tc_weight", "bridge"}), required=("encoder", "tc_weight"),

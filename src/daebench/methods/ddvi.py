@@ -48,19 +48,19 @@ from torch import nn
 
 from ..diffusion.schedules import linear_beta_alpha_bar
 from ..nets.mlp import TimeMLP
-from . import lvm
-from .family import Family
-from .lvm import LOG2PI, Z_DIM, Ctx
+from . import ddvi_common
+from .ddvi_common import LOG2PI, Z_DIM, Ctx
+from .family import DDVIFamily
 from .objective import Stage
 
 SLEEP = ("wake_sleep", "latent", "none")
 
 
 class DDVI(nn.Module):
-    def __init__(self, nets: dict, dim: lvm.Shape, steps: int, beta: tuple[float, float]):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape, steps: int, beta: tuple[float, float]):
         super().__init__()
         self.ctx_dim = nets["context"]
-        self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
+        self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
         den = nets["denoiser"]
         self.denoiser = TimeMLP(Z_DIM + self.ctx_dim, Z_DIM, steps, den["hidden"], den["layers"])
         ab = linear_beta_alpha_bar(steps, beta[0], beta[1]).float()
@@ -82,7 +82,7 @@ class DDVI(nn.Module):
         return mean, b * (1 - ab_prev) / (1 - ab)
 
 
-def build(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> DDVI:
+def build(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> DDVI:
     return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]))
 
 
@@ -95,7 +95,7 @@ def posterior_terms(model: DDVI, x: torch.Tensor, g: torch.Generator) -> dict[st
     log q(y_{0:T} | x) - log r(y_{1:T} | z) split into the endpoint's and the chain's parts (module doc):
     {z, log_qr, endpoint_qr (log q(y_T | x) - log r(y_T | z)), chain}; log_qr = endpoint_qr + chain."""
     mu, logvar, c = model.q_T(x)
-    y, log_qT = lvm.reparam(mu, logvar, g)
+    y, log_qT = ddvi_common.reparam(mu, logvar, g)
     ys, log_q_steps = [y], []
     log_qr = log_qT
     for t in range(model.T, 0, -1):
@@ -128,7 +128,7 @@ def posterior_chain(model: DDVI, x: torch.Tensor, g: torch.Generator) -> tuple[t
 def _wake(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     x, part = batch
     p = posterior_terms(model, x, g)
-    return model.decoder(p["z"]), p | {"log_p": lvm.log_prior(model, ctx, p["z"], part)}
+    return model.decoder(p["z"]), p | {"log_p": ddvi_common.log_prior(model, ctx, p["z"], part)}
 
 
 def sleep_terms(model: DDVI, x_tilde: torch.Tensor, z: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -153,22 +153,22 @@ def stages(method: dict, ctx: Ctx) -> list[Stage]:
     def wake(model, batch, g):
         out, p = _wake(model, batch, ctx, g)
         if w_chain is None:  # kl_weight on the whole regulariser
-            return lvm.elbo_terms(out, batch[0], p["log_qr"] - p["log_p"], ctx)
-        terms = lvm.elbo_terms(out, batch[0], p["endpoint_qr"] - p["log_p"], ctx)
+            return ddvi_common.elbo_terms(out, batch[0], p["log_qr"] - p["log_p"], ctx)
+        terms = ddvi_common.elbo_terms(out, batch[0], p["endpoint_qr"] - p["log_p"], ctx)
         return terms | {"chain": float(w_chain) * p["chain"]}
 
     def model_sleep(model, batch, g):
         # sleep (§3.3): the model dreams (z, x~); only phi learns from it
-        prior = lvm.prior_of(model, ctx)
+        prior = ddvi_common.prior_of(model, ctx)
         with torch.no_grad():
             z = prior.sample(batch[0].shape[0], g).to(batch[0])
-            x_t = lvm.mean_x(model.decoder(z), ctx.likelihood)
+            x_t = ddvi_common.mean_x(model.decoder(z), ctx.likelihood)
         return {k: w_sleep * v for k, v in sleep_terms(model, x_t, z, g).items()}
 
     def wake_latent_sleep(model, batch, g):
         terms = wake(model, batch, g)
         with torch.no_grad():
-            z = lvm.prior_of(model, ctx).sample(batch[0].shape[0], g).to(batch[0])
+            z = ddvi_common.prior_of(model, ctx).sample(batch[0].shape[0], g).to(batch[0])
         return terms | {k: w_sleep * v for k, v in sleep_terms(model, batch[0], z, g).items()}
 
     if sleep == "wake_sleep":
@@ -221,22 +221,22 @@ def release_elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> torch.Tens
     """``DiffVAEWarmup.get_elbo`` of the release per example (module doc): not a bound."""
     x, part = batch
     mu, logvar, c = model.q_T(x)
-    y_T, _ = lvm.reparam(mu, logvar, g)
+    y_T, _ = ddvi_common.reparam(mu, logvar, g)
     ys = ddim_chain(model, y_T, c)
     z = ys[-1]
-    rec = lvm.log_px(model.decoder(z), x, ctx.likelihood) / x.shape[1]
+    rec = ddvi_common.log_px(model.decoder(z), x, ctx.likelihood) / x.shape[1]
     kl_yT = 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)     # KL(q(y_T | x) || N(0, I))
     sm_kl = torch.zeros_like(rec)
     for i, t in enumerate(range(model.T, 1, -1)):                       # t = T .. 2; the step to y_0 is dropped
         mean, var = model.r_posterior(ys[i], z, t)
         sm_kl = sm_kl + ((ys[i + 1] - mean).square() / (2 * var)).mean(1)
-    return rec - kl_yT + lvm.log_prior(model, ctx, z, part) - sm_kl
+    return rec - kl_yT + ddvi_common.log_prior(model, ctx, z, part) - sm_kl
 
 
 @torch.no_grad()
 def elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> dict[str, torch.Tensor]:
     out, p = _wake(model, batch, ctx, g)
-    res = lvm.evaluation_elbo(out, batch[0], p["log_qr"] - p["log_p"], ctx.likelihood)
+    res = ddvi_common.evaluation_elbo(out, batch[0], p["log_qr"] - p["log_p"], ctx.likelihood)
     return res | {"kl_endpoint": p["endpoint_qr"] - p["log_p"], "kl_chain": p["chain"],
                   "elbo_release": release_elbo(model, batch, ctx, g)}
 
@@ -246,7 +246,7 @@ def encode(model: DDVI, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return posterior_chain(model, x, g)[0]
 
 
-FAMILY = Family(
-    name="ddvi", kind="lvm", build=build, stages=stages, elbo=elbo, encode=encode,
+FAMILY = DDVIFamily(
+    name="ddvi", build=build, stages=stages, elbo=elbo, encode=encode,
     keys=frozenset({"sleep", "steps", "beta", "sleep_weight", "chain_weight", "pretrain_examples", "anneal",
                     "kl_weight"}), required=("sleep", "steps", "beta"))

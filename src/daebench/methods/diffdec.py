@@ -18,7 +18,7 @@ from torch import nn
 
 from ..nets.unet import Encoder, UNet
 from . import vpvae
-from .family import Family
+from .family import ImageFamily
 
 MODES = vpvae.MODES
 ENCODERS = ("stochastic", "deterministic")
@@ -105,8 +105,8 @@ def code(model: DiffDecoder, x0: torch.Tensor, sampler: dict, generator: torch.G
     return mu if logvar is None else vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
-FAMILY = Family(
-    name="diffdec", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+FAMILY = ImageFamily(
+    name="diffdec", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
     keys=frozenset({"beta", "weighting", "encoder", "loss_levels"}), required=("beta",),
     defaults={"weighting": "likelihood"})

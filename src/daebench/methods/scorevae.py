@@ -28,7 +28,7 @@ from torch import nn
 from ..diffusion.schedules import Schedule, sigma_from_alpha
 from ..nets.unet import Encoder, UNet
 from . import vpvae
-from .family import Family
+from .family import ImageFamily
 from .objective import Objective, Stage
 
 MODES = vpvae.MODES
@@ -167,8 +167,8 @@ def code(model: ScoreVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gene
     return vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
-FAMILY = Family(
-    name="scorevae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+FAMILY = ImageFamily(
+    name="scorevae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
     nets=("z_dim", "encoder"),  # + corrector when a phase trains it (config.nets_keys); the prior has its own
     keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels"}), required=("prior", "beta"),

@@ -11,7 +11,7 @@ import torch
 
 from ..nets.unet import UNet
 from . import vpvae
-from .family import Family
+from .family import ImageFamily
 
 MODES: tuple[str, ...] = ()
 
@@ -41,5 +41,5 @@ def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
                      "use it as the prior of a scorevae method")
 
 
-FAMILY = Family(name="uncond", kind="image", build=build, phase_loss=phase_loss, encode=None, cost=cost,
+FAMILY = ImageFamily(name="uncond", build=build, phase_loss=phase_loss, encode=None, cost=cost,
                 nets=("decoder",))

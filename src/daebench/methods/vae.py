@@ -13,7 +13,7 @@ from torch import nn
 
 from ..nets.unet import Encoder, MirrorDecoder
 from . import vpvae
-from .family import Family
+from .family import ImageFamily
 
 MODES = ("decoder",)
 
@@ -71,7 +71,7 @@ def code(model: BetaVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gener
     return vpvae.latent(mu, logvar, sampler.get("latent", "sample"), generator)
 
 
-FAMILY = Family(
-    name="vae", kind="image", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
+FAMILY = ImageFamily(
+    name="vae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
     keys=frozenset({"beta"}), required=("beta",))

@@ -5,7 +5,7 @@ is used to first turn the feature dimension from 2 to 64."
 
 Both work on the DDVI study's flat vectors, so every family's losses stay as they are: the encoder takes
 x [B, H*W*C], the decoder returns [B, H*W*C] (logits for the Bernoulli decoder, means for the Gaussian one).
-The flat order is the data layer's NHWC (``lvm_study.load_data`` flattens the stored uint8 NHWC arrays), so
+The flat order is the data layer's NHWC (``ddvi_study.load_data`` flattens the stored uint8 NHWC arrays), so
 the networks reshape to NHWC and permute, never reinterpret the vector as CHW. The image shape is passed in
 explicitly (the job reads it from the dataset's manifest), never inferred from the vector's length.
 
@@ -23,7 +23,7 @@ Where the release and the paper differ, the paper is followed:
 - "a linear layer on top": one Linear(128, out). The release's head is an MLP, Linear(128, 1000) with
   dropout 0.2 then the output layer (algorithms/utils.py::get_q_p, ``MultiWayLinear(128, [hidden_size], ...)``);
 - the decoder ends in logits, with the data's channels (3 for CIFAR-10): the study's Bernoulli likelihood takes
-  logits (``methods.lvm.log_px``); the release ends in a Sigmoid. The encoder's first layer takes the data's
+  logits (``methods.ddvi_common.log_px``); the release ends in a Sigmoid. The encoder's first layer takes the data's
   channels too (the release hard-codes 3).
 """
 from __future__ import annotations

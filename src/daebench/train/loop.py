@@ -1,33 +1,8 @@
-"""One training loop for every method and phase: Adam with linear warm-up, EMA weights,
-atomic resumable checkpoints, per-term loss logging, DDP and the GPU fast paths (compute.py).
-
-The loss (methods/objective.py, read only by ``as_stages``) is either a plain callable
-``loss(model, batch, generator) -> {name: unreduced term}``, trained as one stage: one Adam over every
-trainable parameter; or a ``methods.objective.Objective`` with ``stages`` (a list of ``Stage(name, fn,
-modules)``: several updates per batch, each stepping its own Adam over its child modules, for wake-sleep and
-adversarial training), ``trainable`` (the child modules this phase trains, None: all; the others are frozen:
-no gradients, eval mode, so a frozen network's dropout stays off) and ``set_progress(fraction)`` (hears how
-far training has got, for schedules inside the loss). A checkpoint holds one Adam state per stage, a list;
-the single dict that one-stage runs wrote before still loads.
-
-Resumption is exact on CPU: the data order and every random draw of step k are functions of
-(seed, phase, k) alone (a fresh generator per step), so a run resumed from a checkpoint at step
-k replays steps k+1... exactly as an uninterrupted run would.
-
-Under torchrun (WORLD_SIZE > 1) ``train.batch_size`` is the global batch: each step's examples are
-the same as in one process, split into equal contiguous shards, and DDP averages the gradients, so
-the update equals the one-process update up to the noise each rank draws for its shard (rank 0 draws
-what one process would draw for those examples). Only rank 0 keeps the EMA, logs and writes files.
-
-A non-finite term is detected without a host sync per step: the first step at which each term was
-non-finite is tracked on the device and checked before every checkpoint and log point, so a bad
-update never reaches a checkpoint; the job stops naming the step and the terms.
-
-``train_phase`` reads in sections: execution settings (``_execution``); the stages, frozen networks, EMA and
-optimizers (``_build``); the previous phase and the resume file (``_carry_over``, ``_resume``); data and
+"""``train_phase``: the training loop every method and phase runs through, in sections (the package header,
+train/__init__.py, says what it guarantees): execution settings (``_execution``); the stages, frozen networks,
+EMA and optimizers (``_build``); the previous phase and the resume file (``_carry_over``, ``_resume``); data and
 DDP (``_batches``, ``_wrap``); the step loop (``_train_step``, then ``_after_step``: finite check, log point,
-checkpoint); the final checkpoint (``_finish``).
-"""
+checkpoint); the final checkpoint (``_finish``)."""
 from __future__ import annotations
 
 import copy
@@ -42,29 +17,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import compute as compute_mod
-from .checkpoint import atomic_save, load_checkpoint, resolve_device
-from .data.transforms import UInt8Images
-from .methods.objective import LossFn, Objective, Stage
+from .. import compute as compute_mod
+from ..checkpoint import atomic_save, load_checkpoint, resolve_device
+from ..data.transforms import UInt8Images
+from ..methods.objective import LossFn, Objective, Stage
+from .batches import Batches, place_data, step_batch
+from .stages import StepModule, as_stages, load_optimizer_state, stage_optimizers
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("daebench.train")  # one logger for the training loop, whichever module logs
 
 Logger = Callable[[dict[str, float], int], None]
+
+__all__ = ["Logger", "NonFiniteLoss", "ema_update", "num_params", "train_phase"]
 
 
 def _step_seed(seed: int, phase_index: int, step: int) -> int:
     return (seed * 1_000_003 + phase_index * 10_007 + step) % (2**63 - 1)
-
-
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
-    """Examples of global step ``step``: consecutive slices of seeded per-epoch permutations."""
-    start = step * batch_size
-    out = []
-    while len(out) < batch_size:
-        epoch, pos = divmod(start + len(out), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        out.extend(perm[pos:pos + batch_size - len(out)].tolist())
-    return torch.tensor(out)
 
 
 @torch.no_grad()
@@ -82,93 +50,8 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         torch._foreach_copy_(ema_buffers, model_buffers)
 
 
-# --- the loss contract and the optimizers -----------------------------------------------------------------
-def as_stages(loss) -> tuple[list[Stage], tuple[str, ...] | None, Callable[[float], None] | None]:
-    """(stages, trainable child modules or None for all, progress hook or None) of a loss: the one reader of
-    the contract in methods/objective.py. A plain callable is one stage over every trainable parameter."""
-    if isinstance(loss, Objective):
-        stages = list(loss.stages)
-        if not stages or not all(isinstance(st, Stage) for st in stages):
-            raise TypeError(f"{type(loss).__name__}.stages must be a non-empty list of methods.objective.Stage, "
-                            f"got {loss.stages!r}")
-        return stages, None if loss.trainable is None else tuple(loss.trainable), loss.set_progress
-    if not callable(loss):
-        raise TypeError("train_phase takes a loss: a callable loss(model, batch, generator) -> dict of unreduced "
-                        f"terms, or a methods.objective.Objective with a list of stages; got {type(loss).__name__}")
-    # a callable that still carries the old optional attributes would have them silently ignored
-    stray = [a for a in ("stages", "trainable", "set_progress") if hasattr(loss, a)]
-    if stray:
-        raise TypeError(f"{type(loss).__name__} has {', '.join(stray)} but is not a methods.objective.Objective; "
-                        "subclass Objective so train_phase uses them")
-    return [Stage("loss", loss, ())], None, None
-
-
-def _stage_optimizers(model: nn.Module, stages: list[Stage], lr: float) -> list[torch.optim.Optimizer]:
-    """One Adam per stage over the (unfrozen) parameters of the stage's modules (all when none named)."""
-    children = dict(model.named_children())
-    opts = []
-    for st in stages:
-        mods = [children[m] for m in st.modules] if st.modules else [model]
-        opts.append(torch.optim.Adam([q for m in mods for q in m.parameters() if q.requires_grad], lr=lr,
-                                     betas=(0.9, 0.999)))
-    return opts
-
-
-def load_optimizer_state(opts: list[torch.optim.Optimizer], state: list[dict] | dict) -> None:
-    """One state per stage, in stage order. A single dict is the form one-stage runs wrote before every
-    checkpoint held a list (finished phase-1 checkpoints that phase-2 jobs start from)."""
-    states = [state] if isinstance(state, dict) else list(state)
-    if len(states) != len(opts):
-        raise ValueError(f"the checkpoint holds the optimizer state of {len(states)} stage(s), this loss has "
-                         f"{len(opts)}")
-    for opt, st in zip(opts, states):
-        opt.load_state_dict(st)
-
-
-class _Step(nn.Module):
-    """One stage evaluation as a module call: DDP synchronises gradients of what runs inside a wrapped
-    forward, and the losses call the networks' children directly."""
-
-    def __init__(self, model: nn.Module, fns: list[LossFn]):
-        super().__init__()
-        self.model = model
-        self.fns = tuple(fns)  # a tuple: a loss that is itself a Module is not registered as a child
-
-    def forward(self, index: int, x, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.fns[index](self.model, x, generator)
-
-
-# --- data ---------------------------------------------------------------------------------------------------
 def _rank_seed(seed: int, rank: int) -> int:
     return (seed + rank * 7_777_777_777) % (2**63 - 1)
-
-
-def _nbytes(source) -> int:
-    return source.nbytes if isinstance(source, UInt8Images) else source.numel() * source.element_size()
-
-
-def _place_data(images, device: torch.device, on_device) -> tuple:
-    """The training sources batches are cut from: on the GPU when asked (``auto``: when the set takes under a
-    quarter of free memory), else on the host. A float tensor left on the host is pinned so copies overlap
-    compute; a uint8 set (UInt8Images, counted at its uint8 size) stays as it is, since pinning would read a
-    memory-mapped set whole: each batch is pinned on its way instead (``_take``)."""
-    sources = images if isinstance(images, tuple) else (images,)
-    if device.type != "cuda":
-        return sources
-    if on_device == "auto":
-        free, _ = torch.cuda.mem_get_info(device)
-        on_device = sum(_nbytes(t) for t in sources) < free / 4
-    if on_device:
-        return tuple(t.to(device) for t in sources)
-    return tuple(t if isinstance(t, UInt8Images) else t.pin_memory() for t in sources)
-
-
-def _take(source, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows ``idx`` of one training source on ``device``; a uint8 set is gathered as uint8 and converted to
-    float in [-1, 1] on the device, so only the batch ever exists as float."""
-    if isinstance(source, UInt8Images):
-        return source.batch(idx, device, pin=device.type == "cuda" and source.device.type == "cpu")
-    return source[idx.to(source.device)].to(device, non_blocking=True)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -224,18 +107,6 @@ class _Loop:
 
 
 @dataclass
-class _Batches:
-    """Each step's examples: the placed sources, this rank's shard of the global batch, the data-order seed."""
-    sources: tuple
-    as_tuple: bool  # the caller passed a tuple of sources (data and labels): the loss gets a tuple
-    batch_size: int
-    shard: slice
-    seed: int
-    device: torch.device
-    channels_last: bool
-
-
-@dataclass
 class _Meter:
     """Loss sums since the last log point and, per term, the first step it was non-finite (-1: none so far),
     both kept on the device so a step needs no host sync; the progress bar and the clocks of the log points."""
@@ -275,7 +146,7 @@ def _build(model: nn.Module, loss_fn, lr: float, ex: _Exec) -> _Loop:
     for m in frozen:
         m.requires_grad_(False)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    return _Loop(model, ema, stages, _stage_optimizers(model, stages, lr), trainable, frozen, on_progress)
+    return _Loop(model, ema, stages, stage_optimizers(model, stages, lr), trainable, frozen, on_progress)
 
 
 def _load_carried(model: nn.Module, state: dict) -> None:
@@ -322,22 +193,14 @@ def _frozen_from_ema(loop: _Loop) -> None:
             m.load_state_dict(ema_children[name].state_dict())
 
 
-def _batches(images, train_cfg: dict, phase_index: int, ex: _Exec) -> _Batches:
+def _batches(images, train_cfg: dict, phase_index: int, ex: _Exec) -> Batches:
     bs, world = train_cfg["batch_size"], ex.dist.world_size
     if bs % world:
         raise ValueError(f"train.batch_size {bs} (the global batch) does not split evenly over "
                          f"{world} processes (compute.nproc); make it a multiple")
     shard = slice(ex.dist.rank * bs // world, (ex.dist.rank + 1) * bs // world)
-    return _Batches(_place_data(images, ex.device, ex.eff["data_on_device"]), isinstance(images, tuple), bs, shard,
+    return Batches(place_data(images, ex.device, ex.eff["data_on_device"]), isinstance(images, tuple), bs, shard,
                     train_cfg["seed"] + 1000 * phase_index, ex.device, ex.eff["channels_last"])
-
-
-def _batch(b: _Batches, step: int):
-    idx = batch_indices(len(b.sources[0]), b.batch_size, step, b.seed)[b.shard]
-    x0 = tuple(_take(t, idx, b.device) for t in b.sources)
-    if b.channels_last:
-        x0 = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in x0)
-    return x0 if b.as_tuple else x0[0]
 
 
 def _wrap(loop: _Loop, ex: _Exec) -> nn.Module:
@@ -346,7 +209,7 @@ def _wrap(loop: _Loop, ex: _Exec) -> nn.Module:
     if ex.eff["compile"]:
         for m in loop.model.children():
             m.compile()  # in place: parameter names (and so checkpoints) stay as they are
-    step_module = _Step(loop.model, [st.fn for st in loop.stages])
+    step_module = StepModule(loop.model, [st.fn for st in loop.stages])
     if ex.dist.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -366,7 +229,7 @@ def _lr(train_cfg: dict, gstep: int) -> float:
     return train_cfg["lr"] * min(1.0, (gstep + 1) / warmup_steps) if warmup_steps > 0 else train_cfg["lr"]
 
 
-def _train_step(loop: _Loop, step_module: nn.Module, batches: _Batches, meter: _Meter, ph: _Phase, ex: _Exec,
+def _train_step(loop: _Loop, step_module: nn.Module, batches: Batches, meter: _Meter, ph: _Phase, ex: _Exec,
                 step: int) -> float:
     """One step: learning rate, the step's seeds and batch, each stage's forward, backward and Adam update,
     the EMA. Returns the learning rate."""
@@ -380,7 +243,7 @@ def _train_step(loop: _Loop, step_module: nn.Module, batches: _Batches, meter: _
     s = _step_seed(ph.train_cfg["seed"], ph.index, step)
     torch.manual_seed(_rank_seed(s, ex.dist.rank))  # dropout
     gen = torch.Generator().manual_seed(_rank_seed(s + 1, ex.dist.rank))
-    x0 = _batch(batches, step)
+    x0 = step_batch(batches, step)
     amp_dtype = compute_mod.AMP_DTYPES[ex.eff["amp"]]
     for i, opt in enumerate(loop.opts):
         with torch.autocast(ex.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -476,7 +339,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
                 extra: dict | None = None, compute: dict | None = None) -> dict:
     """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
 
-    ``loss_fn``: a callable of unreduced terms or an ``Objective`` (module header). ``images``: a tensor, a
+    ``loss_fn``: a callable of unreduced terms or an ``Objective`` (package header). ``images``: a tensor, a
     ``data.UInt8Images`` (uint8 NHWC, possibly memory-mapped: batches are gathered as uint8 and converted to
     float on the training device, equal to training on ``to_tensor`` of the same images), or a tuple of
     them sliced together (data and labels), which the loss then receives as a tuple.
@@ -511,5 +374,3 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NonFiniteLoss", "as_stages", "batch_indices", "ema_update", "load_optimizer_state", "num_params",
-           "train_phase"]

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluate import lvm as metrics
-from .methods import get_lvm_family
-from .methods.family import Family
-from .methods.lvm import Ctx, mean_x
+from .evaluate import ddvi as metrics
+from .methods import get_ddvi_family
+from .methods.ddvi_common import Ctx, mean_x
+from .methods.family import DDVIFamily
 from .methods.objective import Objective
 from .methods.priors import MixturePrior, StructuredPrior
 
@@ -75,10 +75,10 @@ def make_prior(cfg: dict):
     return StructuredPrior(p["name"], p["params"], cfg["kde"])
 
 
-class LVMLoss(Objective):
+class DDVILoss(Objective):
     """The family's stages plus a progress hook for in-loss schedules (KL annealing, AAEB's noise)."""
 
-    def __init__(self, family: Family, method: dict, ctx: Ctx):
+    def __init__(self, family: DDVIFamily, method: dict, ctx: Ctx):
         self.ctx = ctx
         self.stages = family.stages(method, ctx)
 
@@ -86,9 +86,9 @@ class LVMLoss(Objective):
         self.ctx.progress = fraction
 
 
-def build(cfg: dict, dim: int) -> tuple[Family, nn.Module, Ctx]:
+def build(cfg: dict, dim: int) -> tuple[DDVIFamily, nn.Module, Ctx]:
     m = cfg["method"]
-    family = get_lvm_family(m["family"])
+    family = get_ddvi_family(m["family"])
     torch.manual_seed(cfg["train"]["seed"])
     model = family.build(cfg["nets"], dim, m, cfg["setting"] == "semi")
     prior = make_prior(cfg)
@@ -106,7 +106,7 @@ def _batched(fn, x: torch.Tensor, bs: int = 512) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(cfg: dict, family: Family, model: nn.Module, ctx: Ctx, data: Data) -> tuple[dict, dict]:
+def evaluate(cfg: dict, family: DDVIFamily, model: nn.Module, ctx: Ctx, data: Data) -> tuple[dict, dict]:
     """(metrics, arrays to keep: test codes and labels, decoded prior samples)."""
     ev = cfg["eval"]
     model.eval()
@@ -145,7 +145,7 @@ CLUSTER_CODES = ("chain_mean", "sample")
 
 
 @torch.no_grad()
-def cluster_codes(family: Family, model: nn.Module, x: torch.Tensor, g: torch.Generator, how: str,
+def cluster_codes(family: DDVIFamily, model: nn.Module, x: torch.Tensor, g: torch.Generator, how: str,
                   draws: int) -> torch.Tensor:
     """The codes the clusters are read from: "chain_mean", the posterior mean of z estimated by ``draws``
     draws (for DDVI the mean of the chain's final z over ``draws`` chains; AAEB's codes are deterministic),

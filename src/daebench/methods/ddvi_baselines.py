@@ -28,17 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nets.mlp import MADE, mlp
-from . import lvm
-from .family import Family
-from .lvm import Z_DIM, Ctx
+from . import ddvi_common
+from .ddvi_common import Z_DIM, Ctx
+from .family import DDVIFamily
 from .objective import Stage
 from .priors import N_PARTS
 
 
 class AEVB(nn.Module):
-    def __init__(self, nets: dict, dim: lvm.Shape, extra: int = 0):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape, extra: int = 0):
         super().__init__()
-        self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, 2 * Z_DIM + extra)
+        self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM + extra)
 
     def q(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -46,7 +46,7 @@ class AEVB(nn.Module):
 
 
 class AEVBIAF(AEVB):
-    def __init__(self, nets: dict, dim: lvm.Shape, flows: int):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape, flows: int):
         super().__init__(nets, dim, nets["context"])
         made = nets["made"]
         orders = [list(range(Z_DIM)) if k % 2 == 0 else list(range(Z_DIM))[::-1] for k in range(flows)]
@@ -54,7 +54,7 @@ class AEVBIAF(AEVB):
 
 
 class HAEVB(AEVB):
-    def __init__(self, nets: dict, dim: lvm.Shape):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape):
         super().__init__(nets, dim, nets["context"])
         aux = nets["aux"]
         self.q_z = mlp(Z_DIM + nets["context"], aux["hidden"], aux["layers"], 2 * Z_DIM)
@@ -62,9 +62,9 @@ class HAEVB(AEVB):
 
 
 class AAEB(nn.Module):
-    def __init__(self, nets: dict, dim: lvm.Shape, labelled: bool):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape, labelled: bool):
         super().__init__()
-        self.encoder, self.decoder = lvm.encoder_decoder(nets, dim, Z_DIM)
+        self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, Z_DIM)
         self.n_label = N_PARTS + 1 if labelled else 0
         self.discriminator = mlp(Z_DIM + self.n_label, nets["hidden"], nets["layers"], 1)
 
@@ -81,10 +81,11 @@ def _split(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def posterior_terms(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
                                                                                   torch.Tensor]:
     """(z ~ q(z | x), the regulariser's q-side: log q(z | x), or log q(y, z | x) - log r(y | z, x), and the
-    excess of the release's log q over it: -1/2 sum log sigma^2 + const per Gaussian level, lvm.RELEASE_LOG2PI)."""
+    excess of the release's log q over it: -1/2 sum log sigma^2 + const per Gaussian level,
+    ddvi_common.RELEASE_LOG2PI)."""
     mu, logvar, c = model.q(x)
-    z, log_q = lvm.reparam(mu, logvar, g)
-    excess = lvm.release_log_q_excess(logvar)
+    z, log_q = ddvi_common.reparam(mu, logvar, g)
+    excess = ddvi_common.release_log_q_excess(logvar)
     if isinstance(model, AEVBIAF):
         for made in model.flows:
             m, s = made(z, c)
@@ -94,9 +95,9 @@ def posterior_terms(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tu
     elif isinstance(model, HAEVB):
         y = z
         mu_z, logvar_z = _split(model.q_z(torch.cat([y, c], 1)))
-        z, log_qz = lvm.reparam(mu_z, logvar_z, g)
-        log_q = log_q + log_qz - lvm.gaussian_log_prob(y, *_split(model.r_y(torch.cat([z, c], 1))))
-        excess = excess + lvm.release_log_q_excess(logvar_z)
+        z, log_qz = ddvi_common.reparam(mu_z, logvar_z, g)
+        log_q = log_q + log_qz - ddvi_common.gaussian_log_prob(y, *_split(model.r_y(torch.cat([z, c], 1))))
+        excess = excess + ddvi_common.release_log_q_excess(logvar_z)
     return z, log_q, excess
 
 
@@ -108,29 +109,29 @@ def posterior(model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[to
 def _forward(model, batch, ctx: Ctx, g, prior_weight: float = 1.0):
     x, part = batch
     z, log_q = posterior(model, x, g)
-    return model.decoder(z), log_q - prior_weight * lvm.log_prior(model, ctx, z, part)
+    return model.decoder(z), log_q - prior_weight * ddvi_common.log_prior(model, ctx, z, part)
 
 
-def build_aevb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AEVB:
+def build_aevb(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> AEVB:
     return AEVB(nets, dim)
 
 
-def build_iaf(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AEVBIAF:
+def build_iaf(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> AEVBIAF:
     return AEVBIAF(nets, dim, int(method["flows"]))
 
 
-def build_haevb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> HAEVB:
+def build_haevb(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> HAEVB:
     return HAEVB(nets, dim)
 
 
-def build_aaeb(nets: dict, dim: lvm.Shape, method: dict, labelled: bool) -> AAEB:
+def build_aaeb(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> AAEB:
     return AAEB(nets, dim, labelled)
 
 
 def variational_stages(method: dict, ctx: Ctx) -> list[Stage]:
     def step(model, batch, g):
         out, reg = _forward(model, batch, ctx, g, ctx.prior_weight)
-        return lvm.elbo_terms(out, batch[0], reg, ctx)
+        return ddvi_common.elbo_terms(out, batch[0], reg, ctx)
     return [Stage("elbo", step, ())]
 
 
@@ -143,11 +144,11 @@ def aaeb_stages(method: dict, ctx: Ctx) -> list[Stage]:
 
     def recon(model, batch, g):
         x = batch[0]
-        return {"recon_mse": (lvm.mean_x(model.decoder(model.encoder(x)), ctx.likelihood) - x).square().mean(1)}
+        return {"recon_mse": (ddvi_common.mean_x(model.decoder(model.encoder(x)), ctx.likelihood) - x).square().mean(1)}
 
     def disc(model, batch, g):
         x, part = batch
-        prior = lvm.prior_of(model, ctx)
+        prior = ddvi_common.prior_of(model, ctx)
         with torch.no_grad():
             z_fake = model.encoder(x)
             z_real = prior.sample(x.shape[0], g, part.clamp_min(0)) if (part >= 0).all() else _mixed(prior, part, g)
@@ -180,8 +181,8 @@ def variational_elbo(model, batch, ctx: Ctx, g) -> dict[str, torch.Tensor]:
     belongs, so it sits 1/2 sum |log sigma^2| below the bound when sigma < 1)."""
     x, part = batch
     z, log_q, excess = posterior_terms(model, x, g)
-    reg = log_q - lvm.log_prior(model, ctx, z, part)
-    res = lvm.evaluation_elbo(model.decoder(z), x, reg, ctx.likelihood)
+    reg = log_q - ddvi_common.log_prior(model, ctx, z, part)
+    res = ddvi_common.evaluation_elbo(model.decoder(z), x, reg, ctx.likelihood)
     return res | {"elbo_release": res["elbo"] - excess}
 
 
@@ -197,12 +198,12 @@ def aaeb_encode(model, x: torch.Tensor, g) -> torch.Tensor:
 
 _VARIATIONAL = frozenset({"prior_weight", "anneal", "kl_weight"})
 FAMILIES = (
-    Family(name="aevb", kind="lvm", build=build_aevb, stages=variational_stages, elbo=variational_elbo,
-           encode=variational_encode, keys=_VARIATIONAL),
-    Family(name="aevb_iaf", kind="lvm", build=build_iaf, stages=variational_stages, elbo=variational_elbo,
-           encode=variational_encode, keys=_VARIATIONAL | {"flows"}, required=("flows",)),
-    Family(name="haevb", kind="lvm", build=build_haevb, stages=variational_stages, elbo=variational_elbo,
-           encode=variational_encode, keys=_VARIATIONAL),
-    Family(name="aaeb", kind="lvm", build=build_aaeb, stages=aaeb_stages, elbo=None, encode=aaeb_encode,
-           keys=frozenset({"noise", "noise_end"}), required=("noise", "noise_end")),
+    DDVIFamily(name="aevb", build=build_aevb, stages=variational_stages, elbo=variational_elbo,
+               encode=variational_encode, keys=_VARIATIONAL),
+    DDVIFamily(name="aevb_iaf", build=build_iaf, stages=variational_stages, elbo=variational_elbo,
+               encode=variational_encode, keys=_VARIATIONAL | {"flows"}, required=("flows",)),
+    DDVIFamily(name="haevb", build=build_haevb, stages=variational_stages, elbo=variational_elbo,
+               encode=variational_encode, keys=_VARIATIONAL),
+    DDVIFamily(name="aaeb", build=build_aaeb, stages=aaeb_stages, elbo=None, encode=aaeb_encode,
+               keys=frozenset({"noise", "noise_end"}), required=("noise", "noise_end")),
 )

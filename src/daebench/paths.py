@@ -1,0 +1,25 @@
+"""Where the workflow's shared files live: one template per kind of file, read by the rules (as Snakemake
+wildcard patterns, ``P.CLASSIFIER``) and by the job layer (``paths.CLASSIFIER.format(dataset=...)``). A
+study's own outputs are spelled in its rule file and job module; what several studies read is here."""
+DATA = "resources/data/{dataset}"
+MANIFEST = DATA + "/manifest.json"
+TRAIN_SPLIT = DATA + "/train.npz"
+TEST_SPLIT = DATA + "/test.npz"
+GENOTYPES = "resources/data/genotypes"
+# The domain classifier whose features the FD / precision-recall metrics use (one per dataset).
+CLASSIFIER = "resources/models/{dataset}/feature_classifier.pt"
+MODELS = "resources/models/{dataset}"
+MODEL = MODELS + "/{method}/{phase}.pt"
+PRIORS = "resources/priors/{dataset}"
+PRIOR = PRIORS + "/{method}.pt"
+# Resumable training state: not an output, so Snakemake never deletes it when a job fails.
+CHECKPOINTS = "resources/checkpoints"
+RECON = "results/recon/{dataset}/{method}/{mode}.npz"
+METRICS = "results/metrics/{dataset}/{method}/{mode}.json"
+TABLE4 = "results/table4.csv"
+CLAIMS = "results/claims/{study}.csv"
+ALL_CLAIMS = "results/claims.csv"
+SUMMARY = "results/summary/{study}.json"
+REPORT = "results/report.html"
+EMERGENCE_POINT = "results/emergence/{study}/x{scale}"
+EMERGENCE = "results/emergence/{study}.csv"

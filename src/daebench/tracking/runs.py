@@ -1,0 +1,212 @@
+"""MLflow runs: a job's run (``start_run``: tagged, params logged, system metrics sampled, marked FINISHED or
+FAILED), its handle (``Run``; ``NullRun`` for the ranks of a torchrun job other than 0), the parent run of one
+Snakemake invocation (``open_workflow_run`` / ``close_workflow_run``) and the params hash runs are tagged with."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import system_metrics as sysmetrics  # start_run's argument system_metrics is a flag
+from .store import client, experiment_name, resolve_uri, retry, setup_experiment, tracking_uri
+from .system_metrics import SYSTEM_METRICS_INTERVAL, SYSTEM_METRICS_SAMPLES
+
+log = logging.getLogger("daebench.tracking")  # one logger for MLflow tracking, whichever module logs
+
+
+PARENT_ENV = "DAEBENCH_MLFLOW_PARENT_RUN"  # the run id of the Snakemake invocation the job belongs to
+OPTIONS_ENV = "DAEBENCH_MLFLOW"  # JSON of params.yaml's mlflow.log_checkpoints / register_models
+OPTION_DEFAULTS = {"log_checkpoints": True, "register_models": False}
+
+
+def options() -> dict[str, Any]:
+    return {**OPTION_DEFAULTS, **json.loads(os.environ.get(OPTIONS_ENV) or "{}")}
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Run:
+    """Thin handle over an active MLflow run; every call retried (SQLite under concurrency)."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        batch = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
+        for i in range(0, len(batch), 100):  # MLflow's per-request parameter limit
+            chunk = batch[i:i + 100]
+            retry(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_dict(self, obj: dict, name: str) -> None:
+        retry(lambda: self.client.log_dict(self.run_id, obj, name))
+
+    def log_checkpoint(self, path: str | Path, model_name: str) -> None:
+        """The final checkpoint as the artifact ``checkpoint/<file>`` and, with mlflow.register_models, as a
+        new version of the registered model ``model_name`` (its source: that artifact; its tags: the run's
+        params hash and dataset). Off with mlflow.log_checkpoints: false (paper-scale models take room)."""
+        opts = options()
+        if not opts["log_checkpoints"]:
+            return
+        path = Path(path)
+        self.log_artifact(path, "checkpoint")
+        if not opts["register_models"]:
+            return
+        from mlflow.exceptions import MlflowException
+
+        run = retry(lambda: self.client.get_run(self.run_id))
+        try:
+            retry(lambda: self.client.create_registered_model(model_name))
+        except MlflowException as err:
+            if "already exists" not in str(err).lower():
+                raise
+        tags = {k: run.data.tags[k] for k in ("params_hash", "dataset", "git_sha") if k in run.data.tags}
+        source = f"{run.info.artifact_uri}/checkpoint/{path.name}"
+        retry(lambda: self.client.create_model_version(model_name, source, run_id=self.run_id, tags=tags))
+
+
+class NullRun:
+    """A run handle that logs nothing: for the processes of a torchrun job other than rank 0."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_checkpoint(self, path: str | Path, model_name: str) -> None:
+        pass
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+@contextlib.contextmanager
+def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str | None = None,
+              system_metrics: bool | None = None, system_metrics_interval: float = SYSTEM_METRICS_INTERVAL,
+              system_metrics_samples: int = SYSTEM_METRICS_SAMPLES) -> Iterator[Run]:
+    """Start (or resume, given ``run_id``) a run tagged with git sha, params hash, rule and dataset, and log
+    system metrics while the body runs (``system_metrics=False`` or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false
+    turns that off; failures there only warn). The run is marked FAILED if the body raises and stays RUNNING
+    for processes that are killed."""
+    import mlflow
+
+    uri = resolve_uri(tracking_uri())
+    mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
+    c = client(uri)
+    if run_id is None:
+        exp_id = setup_experiment(uri, experiment_name())
+        tags = {"git_sha": git_sha(), "params_hash": params_hash(params), "rule": rule, "dataset": dataset,
+                "mlflow.runName": name}
+        if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
+            tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
+        handle = Run(c, run_id)
+        handle.log_params(params)
+        resume = False
+    else:
+        retry(lambda: c.update_run(run_id, status="RUNNING"))
+        handle = Run(c, run_id)
+        resume = True
+    monitor = None
+    if sysmetrics.enabled(system_metrics):
+        try:
+            monitor = sysmetrics.start_monitor(run_id, c, uri, system_metrics_interval, system_metrics_samples, resume)
+        except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+            log.warning("system metrics disabled for run %s: %s", run_id, exc)
+    status = "FINISHED"
+    try:
+        yield handle
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        if monitor is not None:
+            try:
+                monitor.finish()
+            except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+                log.warning("stopping system metrics of run %s failed: %s", run_id, exc)
+        if status == "FINISHED":
+            retry(lambda: c.set_terminated(run_id, status))
+        else:  # do not mask the body's exception
+            try:
+                retry(lambda: c.set_terminated(run_id, status))
+            except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+                log.warning("could not mark run %s FAILED: %s", run_id, exc)
+
+
+_workflow_runs: list[tuple[str, str | None]] = []  # (run id, the parent id it replaced in the environment)
+
+
+def open_workflow_run(command: Sequence[str]) -> str:
+    """Open the parent run of one Snakemake invocation and export its id (PARENT_ENV), which local and
+    cluster jobs inherit, so their runs nest under it. A workflow started from inside another (the
+    emergence ladder's nested runs) nests under that one's run."""
+    uri = resolve_uri(tracking_uri())
+    c = client(uri)
+    exp_id = setup_experiment(uri, experiment_name())
+    name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
+    tags = {"rule": "workflow", "git_sha": git_sha(), "mlflow.runName": name,
+            "command": " ".join(command)[:5000], "cwd": os.getcwd()}
+    outer = os.environ.get(PARENT_ENV)
+    if outer:
+        tags["mlflow.parentRunId"] = outer
+    run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
+    _workflow_runs.append((run_id, outer))
+    os.environ[PARENT_ENV] = run_id
+    return run_id
+
+
+def close_workflow_run(success: bool) -> None:
+    """Mark the invocation's parent run FINISHED or FAILED and restore the environment. Bookkeeping only:
+    a failure here is a warning, never the workflow's exit status."""
+    if not _workflow_runs:
+        return
+    run_id, outer = _workflow_runs.pop()
+    if outer is None:
+        os.environ.pop(PARENT_ENV, None)
+    else:
+        os.environ[PARENT_ENV] = outer
+    try:
+        retry(lambda: client().set_terminated(run_id, "FINISHED" if success else "FAILED"))
+    except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+        log.warning("could not close the workflow's MLflow run %s: %s", run_id, exc)
+
+
+def params_hash(obj) -> str:
+    """A short fingerprint of a JSON-able config (runs are tagged with it; slices of job provenance)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
