@@ -106,6 +106,12 @@ def _report_jobs(config):
 # --- the stages ----------------------------------------------------------------------------------------------
 
 
+def scored_data(config: dict) -> list[str]:
+    """What an image study's scoring stands on: the prepared dataset and its domain classifier."""
+    ds = config["dataset"]
+    return [paths.DATA.format(dataset=ds), paths.CLASSIFIER.format(dataset=ds)]
+
+
 def models(config: dict, methods, owned: set) -> list[str]:
     """The model folders resources/models/<dataset>/<method> holding each method's phases (and the prior it
     builds on) that no earlier stage owns. A phase shared with an earlier method lives in that method's folder

@@ -8,7 +8,7 @@ from types import SimpleNamespace as W
 from .. import paths
 from ..claims import dbae as claims
 from ..jobs import dbae
-from ..jobs.dvc import models, scoring, trainings
+from ..jobs.dvc import models, scored_data, scoring, trainings
 from .base import Section, Stage, Study
 
 
@@ -33,7 +33,7 @@ def _nfe_curves(table9):
 
 def _deps(config):
     ds = config["dataset"]
-    return [paths.DATA.format(dataset=ds), paths.CLASSIFIER.format(dataset=ds),
+    return [*scored_data(config),
             paths.MODELS.format(dataset=ds) + f"/{config['dbae']['dae']}"]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace as W
 
-from .. import paths
 from ..claims import scorevae as claims
 from ..jobs import scorevae
-from ..jobs.dvc import models, scoring, trainings
+from ..jobs.dvc import models, scored_data, scoring, trainings
 from .base import Section, Stage, Study
 
 
@@ -54,8 +53,7 @@ STUDY = Study(
     scaled=(("train", "examples"), ("methods", "scorevae", "examples")),
     section=SECTION,
     stage=Stage("scorevae", targets=scorevae.scorevae_outputs, jobs=_jobs,
-                deps=lambda config: [paths.DATA.format(dataset=config["dataset"]),
-                                     paths.CLASSIFIER.format(dataset=config["dataset"])],
+                deps=scored_data,
                 outs=lambda config, owned: [*models(config, _rows(config), owned), "results/scorevae"]),
     methods=_methods,
     benchmarks=("scorevae/*",),

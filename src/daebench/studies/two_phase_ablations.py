@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace as W
 
-from .. import paths
 from ..claims import two_phase_ablations as claims
 from ..jobs import dbae, two_phase
-from ..jobs.dvc import models, scoring, trainings
+from ..jobs.dvc import models, scored_data, scoring, trainings
 from .base import Section, Stage, Study
 
 
@@ -71,8 +70,7 @@ STUDY = Study(
     # Its reconstructions, scores and probes land beside Table 4's and DBAE's (results/recon, results/metrics,
     # results/dbae/probe: the same jobs where a row is shared), so those stages' outputs hold them.
     stage=Stage("two_phase_ablations", targets=two_phase.two_phase_outputs, jobs=_jobs,
-                deps=lambda config: [paths.DATA.format(dataset=config["dataset"]),
-                                     paths.CLASSIFIER.format(dataset=config["dataset"])],
+                deps=scored_data,
                 outs=lambda config, owned: [*models(config, _recon_methods(config), owned), "results/two_phase"]),
     methods=_methods,
     benchmarks=("two_phase/*", "tables/two_phase_*"),
