@@ -52,6 +52,42 @@ SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluste
 SMOKE_REPORT = "results/report.html"  # every study's section, so also DDVI's Table 2 and latent plots
 
 
+def require(available: bool, what: str) -> None:
+    """A test that needs a tool (Chromium, SLURM, munge): skipped with the reason where it is missing, but a
+    failure under CI=true, where .ci/run installs every tool, so CI cannot pass by skipping."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {what}: .ci/run installs it; a CI run must not skip this test")
+    pytest.skip(what)
+
+
+SMOKE_STAMP = ".daebench_code"  # in a smoke project: the code_hash() of the checkout that built it
+
+
+def code_hash() -> str:
+    """sha256 over what decides a smoke run's results: src/, workflow/, the Snakefile, params.yaml and the
+    smoke preset (paths and contents; caches skipped)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [p for d in ("src", "workflow") for p in (ROOT / d).rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")]
+    for p in sorted(files + [ROOT / "Snakefile", ROOT / "params.yaml", ROOT / "tests/smoke.yaml"]):
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def reused_smoke_project(proj: Path) -> Path:
+    """A finished smoke project, if the code that built it is this checkout's; else the test fails."""
+    stamp = proj / SMOKE_STAMP
+    built_by = stamp.read_text().strip() if stamp.exists() else "unknown code (no stamp)"
+    if built_by != code_hash():
+        pytest.fail(f"DAEBENCH_SMOKE_RUN={proj} was built by other code ({built_by}; this checkout: "
+                    f"{code_hash()}): its tables say nothing about this code. Unset it to build a fresh one.")
+    return proj
+
+
 def workflow_env() -> dict[str, str]:
     """The environment of a Snakemake subprocess: this one without MLFLOW_* (the workflow sets its own)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -67,8 +103,9 @@ def smoke_run(tmp_path_factory):
     """One undisturbed smoke run of every study's tables, figures and the report (about 160 jobs), shared by
     the slow end-to-end tests: each reads its study's outputs and adds its own targets beside them."""
     if os.environ.get("DAEBENCH_SMOKE_RUN"):  # debugging the slow tests: a finished smoke project, reused as is
-        return Path(os.environ["DAEBENCH_SMOKE_RUN"])
+        return reused_smoke_project(Path(os.environ["DAEBENCH_SMOKE_RUN"]))
     proj = copy_workflow(tmp_path_factory.mktemp("smoke_run"))
+    (proj / SMOKE_STAMP).write_text(code_hash() + "\n")
     targets = [t for ts in SMOKE_TABLES.values() for t in ts] + SMOKE_FIGURES + [SMOKE_REPORT]
     proc = snakemake(["--cores", "2", *targets, "--configfile", "tests/smoke.yaml"], proj, timeout=2400)
     (proj / "snakemake.out").write_text(proc.stdout + proc.stderr)

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "src/daebench"
 RANK = {"data": 0, "nets": 1, "diffusion": 2, "methods": 3, "train": 4, "evaluate": 4,
         "tables": 5, "claims": 5, "ddvi_study": 5, "jobs": 6, "studies": 6, "config": 6, "report": 6, "emergence": 6, "cli": 7,
         "__main__": 7}
-SUPPORT = {"compute", "tracking", "reference", "checkpoint", "paths"}
+SUPPORT = {"compute", "tracking", "reference", "checkpoint", "paths", "progress"}
 
 
 def unit(module: str) -> str:

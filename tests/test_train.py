@@ -145,3 +145,21 @@ def test_every_function_of_the_train_package_is_at_most_80_lines():
                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     assert "train_phase" in lengths
     assert {k: v for k, v in lengths.items() if v > 80} == {}
+
+
+def test_progress_in_a_log_file_is_one_line_per_log_point(tmp_path):
+    """Not a terminal (a job's log): each redraw is its own line, at the log points; no carriage returns."""
+    from daebench.progress import tqdm
+
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        bar = tqdm(range(100), desc="train phase 0", file=f, log_every=25)
+        for i in bar:
+            if (i + 1) % 25 == 0:
+                bar.set_postfix({"mse": f"{1 / (i + 1):.4g}"}, refresh=False)
+    text = log.read_text()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert [line.split("|")[0].strip() for line in lines[:5]] == [
+        "train phase 0:   0%", "train phase 0:  25%", "train phase 0:  50%", "train phase 0:  75%", "train phase 0: 100%"]
+    assert len(lines) <= 6 and "mse=" in lines[-1]

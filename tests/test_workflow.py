@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -204,6 +205,24 @@ def test_smoke_table4_end_to_end(smoke_run):
     for mode in ("stochastic", "inversion"):
         grid = project / f"results/recon/digits/dae_2phase_sc4/{mode}.png"
         assert grid.stat().st_size > 0
+    # the table's PSNR / SSIM are those scikit-image computes on the saved reconstructions ([-1, 1] -> [0, 1],
+    # mean over images), and DDIM inversion (x_T inferred from the image) reconstructs far better than
+    # stochastic encoding (fresh x_T), the ordering the smoke run is built to show
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from daebench.evaluate.reconstruction import to_hwc01
+
+    for _, row in table.iterrows():
+        rec = np.load(project / f"results/recon/digits/{row['method']}/{row['mode']}.npz")
+        orig, recon = to_hwc01(rec["original"]).astype(np.float64), to_hwc01(rec["recon"]).astype(np.float64)
+        ps = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(orig, recon)]
+        ss = [structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                    data_range=1.0, channel_axis=-1) for a, b in zip(orig, recon)]
+        assert row["psnr"] == pytest.approx(np.mean(ps), abs=1e-3), row["method"]
+        assert row["ssim"] == pytest.approx(np.mean(ss), abs=1e-4), row["method"]
+    by_mode = table.set_index(["method", "mode"])["psnr"]
+    for method in set(table["method"]):
+        assert by_mode[(method, "inversion")] > by_mode[(method, "stochastic")] + 5, method
     # every job's timing sits beside its log (the Snakefile derives `benchmark:` from `log:` for each rule)
     for log in ("train/digits/dae_2phase_sc4/phase1", "metrics/digits/dae_2phase_sc4/inversion", "tables/table4"):
         assert (project / f"logs/{log}.log").exists(), log
@@ -396,3 +415,16 @@ def test_readme_claim_counts_match_the_claims_files(smoke_run):
     held = sum(r["robust held"] or 0 for r in table.values())
     stand_in = sum(r["on stand-ins"] or 0 for r in table.values())
     assert f"{held} robust findings hold ({stand_in} of them on stand-in metrics)" in (ROOT / "README.md").read_text()
+
+
+def test_a_reused_smoke_project_must_come_from_this_code(tmp_path):
+    """DAEBENCH_SMOKE_RUN reuses a finished smoke project only if this checkout's code built it."""
+    from conftest import SMOKE_STAMP, code_hash, reused_smoke_project
+
+    with pytest.raises(pytest.fail.Exception, match="no stamp"):
+        reused_smoke_project(tmp_path)
+    (tmp_path / SMOKE_STAMP).write_text("0123456789abcdef\n")
+    with pytest.raises(pytest.fail.Exception, match="built by other code"):
+        reused_smoke_project(tmp_path)
+    (tmp_path / SMOKE_STAMP).write_text(code_hash() + "\n")
+    assert reused_smoke_project(tmp_path) == tmp_path

@@ -67,7 +67,7 @@ def file_digest(path: str | os.PathLike, algo: str) -> str:
 
 def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
     try:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
     except ImportError:  # progress is cosmetic; never fail a download for it
         return contextlib.nullcontext(None)
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,

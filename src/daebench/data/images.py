@@ -200,7 +200,7 @@ def read_images(source: ImageSource, names: Sequence[str], size: int,
         raise ValueError(f"read_images: out is {out.dtype}{out.shape}, expected uint8{shape}")
     workers = workers or min(8, os.cpu_count() or 1)
     try:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
         bar = tqdm(total=len(names), desc="images", unit="img", disable=not progress, leave=False)
     except ImportError:  # pragma: no cover - progress is cosmetic
         bar = None

@@ -183,7 +183,7 @@ def _site_bar(total: int | None, desc: str, enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
     try:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
     except ImportError:  # progress is cosmetic
         return contextlib.nullcontext(None)
     return tqdm(total=total, unit="site", desc=desc, leave=False)

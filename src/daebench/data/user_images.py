@@ -280,7 +280,7 @@ def _fit_text(fit: str, size: int) -> str:
 
 def _bar(total: int, progress: bool):
     try:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
     except ImportError:  # pragma: no cover - progress is cosmetic
         return None
     return tqdm(total=total, desc="images", unit="img", disable=not progress, leave=False)

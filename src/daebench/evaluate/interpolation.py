@@ -91,9 +91,8 @@ def model_ppl(ckpt: dict, data_dir, method: dict, *, pairs: int, n: int, seed: i
     both slerped at N + 1 fractions and decoded by DDIM with ``nfe`` steps; PPL per pair from neighbour
     distances (LPIPS VGG when ``weights_dir`` has it, else ``featdist_domain`` in the domain classifier's
     features). Returns the mean, median and std over pairs, and a strip of in-betweens for the figure."""
-    from tqdm import tqdm
-
     from ..data import load_split, to_tensor
+    from ..progress import tqdm
     from . import features, weights
     from .reconstruction import load_model
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data import load_split, to_tensor
 from ..methods import latent_prior
+from ..progress import tqdm
 from .reconstruction import load_model
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data import load_split, to_tensor
 from ..data.store import atomic_path
 from ..methods import get_family
 from ..methods.family import reconstruct
+from ..progress import tqdm
 
 
 def load_model(ckpt: dict):

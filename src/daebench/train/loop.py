@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .. import compute as compute_mod
 from ..checkpoint import atomic_save, load_checkpoint, resolve_device
 from ..data.transforms import UInt8Images
 from ..methods.objective import LossFn, Objective, Stage
+from ..progress import tqdm
 from .batches import Batches, place_data, step_batch
 from .stages import StepModule, as_stages, load_optimizer_state, stage_optimizers
 
@@ -297,7 +297,8 @@ def _log_point(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, don
     # rate since this process started
     means["progress"] = done / ph.steps
     means["eta_seconds"] = (ph.steps - done) * (time.time() - meter.started) / max(done - loop.start, 1)
-    meter.bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")})
+    meter.bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")},
+                          refresh=False)  # shown with the next redraw: one line per log point in a log file
     if ph.logger and ex.dist.is_main:
         ph.logger(means, ph.offset + done)
     meter.sums, meter.count, meter.t0 = {}, 0, time.time()
@@ -363,7 +364,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
     batches = _batches(images, train_cfg, phase_index, ex)
     step_module = _wrap(loop, ex)
     meter = _Meter(tqdm(range(loop.start, steps), initial=loop.start, total=steps, desc=f"train phase {phase_index}",
-                        disable=not progress or not ex.dist.is_main, mininterval=2.0))
+                        disable=not progress or not ex.dist.is_main, mininterval=2.0, log_every=train_cfg["log_every"]))
     for step in meter.bar:
         lr = _train_step(loop, step_module, batches, meter, ph, ex, step)
         _after_step(meter, loop, ph, ex, lr, step + 1)
