@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_workflow
+from conftest import copy_workflow, require
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflow/profiles/slurm"
@@ -130,6 +130,9 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=3600
+# SLURM's default JobRequeue=1 lets `scontrol requeue` requeue any batch job; with 0 only a job submitted with
+# --requeue (the profile's `slurm-requeue: true`) can be, so the pre-emption test fails without the option
+JobRequeue=0
 GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={hw['CPUs']} Boards={hw['Boards']} \
 SocketsPerBoard={hw['SocketsPerBoard']} CoresPerSocket={hw['CoresPerSocket']} \
@@ -185,9 +188,8 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 @pytest.fixture()
 def slurm():
     missing = missing_slurm()
-    if any(name in missing for name in DAEMONS):
-        pytest.skip(f"SLURM/munge not installed (missing {', '.join(missing)}); "
-                    "apt-get install slurm-wlm munge, as .ci/run does")
+    require(not any(name in missing for name in DAEMONS),
+            f"SLURM/munge not installed (missing {', '.join(missing)}); apt-get install slurm-wlm munge, as .ci/run does")
     assert not missing, f"SLURM daemons found but not the client commands {missing}"
     cluster = SlurmCluster()
     try:
