@@ -30,7 +30,7 @@ def tqdm(*args, log_every: int | None = None, **kwargs):
     from tqdm import tqdm as _tqdm
 
     stream = kwargs.get("file") or sys.stderr
-    if not stream.isatty():
+    if not getattr(stream, "isatty", lambda: False)():
         kwargs.update(file=_Lines(stream), ascii=True, dynamic_ncols=False, ncols=100)
         if log_every:
             kwargs.update(miniters=log_every, mininterval=0.0, maxinterval=float("inf"))
