@@ -281,22 +281,27 @@ def test_smoke_table4_through_slurm_with_a_preempted_training_job(project, slurm
     t0 = time.time()
     with open(project / "snakemake.out", "w") as sink:  # a file, not a pipe: a full pipe would stall Snakemake
         proc = subprocess.Popen(cmd, cwd=project, stdout=sink, stderr=subprocess.STDOUT, env=slurm.env)
-        resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
-        deadline = time.monotonic() + 600  # a guard against a hang only
-        while proc.poll() is None and not resume.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        victim = [j for j in slurm.jobs() if j["Comment"].startswith("rule_train_phase")
-                  and "dae_1phase_sc4" in j["Comment"] and j["JobState"] == "RUNNING"]
-        assert len(victim) == 1, (slurm.jobs(), proc.poll())
-        victim_id = victim[0]["JobId"]
-        requeue = slurm.run(["scontrol", "requeue", victim_id])
-        assert requeue.returncode == 0, requeue.stderr
-        # SLURM holds a requeued job back by a BeginTime delay (minutes); the test lets it start at once
-        wait_for(lambda: next(j for j in slurm.jobs() if j["JobId"] == victim_id)["JobState"] == "PENDING", 60,
-                 "the requeued job did not go back to PENDING")
-        release = slurm.run(["scontrol", "update", f"JobId={victim_id}", "StartTime=now"])
-        assert release.returncode == 0, release.stderr
-        proc.wait(timeout=900)
+        try:
+            resume = project / "resources/checkpoints/digits/dae_1phase_sc4/main.resume.pt"
+            deadline = time.monotonic() + 600  # a guard against a hang only
+            while proc.poll() is None and not resume.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            victim = [j for j in slurm.jobs() if j["Comment"].startswith("rule_train_phase")
+                      and "dae_1phase_sc4" in j["Comment"] and j["JobState"] == "RUNNING"]
+            assert len(victim) == 1, (slurm.jobs(), proc.poll())
+            victim_id = victim[0]["JobId"]
+            requeue = slurm.run(["scontrol", "requeue", victim_id])
+            assert requeue.returncode == 0, requeue.stderr
+            # SLURM holds a requeued job back by a BeginTime delay (minutes); the test lets it start at once
+            wait_for(lambda: next(j for j in slurm.jobs() if j["JobId"] == victim_id)["JobState"] == "PENDING", 60,
+                     "the requeued job did not go back to PENDING")
+            release = slurm.run(["scontrol", "update", f"JobId={victim_id}", "StartTime=now"])
+            assert release.returncode == 0, release.stderr
+            proc.wait(timeout=900)
+        finally:  # a failed assertion must not leave Snakemake submitting to the next test's cluster
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     elapsed = time.time() - t0
     out = (project / "snakemake.out").read_text()
     assert proc.returncode == 0, out[-5000:]
