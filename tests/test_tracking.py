@@ -361,3 +361,100 @@ def test_train_logs_to_mlflow_server(tmp_path, mlflow_server):
     assert len(client.get_metric_history(run.info.run_id, "loss/mse")) >= 4
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the default local store
+
+
+# ------------------------------------------------------------------ the journal: jobs of a workflow, no MLflow
+
+JOURNAL_JOB = r'''
+import os, sys, time
+from daebench.tracking import start_run
+mode = sys.argv[1]
+with start_run(name="job", rule="metrics", dataset="d", params={"a": 1, "b": {"c": [1, 2]}},
+               system_metrics_interval=0.05, system_metrics_samples=1) as run:
+    print(run.run_id, flush=True)
+    for step in range(3):
+        run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    open("grid.png", "w").write("png")
+    run.log_artifact("grid.png")
+    time.sleep(0.2)
+    if mode == "fail":
+        raise SystemExit(3)
+    if mode == "die":
+        os._exit(9)
+assert "mlflow" not in sys.modules, "a journal job imported MLflow"
+'''
+
+
+@pytest.fixture
+def shipping(default_store, tmp_path, monkeypatch):
+    """The workflow's side (onstart / onsuccess) around jobs run as subprocesses in ``tmp_path``."""
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(tracking.JOURNAL_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", default_store)
+    (tmp_path / "job.py").write_text(JOURNAL_JOB)
+    tracking.setup_experiment(default_store, tracking.experiment_name())
+    parent = tracking.open_workflow_run(["snakemake"])
+    tracking.start_shipping(default_store)
+
+    def job(mode="ok", check=True):
+        out = subprocess.run([sys.executable, "job.py", mode], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
+        assert out.returncode == 0 or not check, out.stderr
+        return out.stdout.split()[0]
+
+    yield job, parent
+    tracking.stop_shipping()
+    tracking.close_workflow_run(success=True)
+
+
+def test_journal_job_reaches_the_store_with_its_real_run_id(shipping, default_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    job, parent = shipping
+    ok, failed, died = job(), job("fail", check=False), job("die", check=False)
+    tracking.stop_shipping()  # the workflow ends: the rest is shipped, the dead job's run closed
+    c = MlflowClient(default_store)
+    r = c.get_run(ok)  # the id the job printed (and writes into its results) is MLflow's own
+    assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
+    assert r.data.params == {"a": "1", "b.c": "[1, 2]"} and r.data.tags["rule"] == "metrics"
+    assert [(m.step, m.value) for m in c.get_metric_history(ok, "loss")] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
+    assert len(c.get_metric_history(ok, "system/cpu_utilization_percentage")) >= 2
+    assert {"system/system_memory_usage_megabytes", "system/process_memory_rss_megabytes"} <= set(r.data.metrics)
+    assert [a.path for a in c.list_artifacts(ok)] == ["grid.png"]
+    assert c.get_run(failed).info.status == "FAILED"
+    assert c.get_run(died).info.status == "KILLED"  # no end line, its process gone
+    assert sorted(p.name for p in (tmp_path / ".daebench/mlflow-journal").iterdir()) == [".lock"]  # all shipped
+    tracking.start_shipping(default_store)  # for the fixture's teardown
+
+
+def test_journal_shipping_resumes_without_duplicates(default_store, tmp_path, monkeypatch):
+    """A shipper killed mid-journal (Snakemake killed) leaves a state file; the next one ships only the rest,
+    and never a half-written last line."""
+    from mlflow.tracking import MlflowClient
+
+    from daebench.tracking import journal as jr
+
+    tracking.setup_experiment(default_store, tracking.experiment_name())
+    d = tmp_path / "j"
+    d.mkdir()
+    (d / jr.HEARTBEAT).write_text(json.dumps({"uri": default_store}))
+    monkeypatch.setenv(jr.JOURNAL_ENV, str(d))
+    assert jr.live_journal(default_store) == d and jr.live_journal(default_store + "x") is None
+    run = jr.JournalRun(d / "k.jsonl", "k")
+    run.write({"start": {"experiment": tracking.experiment_name(), "tags": {"mlflow.runName": "r"}, "time": 1,
+                         "resume": None, "host": "elsewhere", "pid": 1}})
+    run.log_metrics({"x": 1.0}, step=0)
+    with open(d / "k.jsonl", "a") as fh:
+        fh.write('{"metrics": {"x": 2.0}, "st')  # the job is in the middle of a line
+    assert jr.ship(d, default_store) == 2
+    run_id = (d / "k.id").read_text()
+    with open(d / "k.jsonl", "a") as fh:
+        fh.write('ep": 1, "ts": 5}\n')
+    run.write({"end": "FINISHED", "ts": 9})
+    assert jr.ship(d, default_store) == 2 and jr.ship(d, default_store) == 0  # a fresh pass reads state
+    c = MlflowClient(default_store)
+    assert sorted((m.step, m.value) for m in c.get_metric_history(run_id, "x")) == [(0, 1.0), (1, 2.0)]
+    assert c.get_run(run_id).info.status == "FINISHED" and not (d / "k.jsonl").exists()
+    # a stale heartbeat (no shipper): jobs log directly
+    os.utime(d / jr.HEARTBEAT, (time.time() - 60, time.time() - 60))
+    assert jr.live_journal(default_store) is None

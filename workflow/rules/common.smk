@@ -41,24 +41,29 @@ envvars:
 
 onstart:
     # Create the experiment (and the SQLite schema) once, before jobs fan out and race on it, and open
-    # this invocation's parent run: every job's run nests under it (DAEBENCH_MLFLOW_PARENT_RUN).
+    # this invocation's parent run: every job's run nests under it (DAEBENCH_MLFLOW_PARENT_RUN). Jobs write
+    # their runs to a journal this process ships into the store (daebench.tracking.journal: a job does not
+    # import MLflow, seconds of every small job).
     import sys
 
-    from daebench.tracking import experiment_name, open_workflow_run, setup_experiment, tracking_uri
+    from daebench.tracking import experiment_name, open_workflow_run, resolve_uri, setup_experiment, start_shipping, tracking_uri
 
     setup_experiment(tracking_uri(), experiment_name())
     open_workflow_run(["snakemake", *sys.argv[1:]])
+    start_shipping(resolve_uri(tracking_uri()))
 
 
 onsuccess:
-    from daebench.tracking import close_workflow_run
+    from daebench.tracking import close_workflow_run, stop_shipping
 
+    stop_shipping()
     close_workflow_run(success=True)
 
 
 onerror:
-    from daebench.tracking import close_workflow_run
+    from daebench.tracking import close_workflow_run, stop_shipping
 
+    stop_shipping()
     close_workflow_run(success=False)
 
 

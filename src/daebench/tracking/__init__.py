@@ -8,9 +8,13 @@ One Snakemake invocation is one parent run (`open_workflow_run` in `onstart`, cl
 Training jobs log their final checkpoint as an artifact (`checkpoint/`), and optionally register it as a
 model version (`mlflow.log_checkpoints` / `mlflow.register_models`, carried in DAEBENCH_MLFLOW).
 
-Modules: store.py (the store, its client and experiment, safe under concurrent jobs on one SQLite file:
+Jobs of a workflow log through a journal the workflow's process ships into the store (journal.py), so they
+never import MLflow; outside a workflow a job logs directly.
+
+Modules: journal.py (the jobs' journal and its shipper), store.py (the store, its client and experiment, safe under concurrent jobs on one SQLite file:
 retries and an inter-process lock), runs.py (a job's run and the workflow's parent run), system_metrics.py
 (the "system/*" metrics every run logs from a daemon thread)."""
+from .journal import JOURNAL_ENV, start_shipping, stop_shipping
 from .runs import (
     OPTION_DEFAULTS,
     OPTIONS_ENV,
@@ -41,6 +45,7 @@ from .system_metrics import SYSTEM_METRICS_INTERVAL, SYSTEM_METRICS_SAMPLES
 
 __all__ = [
     "INIT_ERRORS",
+    "JOURNAL_ENV",
     "OPTIONS_ENV",
     "OPTION_DEFAULTS",
     "PARENT_ENV",
@@ -63,5 +68,7 @@ __all__ = [
     "setup_experiment",
     "sqlite_path",
     "start_run",
+    "start_shipping",
+    "stop_shipping",
     "tracking_uri",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import system_metrics as sysmetrics  # start_run's argument system_metrics is a flag
+from .journal import Sampler, live_journal, open_run
 from .store import client, experiment_name, resolve_uri, retry, setup_experiment, tracking_uri
 from .system_metrics import SYSTEM_METRICS_INTERVAL, SYSTEM_METRICS_SAMPLES
 
@@ -65,11 +66,12 @@ class Run:
     def log_dict(self, obj: dict, name: str) -> None:
         retry(lambda: self.client.log_dict(self.run_id, obj, name))
 
-    def log_checkpoint(self, path: str | Path, model_name: str) -> None:
+    def log_checkpoint(self, path: str | Path, model_name: str, opts: dict | None = None) -> None:
         """The final checkpoint as the artifact ``checkpoint/<file>`` and, with mlflow.register_models, as a
         new version of the registered model ``model_name`` (its source: that artifact; its tags: the run's
-        params hash and dataset). Off with mlflow.log_checkpoints: false (paper-scale models take room)."""
-        opts = options()
+        params hash and dataset). Off with mlflow.log_checkpoints: false (paper-scale models take room).
+        ``opts``: those options as the job had them (the journal's shipper), else this process's."""
+        opts = opts or options()
         if not opts["log_checkpoints"]:
             return
         path = Path(path)
@@ -122,18 +124,43 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
     """Start (or resume, given ``run_id``) a run tagged with git sha, params hash, rule and dataset, and log
     system metrics while the body runs (``system_metrics=False`` or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false
     turns that off; failures there only warn). The run is marked FAILED if the body raises and stays RUNNING
-    for processes that are killed."""
-    import mlflow
-
+    for processes that are killed (KILLED once the workflow's shipper sees the process gone). Inside a
+    workflow the run goes through its journal (journal.py: no MLflow import in the job); elsewhere directly."""
     uri = resolve_uri(tracking_uri())
-    mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
-    c = client(uri)
+    tags = None
     if run_id is None:
-        exp_id = setup_experiment(uri, experiment_name())
         tags = {"git_sha": git_sha(), "params_hash": params_hash(params), "rule": rule, "dataset": dataset,
                 "mlflow.runName": name}
         if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+    journal = live_journal(uri)
+    if journal is not None:
+        handle = open_run(journal, experiment=experiment_name(), tags=tags, run_id=run_id)
+        if run_id is None:
+            handle.log_params(params)
+        monitor = None
+        if sysmetrics.enabled(system_metrics):
+            try:
+                monitor = Sampler(handle, system_metrics_interval, system_metrics_samples)
+            except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+                log.warning("system metrics disabled for run %s: %s", handle.run_id, exc)
+        status = "FINISHED"
+        try:
+            yield handle
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            if monitor is not None:
+                monitor.finish()
+            handle.write({"end": status, "ts": int(time.time() * 1000)})
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
+    c = client(uri)
+    if run_id is None:
+        exp_id = setup_experiment(uri, experiment_name())
         run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
         handle = Run(c, run_id)
         handle.log_params(params)
