@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,12 +250,12 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
             s = f.start = rec["start"]
             if s["resume"]:
                 f.run_id = s["resume"]
-                retry(lambda: c.update_run(f.run_id, status="RUNNING"))
+                retry(partial(c.update_run, f.run_id, status="RUNNING"))
             else:
                 exp_id = setup_experiment(uri, s["experiment"])
                 tags = {**s["tags"], "daebench.journal_key": f.path.stem}
-                f.run_id = retry(lambda: c.create_run(exp_id, start_time=s["time"], tags=tags,
-                                                      run_name=tags.get("mlflow.runName"))).info.run_id
+                f.run_id = retry(partial(c.create_run, exp_id, start_time=s["time"], tags=tags,
+                                         run_name=tags.get("mlflow.runName"))).info.run_id
                 id_tmp = f.path.with_suffix(".id.tmp")
                 id_tmp.write_text(f.run_id)
                 os.replace(id_tmp, f.path.with_suffix(".id"))  # the job is waiting for this
@@ -278,7 +279,7 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
             elif "checkpoint" in rec:
                 run.log_checkpoint(rec["checkpoint"], rec["model"], opts=rec["options"])
             elif "end" in rec:
-                retry(lambda: c.set_terminated(f.run_id, rec["end"], end_time=rec["ts"]))
+                retry(partial(c.set_terminated, f.run_id, rec["end"], end_time=rec["ts"]))
                 ended = True
     flush_metrics()
     if lines:
