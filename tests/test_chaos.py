@@ -1,16 +1,24 @@
-"""Chaos: every study's smoke DAG under repeated SIGKILLs of randomly chosen running jobs at random moments
-(seeded), the workflow rerun after each kill. After every interrupted run no output on disk may be partial,
-and the final tables must equal those of the undisturbed run (`smoke_run`) bit for bit.
+"""Chaos: every study's smoke DAG under repeated SIGKILLs at random moments (seeded), the workflow rerun after
+each. After every interrupted run no output on disk may be partial; the finished run must leave no temporary
+file (dotfiles included) and no unshipped MLflow journal, and its tables, metric JSONs and model checkpoints
+(sha256 of every tensor) must equal those of the undisturbed run (`smoke_run`) bit for bit.
+
+Strikes cycle through five kinds (`STRIKES`): a random running job (twice); a job inside `atomic_path`,
+between its temporary file's write and its rename (tests/chaos_site holds the hook that makes that moment
+last long enough to hit); a training job once its resume checkpoint is on disk, which must then resume, not
+restart (every such kill is counted against a "resumed from" line); and Snakemake itself with every job it
+runs, like a crashed node, after which the rerun needs `--unlock` and `--rerun-incomplete`.
 
 The DAG struck is a few tables per study (`CHAOS_TABLES`) that together run every command of the full
 smoke DAG (a fast test checks that), so its cost does not grow with each table a study adds.
-What is killed is always a job of this test's own Snakemake (its process tree), never a process found
-machine-wide. One kill in four waits for a training job's first checkpoint, so resumption is exercised
-and not only restarts.
+What is killed is always this test's own Snakemake or its process tree, never a process found machine-wide.
 """
+import contextlib
+import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +36,7 @@ from procs import descendants
 
 SEED = 20261130
 KILLS = 20  # issue 19: at least 20 seeded SIGKILLs
+STRIKES = ("job", "in_write", "job", "checkpoint", "snakemake")  # the kind of the i-th strike: STRIKES[i % 5]
 MAX_DELAY_S = 15.0  # a kill lands uniformly within this long after a job is seen running, so kills spread
 CHECKPOINT_WAIT_S = 60.0  # a resume-forcing strike that finds no checkpointed trainer this long kills any job
 # Per study, tables whose jobs together run every command of the full smoke DAG (about 90 of its 230 jobs).
@@ -39,6 +48,10 @@ CHAOS_TABLES = {
 }
 # Columns that differ between any two runs, disturbed or not: MLflow run ids, and wall-clock costs.
 VOLATILE = {"mlflow_run_id", "mlflow_run_ids", "ms_encoder", "ms_endpoint", "ms_total"}
+# Keys of metric JSONs that differ between any two runs: run ids and wall-clock measurements.
+VOLATILE_KEYS = re.compile(r"run_id|seconds|^ms_|_per_s$|^time_|_time$|^wall")
+CHAOS_SITE = Path(__file__).parent / "chaos_site"
+TEMP_NAME = re.compile(r"\.tmp|\.partial$|^\.nfs")  # atomic_path's temporaries, and what other writers leave
 
 
 def job_processes(root: int) -> list[tuple[int, list[str]]]:
@@ -56,36 +69,90 @@ def checkpointed_trainer(jobs, project: Path):
     return None
 
 
-def strike(proc: subprocess.Popen, project: Path, rng: random.Random, after_checkpoint: bool):
-    """Kill one running job of ``proc`` with SIGKILL; returns what was killed, or None if the run ended.
-    A resume-forcing strike (``after_checkpoint``) late in the DAG, when no trainer is left to checkpoint,
-    falls back to an ordinary one after CHECKPOINT_WAIT_S rather than letting the run finish unstruck."""
+def strike(proc: subprocess.Popen, project: Path, rng: random.Random, kind: str, ctl: Path):
+    """One strike of ``kind`` (STRIKES) on ``proc``'s run; returns what was killed, or None if the run ended
+    first. A "checkpoint" or "in_write" strike that finds no such moment within CHECKPOINT_WAIT_S (late in
+    the DAG no trainer is left) becomes an ordinary one rather than letting the run finish unstruck."""
     while proc.poll() is None and not job_processes(proc.pid):
         time.sleep(0.05)
     start = time.monotonic()
     deadline = start + rng.uniform(0.0, MAX_DELAY_S)
-    while proc.poll() is None:
-        jobs = job_processes(proc.pid)
-        if after_checkpoint and time.monotonic() > start + CHECKPOINT_WAIT_S:
-            after_checkpoint = False
-        if after_checkpoint:
-            victim = checkpointed_trainer(jobs, project)
+    if kind == "in_write":
+        (ctl / "armed").touch()
+    try:
+        while proc.poll() is None:
+            jobs = job_processes(proc.pid)
+            if kind in ("checkpoint", "in_write") and time.monotonic() > start + CHECKPOINT_WAIT_S:
+                kind = "job"
+            if kind == "checkpoint":
+                victim = checkpointed_trainer(jobs, project)
+            elif kind == "in_write":
+                victim = next(((pid, argv) for pid, argv in jobs if (ctl / f"writing.{pid}").exists()), None)
+            elif time.monotonic() < deadline or not jobs:
+                victim = None
+            elif kind == "snakemake":  # a crashed node: Snakemake and every job at once
+                for pid, _ in descendants(proc.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                proc.kill()
+                return {"kind": kind, "command": "snakemake", "job": [argv[3] for _, argv in jobs], "ckpt": None}
+            else:
+                victim = rng.choice(jobs)
             if victim is None:
-                time.sleep(0.05)
+                time.sleep(0.02)
                 continue
-        elif time.monotonic() < deadline or not jobs:
-            time.sleep(0.05)
-            continue
-        else:
-            victim = rng.choice(jobs)
-        pid, argv = victim
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:  # finished meanwhile: pick again
-            continue
-        return {"command": argv[3], "job": argv[argv.index("--out") + 1] if "--out" in argv else argv[3],
-                "after_checkpoint": after_checkpoint}
-    return None
+            pid, argv = victim
+            out = argv[argv.index("--out") + 1] if "--out" in argv else argv[3]
+            ckpt = checkpointed_trainer([victim], project) is not None  # a resume is owed for this one
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # finished meanwhile: pick again
+                continue
+            hit = {"kind": kind, "command": argv[3], "job": out, "ckpt": out if ckpt else None}
+            if kind == "in_write":
+                hit["writing"] = (ctl / f"writing.{pid}").read_text()
+            return hit
+        return None
+    finally:
+        for f in ctl.iterdir():
+            f.unlink()
+
+
+def tensor_digest(path: Path) -> dict[str, str]:
+    """sha256 of every tensor in a checkpoint, by its key path (non-tensor entries, e.g. run ids, left out)."""
+    out: dict[str, str] = {}
+
+    def walk(obj, key):
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            out[key] = f"{t.dtype}{tuple(t.shape)}:" + hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest()
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}/{i}")
+
+    walk(torch.load(path, map_location="cpu", weights_only=True), "")
+    return out
+
+
+def stable(obj):
+    """A metric JSON without its volatile keys (VOLATILE_KEYS), for comparison across runs."""
+    if isinstance(obj, dict):
+        return {k: stable(v) for k, v in obj.items() if not VOLATILE_KEYS.search(str(k))}
+    if isinstance(obj, list):
+        return [stable(v) for v in obj]
+    return obj
+
+
+def leftovers(project: Path) -> list[str]:
+    """Temporary files anywhere in the project but Snakemake's own metadata, and unshipped MLflow journals."""
+    bad = [str(p.relative_to(project)) for p in project.rglob("*")
+           if p.is_file() and ".snakemake" not in p.relative_to(project).parts and TEMP_NAME.search(p.name)]
+    journal = project / ".daebench" / "mlflow-journal"
+    bad += [f"{p.relative_to(project)} (unshipped)" for p in journal.glob("*") if p.name != ".lock"]
+    return bad
 
 
 def assert_nothing_partial(project: Path) -> int:
@@ -154,21 +221,32 @@ def test_chaos_tables_run_every_command_of_the_smoke_dag(project):
 
 @pytest.mark.slow
 def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
-    project = copy_workflow(tmp_path)
+    project = copy_workflow(tmp_path / "project")
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
     tables = [t for ts in CHAOS_TABLES.values() for t in ts]
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *tables, "--configfile", "tests/smoke.yaml"]
     env = workflow_env()
+    env.update(DAEBENCH_CHAOS_CTL=str(ctl), PYTHONPATH=os.pathsep.join(filter(None, [str(CHAOS_SITE),
+                                                                                      env.get("PYTHONPATH")])))
     rng = random.Random(SEED)
-    kills, runs, t0, last_kill = [], 0, time.monotonic(), 0.0
+    kills, runs, t0, last_kill, crashed = [], 0, time.monotonic(), 0.0, False
     while True:
         runs += 1
         assert runs <= KILLS + 20, f"the workflow did not finish after {runs - 1} runs"
+        if crashed:  # after a crash the user unlocks the directory and reruns what was incomplete
+            unlock = subprocess.run([*cmd, "--unlock"], cwd=project, env=env, capture_output=True, text=True,
+                                    check=False, timeout=300)
+            assert unlock.returncode == 0, unlock.stderr[-2000:]
         log = project / f"snakemake.run{runs}.out"  # a file, not a pipe: a full pipe would stall Snakemake
         with open(log, "w") as sink:
-            proc = subprocess.Popen(cmd, cwd=project, stdout=sink, stderr=subprocess.STDOUT, env=env)
-            killed = strike(proc, project, rng, after_checkpoint=len(kills) % 4 == 3) if len(kills) < KILLS else None
+            proc = subprocess.Popen(cmd + ["--rerun-incomplete"] * crashed, cwd=project, stdout=sink,
+                                    stderr=subprocess.STDOUT, env=env)
+            killed = strike(proc, project, rng, STRIKES[len(kills) % len(STRIKES)], ctl) \
+                if len(kills) < KILLS else None
             proc.wait(timeout=1800)
         out = log.read_text()
+        crashed = bool(killed) and killed["kind"] == "snakemake"
         if killed:
             kills.append(killed)
             last_kill = time.monotonic() - t0
@@ -180,11 +258,18 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
             raise AssertionError(f"run {runs} failed without a kill:\n{out[-4000:]}")
     elapsed = time.monotonic() - t0
     assert len(kills) >= KILLS, f"the workflow finished after {len(kills)} kills: {kills}"
+    kinds = {k["kind"] for k in kills}
+    assert kinds == set(STRIKES), f"strike kinds that never landed: {set(STRIKES) - kinds} ({kills})"
     checked = assert_nothing_partial(project)
+    assert not leftovers(project), f"left behind by a finished run: {leftovers(project)}"
 
-    # a killed training job that had checkpointed was resumed, not restarted
-    resumed = [p for p in (project / "logs").rglob("*.log") if "resumed from " in p.read_text()]
-    assert resumed, "no killed training job resumed from its checkpoint"
+    # every kill of a training job whose resume checkpoint was on disk was followed by a resume, not a restart
+    logs = {p: p.read_text() for p in (project / "logs").rglob("*.log")}
+    owed = sorted({k["ckpt"] for k in kills if k["ckpt"]})
+    assert owed, f"no kill hit a checkpointed trainer: {kills}"
+    for out in owed:
+        (text,) = [t for t in logs.values() if f"-> {out} " in t or t.rstrip().endswith(f"-> {out}")] or [""]
+        assert "resumed from " in text, f"{out} was killed after checkpointing but its rerun did not resume:\n{text[-2000:]}"
 
     for table in tables:
         ref = pd.read_csv(smoke_run / table, dtype=str, keep_default_na=False)
@@ -192,6 +277,17 @@ def test_chaos_kills_lose_nothing_and_change_no_table(smoke_run, tmp_path):
         keep = [c for c in ref.columns if c not in VOLATILE]
         assert list(got.columns) == list(ref.columns), table
         pd.testing.assert_frame_equal(got[keep], ref[keep], obj=table)
-    commands = sorted({k["command"] for k in kills})
-    print(f"chaos: seed {SEED}, {len(kills)} kills over {runs} runs ({commands}), {len(resumed)} jobs resumed, "
-          f"{checked} files checked whole, last kill at {last_kill:.0f} s of {elapsed:.0f} s")
+    metric_files = sorted((project / "results").rglob("*.json"))
+    for path in metric_files:
+        rel = path.relative_to(project)
+        assert stable(json.loads(path.read_text())) == stable(json.loads((smoke_run / rel).read_text())), rel
+    models = sorted(p for p in (project / "resources").rglob("*.pt") if ".resume" not in p.name)
+    for path in models:
+        rel = path.relative_to(project)
+        assert tensor_digest(path) == tensor_digest(smoke_run / rel), f"{rel}: tensors differ from the undisturbed run"
+    assert len(metric_files) >= 20 and len(models) >= 20, (len(metric_files), len(models))
+    summary = {kind: sum(k["kind"] == kind for k in kills) for kind in STRIKES}
+    print(f"chaos: seed {SEED}, {len(kills)} kills over {runs} runs ({summary}; commands "
+          f"{sorted({k['command'] for k in kills})}), {len(owed)} checkpointed trainers killed and resumed, "
+          f"{checked} files checked whole, {len(metric_files)} metric JSONs and {len(models)} checkpoints equal to "
+          f"the undisturbed run, last kill at {last_kill:.0f} s of {elapsed:.0f} s")

@@ -1,5 +1,6 @@
 """Faults beyond a killed job: SIGKILL in the middle of a checkpoint write, a non-finite loss, and
 truncated data, weights and checkpoint files."""
+import json
 import os
 import signal
 import subprocess
@@ -171,6 +172,74 @@ def test_a_full_disk_during_an_output_write_names_the_file_and_keeps_the_old_one
     assert "was left as it was" in proc.stdout and "MiB free" in proc.stdout
     assert out.read_text() == "x\n1\n"
     assert [p.name for p in out.parent.iterdir()] == ["table.csv"]
+
+
+ENOSPC_TRAINER = textwrap.dedent('''
+    import errno, json, subprocess, sys
+    from pathlib import Path
+    import torch
+    from torch import nn
+    from daebench.checkpoint import load_checkpoint
+    from daebench.data.store import WriteError
+    from daebench.train import train_phase
+
+    class Net(nn.Module):  # model + EMA + Adam's two moments: ~1.5 MB per checkpoint
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(300, 300)
+
+    def loss(model, x, generator):
+        return {"mse": model.body(x).pow(2).mean(1)}
+
+    d = Path(sys.argv[1])
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], check=True)  # 2 MiB
+    ck, out = d / "run.resume.pt", d / "run.pt"
+    cfg = {"batch_size": 8, "lr": 1e-3, "warmup_examples": 0, "ema_decay": 0.9, "checkpoint_every": 10,
+           "log_every": 5, "seed": 0, "device": "cpu"}
+    x = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))
+    result = {}
+    try:  # the first checkpoint fits; the second, written beside it before the swap, does not
+        train_phase(Net(), loss, x, steps=30, phase_index=0, train_cfg=cfg, ckpt_path=ck, out_path=out,
+                    config={}, progress=False)
+    except WriteError as err:
+        result.update(errno=err.errno, message=err.strerror, kept_step=load_checkpoint(ck)["step"],
+                      files=sorted(p.name for p in d.iterdir()))
+    subprocess.run(["mount", "-o", "remount,size=16m", str(d)], check=True)  # space freed: the rerun resumes
+    train_phase(Net(), loss, x, steps=30, phase_index=0, train_cfg=cfg, ckpt_path=ck, out_path=out, config={},
+                progress=False)
+    result.update(final_step=load_checkpoint(out).get("step"), after=sorted(p.name for p in d.iterdir()))
+    print(json.dumps(result))
+''')
+
+
+def test_a_full_file_system_during_a_checkpoint_write_is_named_and_the_rerun_resumes(tmp_path):
+    """ENOSPC for real: a training job on a 2 MiB tmpfs (mounted in a private mount namespace: root, or an
+    unprivileged user namespace) whose second checkpoint does not fit beside the first. The job stops with
+    an error naming the checkpoint, the first checkpoint is intact, no temporary file is left; with room
+    again the rerun resumes from it and finishes."""
+    import errno
+    import shutil as sh
+
+    from conftest import require
+
+    unshare = sh.which("unshare")
+    probe = subprocess.run([unshare, "-Urm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp_path}"],
+                           capture_output=True, text=True, check=False) if unshare else None
+    require(probe is not None and probe.returncode == 0,
+            f"a tmpfs mount in a private namespace (unshare -Urm mount -t tmpfs): {probe and probe.stderr.strip()}")
+    d = tmp_path / "fs"
+    d.mkdir()
+    script = tmp_path / "enospc.py"
+    script.write_text(ENOSPC_TRAINER)
+    proc = subprocess.run([unshare, "-Urm", sys.executable, str(script), str(d)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res.get("errno") == errno.ENOSPC, res
+    assert res["message"].startswith(f"could not write {d / 'run.resume.pt'}: No space left on device"), res
+    assert "was left as it was" in res["message"] and "free space or raise the limit, then rerun" in res["message"]
+    assert res["kept_step"] == 10 and res["files"] == ["run.resume.pt"], res  # the old one whole, no temp beside it
+    assert res["final_step"] == 30 and ".tmp" not in " ".join(res["after"]), res
 
 
 def test_temp_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
