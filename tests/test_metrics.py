@@ -493,6 +493,14 @@ def test_lpips_loads_backbone_from_weights_dir(tmp_path, monkeypatch):
     assert d.shape == (3,) and torch.all(d > 0)
     assert torch.allclose(perceptual.lpips_distance(x, x, tmp_path, device="cpu"), torch.zeros(3), atol=1e-6)
     (model,) = perceptual._LPIPS_CACHE.values()
+    # the plumbing against the lpips package driven by hand: grey -> RGB, bilinear 16 -> 32, [-1, 1] as is
+    import torch.nn.functional as F
+
+    up = lambda t: F.interpolate(t.repeat(1, 3, 1, 1), size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(d, model(up(x), up(y), normalize=False).flatten(), rtol=1e-6, atol=1e-7)
+    # a distance: more noise, farther (a swapped direction or a similarity in its place fails here)
+    near, far = (perceptual.lpips_distance(x, _noisy(x, s), tmp_path, device="cpu") for s in (0.05, 0.5))
+    assert torch.all(far > near) and torch.all(near > 0), (near, far)
     got = model.net.state_dict()
     for k, v in got.items():
         assert torch.equal(v, trunk["features." + k.split(".", 1)[1]]), k
@@ -596,3 +604,5 @@ def test_fid_tf_loads_inception_from_weights_dir(tmp_path, monkeypatch):
     assert mode == "inception-v3-compat" and abs(v0) <= FD_RTOL * scale[-1], (v0, scale[-1])
     v1, _ = fid.fid_tf(image_format.to_uint8_nhwc(x), _noisy(x, 0.5), tmp_path, device="cpu")
     assert np.isfinite(v1) and v1 > 0
+    near, _ = fid.fid_tf(x, _noisy(x, 0.05), tmp_path, device="cpu")
+    assert v1 > near > abs(v0), (v1, near, v0)  # more noise, farther: the direction of a distance

@@ -314,6 +314,12 @@ def assert_claims_evaluate(project, study, untestable=()):
     paired = {x.claim_id for x in STUDIES[study].CLAIMS if PAIRED[study](x)} - set(untestable)
     tests = c.set_index("claim_id")["test"]
     assert all(str(tests[i]).startswith("paired bootstrap") for i in paired), tests[list(paired)]
+    # the verdict rule itself, on each judged row with an interval: inconclusive exactly when the interval of
+    # the difference straddles 0, else holds or fails by the side it lies on
+    judged = c[c["verdict"].isin(["holds", "fails", "inconclusive"]) & c["ci_low"].notna()
+               & (c["measured"].str.count(" factor ") == 0)]
+    straddles = (judged["ci_low"] <= 0) & (judged["ci_high"] >= 0)
+    assert ((judged["verdict"] == "inconclusive") == straddles).all(), judged[["claim_id", "verdict", "ci_low", "ci_high"]]
     ok = c[c["verdict"].isin(["holds", "fails"]) & c["ci_low"].notna() & (c["measured"].str.count(" factor ") == 0)]
     lower = ok["measured"].str.split(":").str[0].isin(["MSE", "L2", "fd_domain", "featdist_domain", "latent NLL", "MMD"])
     better_side = (ok["ci_high"] < 0) == lower
