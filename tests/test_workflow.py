@@ -205,21 +205,10 @@ def test_smoke_table4_end_to_end(smoke_run):
     for mode in ("stochastic", "inversion"):
         grid = project / f"results/recon/digits/dae_2phase_sc4/{mode}.png"
         assert grid.stat().st_size > 0
-    # the table's PSNR / SSIM are those scikit-image computes on the saved reconstructions ([-1, 1] -> [0, 1],
-    # mean over images), and DDIM inversion (x_T inferred from the image) reconstructs far better than
-    # stochastic encoding (fresh x_T), the ordering the smoke run is built to show
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    from daebench.evaluate.reconstruction import to_hwc01
-
-    for _, row in table.iterrows():
-        rec = np.load(project / f"results/recon/digits/{row['method']}/{row['mode']}.npz")
-        orig, recon = to_hwc01(rec["original"]).astype(np.float64), to_hwc01(rec["recon"]).astype(np.float64)
-        ps = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(orig, recon)]
-        ss = [structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    data_range=1.0, channel_axis=-1) for a, b in zip(orig, recon)]
-        assert row["psnr"] == pytest.approx(np.mean(ps), abs=1e-3), row["method"]
-        assert row["ssim"] == pytest.approx(np.mean(ss), abs=1e-4), row["method"]
+    # the table's PSNR / SSIM / MSE are those scikit-image computes on the saved reconstructions, and DDIM
+    # inversion (x_T inferred from the image) reconstructs far better than stochastic encoding (fresh x_T),
+    # the ordering the smoke run is built to show
+    assert_recomputed(table, lambda row: project / f"results/recon/digits/{row['method']}/{row['mode']}.npz")
     by_mode = table.set_index(["method", "mode"])["psnr"]
     for method in set(table["method"]):
         assert by_mode[(method, "inversion")] > by_mode[(method, "stochastic")] + 5, method
@@ -300,6 +289,27 @@ PAIRED = {"two_phase": lambda c: True,
           "scorevae": lambda c: True,
           "dbae": lambda c: c.table in ("Table 2", "Table 9"),
           "ddvi": lambda c: False}
+
+
+def assert_recomputed(table: pd.DataFrame, npz_of_row) -> None:
+    """Each row's per-image metrics, as present (PSNR, SSIM, MSE, L2), equal what scikit-image and numpy compute
+    on the reconstructions the row was scored from ([-1, 1] -> [0, 1], mean over the test images)."""
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    from daebench.evaluate.reconstruction import to_hwc01
+
+    for _, row in table.iterrows():
+        rec = np.load(npz_of_row(row))
+        orig, recon = to_hwc01(rec["original"]).astype(np.float64), to_hwc01(rec["recon"]).astype(np.float64)
+        ref = {"psnr": [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(orig, recon)],
+               "ssim": [structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                             data_range=1.0, channel_axis=-1) for a, b in zip(orig, recon)],
+               "mse": [mean_squared_error(a, b) for a, b in zip(orig, recon)],
+               "l2": [np.linalg.norm((a - b).ravel()) for a, b in zip(orig, recon)]}
+        checked = [m for m in ref if m in row.index and pd.notna(row[m])]
+        assert {"psnr", "ssim"} <= set(checked), (row.to_dict(), checked)
+        for m in checked:
+            assert row[m] == pytest.approx(np.mean(ref[m]), rel=1e-4, abs=1e-4), (m, row.to_dict())
 
 
 def assert_claims_evaluate(project, study, untestable=()):

@@ -10,6 +10,7 @@ Multi-process training follows torchrun's contract (RANK, WORLD_SIZE, LOCAL_RANK
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -48,6 +49,38 @@ def effective(compute: dict, device: torch.device) -> dict:
     return {"amp": compute["amp"] if cuda else "none", "tf32": bool(compute["tf32"] and cuda),
             "channels_last": bool(compute["channels_last"] and cuda), "compile": bool(compute["compile"] and cuda),
             "nproc": int(compute["nproc"]), "data_on_device": compute["data_on_device"] if cuda else False}
+
+
+_EAGER: dict[type, type] = {}
+
+
+def eager_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
+    """``cls(params, **kwargs)`` (Adam, AdamW), built so that an eager job never imports ``torch._dynamo``.
+
+    torch imports torch._dynamo (1.5 s of CPU on the reference machine, most of a smoke training job's fixed
+    cost) only to mark optimizer code "never trace": in ``Optimizer.add_param_group``'s ``_disable_dynamo``
+    wrapper, and in the ``_use_grad_for_differentiable`` wrapper of ``step`` on every call. With nothing
+    compiled neither mark does anything, so: the first wrapper's cached result (``fn.__dynamo_disable``) is
+    filled in with the method itself, and ``step`` is the subclass's, which runs torch's own step body under
+    ``torch.no_grad()``, exactly what the wrapper does for a non-differentiable optimizer. The update is
+    torch's, bit for bit (tests/test_train.py). Under ``compute.compile``, once dynamo is loaded anyway, or
+    where torch's wrappers are not the ones recognised, it is plain ``cls``."""
+    raw_step = inspect.unwrap(cls.step)
+    if "torch._dynamo" in sys.modules or from_env().get("compile") or raw_step is cls.step:
+        return cls(params, **kwargs)
+    for base in cls.__mro__:
+        for attr in vars(base).values():
+            fn, code = getattr(attr, "__wrapped__", None), getattr(attr, "__code__", None)
+            if fn is not None and code is not None and code.co_qualname == "_disable_dynamo.<locals>.inner":
+                fn.__dynamo_disable = fn
+    if cls not in _EAGER:
+        def step(self, closure=None):
+            with torch.no_grad():
+                return raw_step(self, closure)
+
+        _EAGER[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": __name__,
+                                                   "__doc__": f"torch.optim.{cls.__name__}, eager (compute.eager_optimizer)"})
+    return _EAGER[cls](params, **kwargs)
 
 
 def set_tf32(enabled: bool) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daebench.compute import eager_optimizer
 from daebench.data.store import atomic_path
 from daebench.data.transforms import UInt8Images
 from daebench.evaluate import fid
@@ -166,7 +167,7 @@ def _train_classifier(
         model = DomainClassifier(config)
     model.to(dev).train()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = eager_optimizer(torch.optim.AdamW, model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / max(1, steps))))
     n = len(x)
     bs = min(batch_size, n)

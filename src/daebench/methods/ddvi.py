@@ -46,6 +46,7 @@ import math
 import torch
 from torch import nn
 
+from ..compute import eager_optimizer
 from ..diffusion.schedules import linear_beta_alpha_bar
 from ..nets.mlp import TimeMLP
 from . import ddvi_common
@@ -184,7 +185,7 @@ def pretrain_denoiser(model: DDVI, prior, examples: int, batch_size: int, lr: fl
     """The release's warm-up: eps_phi fitted to prior samples alone (context 0, an unconditional diffusion
     model of p(z)) with the sleep term's denoising loss, ``examples`` samples in batches. Returns the losses."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.denoiser.parameters(), lr=lr)
+    opt = eager_optimizer(torch.optim.Adam, model.denoiser.parameters(), lr=lr)
     dev = next(model.parameters()).device
     losses = []
     for _ in range(max(0, round(examples / batch_size))):

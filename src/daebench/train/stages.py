@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..compute import eager_optimizer
 from ..methods.objective import LossFn, Objective, Stage
 
 __all__ = ["StepModule", "as_stages", "load_optimizer_state", "stage_optimizers"]
@@ -40,8 +41,8 @@ def stage_optimizers(model: nn.Module, stages: list[Stage], lr: float) -> list[t
     opts = []
     for st in stages:
         mods = [children[m] for m in st.modules] if st.modules else [model]
-        opts.append(torch.optim.Adam([q for m in mods for q in m.parameters() if q.requires_grad], lr=lr,
-                                     betas=(0.9, 0.999)))
+        opts.append(eager_optimizer(torch.optim.Adam, [q for m in mods for q in m.parameters() if q.requires_grad],
+                                    lr=lr, betas=(0.9, 0.999)))
     return opts
 
 
