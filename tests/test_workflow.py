@@ -86,6 +86,7 @@ def test_smoke_scorevae_study_end_to_end(smoke_run):
     for col in ("l2", "featdist_domain", "fd_domain", "psnr", "ssim", "n_params", "mlflow_run_id"):
         assert t1[col].notna().all(), col
     assert "lpips" not in t1.columns  # no AlexNet weights here: absent, not faked
+    assert_recomputed(t1, lambda r: project / f"results/scorevae/recon/digits/{r['method']}/{r['phase']}_{r['mode']}.npz")
     # ScoreVAE+ carries the corrector's parameters on top of ScoreVAE's
     assert t1["n_params"][3] > t1["n_params"][1]
     assert (project / "results/scorevae/recon_grid.png").stat().st_size > 1000

@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {k: v for k, v in vars(args).items() if k not in ("cmd", "fn", "verbose", "threads", "no_progress")}
     if "cfg" in kwargs:
         kwargs["cfg"] = json.loads(kwargs["cfg"])
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    if args.threads:  # torch reads OMP_NUM_THREADS when the job imports it: a job without torch never loads it
+        threads = max(1, min(args.threads, os.cpu_count() or 1))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     from .data.store import WriteError
 
     try:
@@ -192,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except WriteError as err:  # a full disk or a file-size limit: the path and the fix, not a traceback
         log.error("%s", err.strerror)
         return 1
-    import torch.distributed
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    dist = sys.modules.get("torch.distributed")  # loaded by a job that set up a process group, else absent
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     return 0

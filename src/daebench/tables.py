@@ -9,7 +9,16 @@ import numpy as np
 import pandas as pd
 
 from .data.store import atomic_path
-from .diffusion.schedules import schedule_label
+
+
+def schedule_label(name: str, scale: float | None = None) -> str:
+    """Short label of a schedule in tables, e.g. 'sc4' for SC-4 (matches the reference CSVs). Here rather than
+    in diffusion/: a table job does not import torch."""
+    if name == "shifted_cosine":
+        s = float(scale)
+        return f"sc{int(s)}" if s.is_integer() else f"sc{s:g}"
+    return name
+
 
 # Optional metric columns, in display order; a column appears only when some row has it.
 METRIC_COLUMNS = ["psnr", "ssim", "mse", "lpips", "fid_tf", "fid_cf", "fd_domain", "featdist_domain"]
@@ -277,12 +286,12 @@ DDVI_METRICS = {"table1": ["elbo", "elbo_release", "mmd", "latent_nll", "elbo_na
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% Student-t interval (NaN for a single seed), as the paper reports."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student-t quantile = scipy.stats.t.ppf, without scipy.stats' import
 
     v = np.asarray(values, float)
     if len(v) < 2:
         return float(v.mean()), float("nan")
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()), float(stdtrit(len(v) - 1, 0.975) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def seed_values(values: list[float]) -> str:

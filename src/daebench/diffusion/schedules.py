@@ -129,11 +129,3 @@ def get_schedule(name: str, scale: float | None = None, num_steps: int = 1000) -
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
     return SCHEDULES[name](scale, num_steps)
-
-
-def schedule_label(name: str, scale: float | None = None) -> str:
-    """Short label used in tables, e.g. 'sc4' for SC-4 (matches the reference CSVs)."""
-    if name == "shifted_cosine":
-        s = float(scale)
-        return f"sc{int(s)}" if s.is_integer() else f"sc{s:g}"
-    return name

@@ -88,7 +88,7 @@ def welch(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: float, n_b:
           what: str = "seeds") -> Interval:
     """Welch's interval of mean_a - mean_b from two means and their standard errors (Welch-Satterthwaite
     degrees of freedom)."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student-t quantile = scipy.stats.t.ppf, without scipy.stats' import
 
     d = mean_a - mean_b
     if min(n_a, n_b) < 2 or not (math.isfinite(se_a) and math.isfinite(se_b)):
@@ -98,7 +98,7 @@ def welch(mean_a: float, se_a: float, n_a: int, mean_b: float, se_b: float, n_b:
     if se == 0.0:
         return Interval(d, d, d, f"Welch t over {n_a} and {n_b} {what} (no spread), {level:.0%}")
     df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
-    h = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    h = float(stdtrit(df, 0.5 + level / 2)) * se
     return Interval(d, d - h, d + h, f"Welch t over {n_a} and {n_b} {what} (df {df:.1f}), {level:.0%}")
 
 
@@ -112,9 +112,9 @@ def welch_samples(a, b, *, level: float = LEVEL) -> Interval:
 def se_from_ci95(half_width: float, n: int) -> float:
     """The standard error behind a printed '± h' that is the half-width of a 95 % Student-t interval over n
     runs (the DDVI paper's convention, §5)."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student-t quantile = scipy.stats.t.ppf, without scipy.stats' import
 
-    return half_width / float(stats.t.ppf(0.975, n - 1))
+    return half_width / float(stdtrit(n - 1, 0.975))
 
 
 def median_bootstrap(a, b, *, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED) -> Interval:
