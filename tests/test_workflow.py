@@ -122,6 +122,10 @@ def test_smoke_dbae_study_end_to_end(smoke_run):
     assert list(t2["nfe_endpoint"]) == [0, 5, 1, 1] and list(t2["nfe_decode"]) == [5, 5, 5, 5]
     for col in ("ssim", "mse", "psnr", "fd_domain", "featdist_domain", "mlflow_run_id"):
         assert t2[col].notna().all(), col
+    mode = {"random x_T": "stochastic", "inferred x_T": "inversion", "Dec(z)": "endpoint"}
+    assert_recomputed(t2, lambda r: project / f"results/dbae/recon/digits/{r['method']}/{mode[r['x_T']]}_nfe{r['nfe']}.npz")
+    # inferring x_T by DDIM inversion reconstructs far better than a fresh x_T: the baseline's two rows
+    assert t2["psnr"][1] > t2["psnr"][0] + 5 and t2["ssim"][1] > t2["ssim"][0] + 0.3
     t9 = pd.read_csv(project / "results/dbae/table9.csv")
     assert len(t9) == 8 and set(t9["metric"]) == {"ssim", "mse"} and {"nfe3", "nfe5"} <= set(t9.columns)
     t4 = pd.read_csv(project / "results/dbae/table4.csv")
