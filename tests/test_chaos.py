@@ -14,6 +14,7 @@ smoke DAG (a fast test checks that), so its cost does not grow with each table a
 What is killed is always this test's own Snakemake or its process tree, never a process found machine-wide.
 """
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -62,9 +63,11 @@ def job_processes(root: int) -> list[tuple[int, list[str]]]:
 def checkpointed_trainer(jobs, project: Path):
     """A running training job whose resume checkpoint is on disk, if any (a kill now forces a resume)."""
     for pid, argv in jobs:
-        if "--checkpoint-dir" in argv:
+        if "--checkpoint-dir" in argv and "--out" in argv:
+            # its own resume file, <out stem>.resume.pt (.prior.resume.pt for DBAE's prior): the directory is
+            # shared by the seeds of a DDVI method
             ck = project / argv[argv.index("--checkpoint-dir") + 1]
-            if any(ck.glob("*.resume.pt")):
+            if any(ck.glob(f"{glob.escape(Path(argv[argv.index('--out') + 1]).stem)}.*resume.pt")):
                 return pid, argv
     return None
 

@@ -37,15 +37,16 @@ class _Registry:
         return iter(self._names())
 
 
-def _job(module: str, name: str):
+def _job(module: str, name: str, torch: bool = True):
     """The run function ``daebench.jobs.<module>.<name>``, imported when the command runs (so ``--help``
-    and the other commands stay fast)."""
+    and the other commands stay fast). ``torch=False``: a job that never runs a network (a table, a claim),
+    for which the CLI does not import torch (2 s of a job that otherwise takes under 1 s)."""
     def call(**kwargs):
         import importlib
 
         return getattr(importlib.import_module(f"daebench.jobs.{module}"), name)(**kwargs)
 
-    call.__name__, call.job = name, (module, name)
+    call.__name__, call.job, call.torch = name, (module, name), torch
     return call
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     method = (["--method"], {"required": True})
     mode = (["--mode"], {"required": True, "choices": _Registry("daebench.config", "modes"), "metavar": "MODE",
                           "help": "a decoding mode of the method's family (daebench.config.modes())"})
-    add("download-data", _job("data", "download_data"), "fetch and verify a dataset's source files (the network step)", cfg,
+    add("download-data", _job("data", "download_data", torch=False), "fetch and verify a dataset's source files (the network step)", cfg,
         out)
     add("prepare-data", _job("data", "prepare_data"), "preprocess a dataset from downloaded files or a local copy (no network)",
         cfg, out)
@@ -82,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-classifier", _job("evaluation", "train_classifier"), "train the domain feature classifier", cfg, data, out)
     add("metrics", _job("evaluation", "metrics"), "score reconstructions", cfg, out, method, mode,
         (["--recon"], {"required": True}), (["--classifier"], {"required": True}))
-    add("table4", _job("two_phase", "table4"), "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
-    add("two-phase-table", _job("two_phase", "two_phase_table"), "assemble one of the two-phase ablation tables", cfg,
+    add("table4", _job("two_phase", "table4", torch=False), "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("two-phase-table", _job("two_phase", "two_phase_table", torch=False), "assemble one of the two-phase ablation tables", cfg,
         out, (["--table"], {"required": True, "choices": _Registry("daebench.jobs.two_phase", "ABLATIONS"),
                              "metavar": "TABLE"}), (["--inputs"], {"nargs": "+"}))
     add("ppl", _job("two_phase", "ppl"), "perceptual path length of slerp interpolations (two-phase Table 5)", cfg, data,
@@ -98,15 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("probe", _job("dbae", "probe"), "linear probe on the latent codes", cfg, data, out, method, model)
     add("disentangle", _job("dbae", "disentangle"), "TAD and ATTRS of the latent codes", cfg, data, out, method, model)
     add("inference-cost", _job("dbae", "inference_cost"), "NFE and time to get z and x_T", cfg, data, out, method, model)
-    add("dbae-table", _job("dbae", "dbae_table"), "assemble one of DBAE's tables", cfg, out,
+    add("dbae-table", _job("dbae", "dbae_table", torch=False), "assemble one of DBAE's tables", cfg, out,
         (["--table"], {"required": True, "choices": _Registry("daebench.jobs.dbae", "TABLES"), "metavar": "TABLE"}),
         (["--inputs"], {"nargs": "+"}))
-    add("dbae-nfe-curve", _job("dbae", "nfe_curve"), "DBAE Table 9 as a wide CSV (one column per method/mode)",
+    add("dbae-nfe-curve", _job("dbae", "nfe_curve", torch=False), "DBAE Table 9 as a wide CSV (one column per method/mode)",
         out, (["--inputs"], {"nargs": "+", "required": True}), (["--metric"], {"default": "ssim"}))
-    add("dvc-yaml", _job("dvc", "dvc_yaml_job"), "write dvc.yaml (one stage per study) from a params file",
+    add("dvc-yaml", _job("dvc", "dvc_yaml_job", torch=False), "write dvc.yaml (one stage per study) from a params file",
         (["--params"], {"default": "params.yaml"}), (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}),
         (["--out"], {"default": "dvc.yaml"}), (["--check"], {"action": "store_true", "help": "fail if it is stale"}))
-    add("scorevae-table", _job("scorevae", "scorevae_table"), "assemble ScoreVAE's Table 1", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("scorevae-table", _job("scorevae", "scorevae_table", torch=False), "assemble ScoreVAE's Table 1", cfg, out, (["--inputs"], {"nargs": "+"}))
     add("scorevae-grid", _job("scorevae", "scorevae_grid"), "one labelled figure: originals, then one row per reconstruction", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
         (["--n"], {"type": int, "default": 12, "help": "images per row"}))
@@ -118,40 +119,40 @@ def build_parser() -> argparse.ArgumentParser:
     add("ddvi-evaluate", _job("ddvi", "ddvi_evaluate"), "ELBO, MMD, latent NLL, KNN accuracy or clustering of one run", cfg, data,
         out, method, run_name, (["--model"], {"required": True}),
         (["--arrays"], {"required": True, "help": "npz for the test codes (and generated images)"}))
-    add("ddvi-table", _job("ddvi", "ddvi_table"), "assemble one of DDVI's tables (mean and 95%% interval over seeds)", cfg, out,
+    add("ddvi-table", _job("ddvi", "ddvi_table", torch=False), "assemble one of DDVI's tables (mean and 95%% interval over seeds)", cfg, out,
         (["--table"], {"required": True, "choices": _Registry("daebench.jobs.ddvi", "SETTING_OF_TABLE"),
                        "metavar": "TABLE"}),
         (["--inputs"], {"nargs": "+"}))
-    add("ddvi-table5", _job("ddvi_budget", "ddvi_table5"), "DDVI's Table 5: clustering NMI against training time", cfg, out,
+    add("ddvi-table5", _job("ddvi_budget", "ddvi_table5", torch=False), "DDVI's Table 5: clustering NMI against training time", cfg, out,
         (["--runs"], {"nargs": "+", "required": True}), (["--figure"], {"required": True}))
-    add("ddvi-latents", _job("ddvi", "ddvi_latents"), "scatter plots of test codes, coloured by class", out,
+    add("ddvi-latents", _job("ddvi", "ddvi_latents", torch=False), "scatter plots of test codes, coloured by class", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
         (["--title"], {"default": ""}))
     add("fetch-weights", _job("evaluation", "fetch_weights"), "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
-    add("validate", _job("base", "validate"), "validate a params file", (["--params"], {"default": "params.yaml"}),
+    add("validate", _job("base", "validate", torch=False), "validate a params file", (["--params"], {"default": "params.yaml"}),
         (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
     study = (["--study"], {"required": True, "choices": _Registry("daebench.studies", "REGISTRY"), "metavar": "STUDY"})
-    add("claims", _job("studies", "claims"), "test one study's claims on its tables and on the paper's", study,
+    add("claims", _job("studies", "claims", torch=False), "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),
         (["--cfg"], {"default": "{}", "help": "JSON: what the tables do not say (DBAE: dae; DDVI: dataset, genotypes)"}),
         (["--samples"], {"nargs": "*", "default": [], "help": "the reconstructions' scoring JSONs (per-image values "
                                                              "for the paired intervals)"}),
         out)
-    add("study-table", _job("studies", "study_table"), "a table of a study declared without rules of its own",
+    add("study-table", _job("studies", "study_table", torch=False), "a table of a study declared without rules of its own",
         study, (["--table"], {"required": True}), cfg, (["--inputs"], {"nargs": "*", "default": []}), out)
-    add("summary", _job("studies", "summary"), "a study's headline numbers as JSON (for `dvc metrics show`)", study,
+    add("summary", _job("studies", "summary", torch=False), "a study's headline numbers as JSON (for `dvc metrics show`)", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table"}), out)
-    add("claims-all", _job("studies", "claims_all"), "concatenate the studies' claims files into one",
+    add("claims-all", _job("studies", "claims_all", torch=False), "concatenate the studies' claims files into one",
         (["--inputs"], {"nargs": "+", "required": True}), out)
-    add("emergence-point", _job("studies", "emergence_point"), "run one study at one training budget (a nested Snakemake run)",
+    add("emergence-point", _job("studies", "emergence_point", torch=False), "run one study at one training budget (a nested Snakemake run)",
         study, (["--scale"], {"required": True}), (["--cfg"], {"required": True, "help": "the resolved config (JSON)"}),
         (["--workdir"], {"required": True}), (["--root"], {"default": "."}), (["--cores"], {"type": int, "default": 1}),
         (["--snakefile"], {"default": "Snakefile"}))
-    add("emergence", _job("studies", "emergence"), "a study's claims at each budget: CSV and figure", study,
+    add("emergence", _job("studies", "emergence", torch=False), "a study's claims at each budget: CSV and figure", study,
         (["--cfg"], {"required": True}), (["--points"], {"nargs": "+", "required": True, "help": "scale=workdir"}),
         out, (["--figure"], {"required": True}))
-    add("report", _job("studies", "report"), "execute notebooks/report.ipynb (papermill) and render it to HTML",
+    add("report", _job("studies", "report", torch=False), "execute notebooks/report.ipynb (papermill) and render it to HTML",
         (["--notebook"], {"default": "notebooks/report.ipynb"}), (["--out-html"], {"required": True}),
         (["--executed"], {"required": True, "help": "where the executed notebook goes (kept when a cell fails)"}),
         (["--params-json"], {"default": "{}", "help": "JSON object of notebook parameters"}),
@@ -181,11 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {k: v for k, v in vars(args).items() if k not in ("cmd", "fn", "verbose", "threads", "no_progress")}
     if "cfg" in kwargs:
         kwargs["cfg"] = json.loads(kwargs["cfg"])
-    if args.threads:  # torch reads OMP_NUM_THREADS when the job imports it: a job without torch never loads it
-        threads = max(1, min(args.threads, os.cpu_count() or 1))
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
+    if args.threads and args.fn.torch:
+        import torch
+
+        torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     from .data.store import WriteError
 
     try:
