@@ -416,6 +416,9 @@ def test_journal_job_reaches_the_store_with_its_real_run_id(shipping, default_st
     c = MlflowClient(default_store)
     r = c.get_run(ok)  # the id the job printed (and writes into its results) is MLflow's own
     assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
+    assert r.data.tags["mlflow.source.git.commit"] == r.data.tags["git_sha"] == tracking.git_sha()
+    exp = c.get_experiment(r.info.experiment_id)  # the UI opens it on its runs, not its GenAI view
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert r.data.params == {"a": "1", "b.c": "[1, 2]"} and r.data.tags["rule"] == "metrics"
     assert [(m.step, m.value) for m in c.get_metric_history(ok, "loss")] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     assert len(c.get_metric_history(ok, "system/cpu_utilization_percentage")) >= 2

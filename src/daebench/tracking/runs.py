@@ -129,8 +129,9 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
     uri = resolve_uri(tracking_uri())
     tags = None
     if run_id is None:
-        tags = {"git_sha": git_sha(), "params_hash": params_hash(params), "rule": rule, "dataset": dataset,
-                "mlflow.runName": name}
+        sha = git_sha()  # also under MLflow's own key, which the UI shows as the run's source commit
+        tags = {"git_sha": sha, "mlflow.source.git.commit": sha, "params_hash": params_hash(params), "rule": rule,
+                "dataset": dataset, "mlflow.runName": name}
         if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     journal = live_journal(uri)
@@ -207,7 +208,8 @@ def open_workflow_run(command: Sequence[str]) -> str:
     c = client(uri)
     exp_id = setup_experiment(uri, experiment_name())
     name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
-    tags = {"rule": "workflow", "git_sha": git_sha(), "mlflow.runName": name,
+    sha = git_sha()
+    tags = {"rule": "workflow", "git_sha": sha, "mlflow.source.git.commit": sha, "mlflow.runName": name,
             "command": " ".join(command)[:5000], "cwd": os.getcwd()}
     outer = os.environ.get(PARENT_ENV)
     if outer:

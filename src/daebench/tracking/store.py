@@ -41,6 +41,7 @@ SCHEMA_RACE_ERRORS: tuple[str, ...] = (
     "online migration expected", "_alembic_tmp_", "can't locate revision",
 )
 INIT_ERRORS = TRANSIENT_ERRORS + SCHEMA_RACE_ERRORS
+EXPERIMENT_KIND = "mlflow.experimentKind"  # read by the MLflow UI to pick its runs view over its GenAI one
 
 
 def tracking_uri(cfg_uri: str | None = None) -> str:
@@ -197,7 +198,8 @@ def setup_experiment(uri: str, name: str) -> str:
         if exp_id is not None:
             return exp_id
         try:
-            return c.create_experiment(name)
+            # the UI opens a new experiment in its GenAI view unless told it holds model-training runs
+            return c.create_experiment(name, tags={EXPERIMENT_KIND: "custom_model_development"})
         except MlflowException as exc:  # another process created it between our read and our write
             if getattr(exc, "error_code", None) == "RESOURCE_ALREADY_EXISTS" or is_transient(exc, SCHEMA_RACE_ERRORS):
                 exp_id = find()
