@@ -412,3 +412,37 @@ def test_cached_code_facts_are_the_code():
     from daebench import config
 
     assert config.code_facts() == json.loads(json.dumps(config._compute_facts()))
+
+
+def test_command_line_overrides_are_typed_before_validation():
+    """`--config train={lr: 0.002}`: Snakemake hands the nested leaves over as strings; they are read as YAML
+    scalars (numbers, bools, null) before validation, and merged over the config without dropping siblings."""
+    from daebench.config import apply_overrides, typed
+
+    assert typed({"lr": "0.002", "n": "3", "e": "1e-3", "ok": "true", "no": "null", "name": "digits",
+                  "l": ["1", "x"]}) == {"lr": 0.002, "n": 3, "e": 0.001, "ok": True, "no": None, "name": "digits",
+                                        "l": [1, "x"]}
+    cfg = {"train": {"lr": 0.0005, "batch_size": 64}, "dataset": "digits"}
+    assert apply_overrides(cfg, {"train": {"lr": "0.002"}}) == {"train": {"lr": 0.002, "batch_size": 64},
+                                                                 "dataset": "digits"}
+
+
+def test_validate_takes_overlays_and_answers_in_lines(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: -1}\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "daebench", "validate", *args], capture_output=True, text=True,
+                              timeout=120, check=False, cwd=root)
+
+    ok = run("--overlay", "tests/smoke.yaml")
+    assert ok.returncode == 0 and ok.stdout.strip() == "params.yaml + tests/smoke.yaml: valid", ok.stderr
+    out = run("--overlay", "tests/smoke.yaml", str(bad))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "  - train.lr: -1 is less than or equal to the minimum of 0"
+    alone = run("--params", "tests/smoke.yaml")  # a preset on its own: the problems and how to check it as meant
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr and "--overlay tests/smoke.yaml" in alone.stderr

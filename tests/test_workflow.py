@@ -28,6 +28,16 @@ def job_counts(text):
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
+def test_a_nested_command_line_override_is_typed_and_reaches_the_jobs(project):
+    """`--config 'train={lr: 0.002}'`: Snakemake passes the nested 0.002 as a string; it is validated as a
+    number and the training jobs' slices carry it (so their params change and they rerun)."""
+    proc = run(["-n", "-p", "results/table4.csv", "--config", "train={lr: 0.002}"], project, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    train = [line for line in out.splitlines() if "-m daebench train " in line]
+    assert train and all('"lr":0.002' in line and '"batch_size":32' in line for line in train), train[:1]
+
+
 def test_dry_run_shows_the_spine(project):
     proc = run(["-n", "results/table4.csv"], project, timeout=120)
     out = proc.stdout + proc.stderr

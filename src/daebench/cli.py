@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         (["--title"], {"default": ""}))
     add("fetch-weights", _job("evaluation", "fetch_weights"), "download pretrained metric weights (needs a network)",
         (["--dest"], {"default": "resources/weights"}), (["--names"], {"nargs": "*"}))
-    add("validate", _job("base", "validate", torch=False), "validate a params file", (["--params"], {"default": "params.yaml"}),
-        (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}))
+    add("validate", _job("base", "validate", torch=False), "validate a params file, with overlays merged over it",
+        (["--params"], {"default": "params.yaml"}), (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}),
+        (["--overlay"], {"nargs": "*", "default": [], "help": "files merged over --params in order, as --configfile"}))
     study = (["--study"], {"required": True, "choices": _Registry("daebench.studies", "REGISTRY"), "metavar": "STUDY"})
     add("claims", _job("studies", "claims", torch=False), "test one study's claims on its tables and on the paper's", study,
         (["--tables"], {"nargs": "+", "required": True, "help": "name=path of each table (e.g. table4=...)"}),

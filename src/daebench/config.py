@@ -11,7 +11,7 @@ import copy
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
@@ -410,8 +410,46 @@ def _ddvi_study_problems(config: dict) -> list[str]:
     return sorted(set(problems))
 
 
-def load(path: str | Path, schema_path: str | Path) -> dict:
-    return validate(yaml.safe_load(Path(path).read_text()) or {}, schema_path)
+def load(path: str | Path, schema_path: str | Path, overlays: Sequence[str | Path] = ()) -> dict:
+    """``path`` with each overlay merged over it (as ``--configfile`` does), validated."""
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    for overlay in overlays:
+        _merge(config, yaml.safe_load(Path(overlay).read_text()) or {})
+    return validate(config, schema_path)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def typed(value):
+    """``value`` with every string leaf read as a number, a bool or null where it is one (else kept). Snakemake's
+    ``--config key={a: 1e-3}`` reads a nested value with YAML's BaseLoader, so every leaf arrives a string
+    ("'0.001' is not of type 'number'"); its top-level values already go through int, float, bool. Floats
+    without a dot (1e-3) are numbers here too, as they are at the top level."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    parsed = yaml.safe_load(value) if value.strip() else value
+    return parsed if isinstance(parsed, (bool, type(None))) else value
+
+
+def apply_overrides(config: dict, overrides: dict) -> dict:
+    """Merge the command line's ``--config`` values, typed, over ``config`` (in place) and return it."""
+    return _merge(config, typed(copy.deepcopy(overrides)))
 
 
 def source_first_on_path(src: str, environ: Mapping[str, str]) -> str:

@@ -7,11 +7,13 @@ import shutil
 from snakemake.exceptions import WorkflowError
 
 from daebench import paths as P
-from daebench.config import ConfigError, modes, source_first_on_path, validate
+from daebench.config import ConfigError, apply_overrides, modes, source_first_on_path, validate
 from daebench.jobs import bind
 from daebench.jobs.ddvi import SETTING_OF_TABLE
 from daebench.studies import REGISTRY as STUDIES
 
+# `--config train={lr: 1e-3}` arrives with every nested leaf a string (Snakemake reads it with YAML's BaseLoader)
+apply_overrides(config, workflow.config_settings.overwrite_config or {})
 try:
     validate(config, workflow.source_path("../schemas/params.schema.yaml"))
 except ConfigError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import ConfigError  # noqa: F401  (slice builders raise it; Snakemake shows its message)
+from ..config import ConfigError  # slice builders raise it too; Snakemake shows its message
 
 
 def as_json(obj) -> str:
@@ -38,8 +38,15 @@ def compute_settings(device_name: str) -> dict:
     return {"settings": settings, "effective": compute.effective(settings, resolve_device(device_name))}
 
 
-def validate(params: str, schema: str, progress: bool = True) -> None:
+def validate(params: str, schema: str, overlay: list | None = None, progress: bool = True) -> None:
+    """params.yaml with the overlays (a preset, a --configfile) merged over it, checked as the workflow does;
+    the problems one per line, without a traceback."""
     from ..config import load
 
-    load(params, schema)
-    print(f"{params}: valid")
+    try:
+        load(params, schema, overlay or ())
+    except ConfigError as err:
+        hint = "" if overlay else ("\n(an overlay such as a preset or a --configfile is checked over params.yaml: "
+                                   f"python -m daebench validate --overlay {params})")
+        raise SystemExit(f"{' + '.join([params, *(overlay or [])])}: {err}{hint}") from None
+    print(f"{' + '.join([params, *(overlay or [])])}: valid")
