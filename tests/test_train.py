@@ -1,6 +1,7 @@
 """The train package: the loss contract (`as_stages`), optimizer state in checkpoints (one Adam state per stage; the
 single dict of older one-stage checkpoints still loads) and the loop's sections staying short."""
 import ast
+import re
 import os
 import subprocess
 import sys
@@ -163,7 +164,9 @@ def test_progress_in_a_log_file_is_one_line_per_log_point(tmp_path):
     text = log.read_text()
     assert "\r" not in text
     lines = text.splitlines()
-    assert [line.split("|")[0].strip() for line in lines[:5]] == [
+    # each stamped as the logging lines are (asctime: 2026-12-06 22:03:28,162)
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} train phase 0:", line) for line in lines), lines
+    assert [line[24:].split("|")[0].strip() for line in lines[:5]] == [
         "train phase 0:   0%", "train phase 0:  25%", "train phase 0:  50%", "train phase 0:  75%", "train phase 0: 100%"]
     assert len(lines) <= 6 and "mse=" in lines[-1]
 

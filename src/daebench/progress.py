@@ -5,6 +5,7 @@ seconds (``log_every`` updates, where the caller has log points, e.g. the traini
 from __future__ import annotations
 
 import sys
+import time
 
 LOG_INTERVAL_S = 30.0
 
@@ -17,8 +18,10 @@ class _Lines:
 
     def write(self, s: str) -> None:
         s = s.replace("\r", "").strip()
-        if s:
-            self.stream.write(s + "\n")
+        if s:  # stamped like the logging lines around it (logging's asctime)
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+            self.stream.write(f"{stamp} {s}\n")
 
     def flush(self) -> None:
         self.stream.flush()

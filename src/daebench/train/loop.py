@@ -337,7 +337,7 @@ def _finish(loop: _Loop, ph: _Phase, ex: _Exec) -> dict:
 def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Tensor | UInt8Images | tuple, *,
                 steps: int, phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict,
                 init: dict | None = None, logger: Logger | None = None, step_offset: int = 0, progress: bool = True,
-                extra: dict | None = None, compute: dict | None = None) -> dict:
+                extra: dict | None = None, compute: dict | None = None, name: str | None = None) -> dict:
     """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
 
     ``loss_fn``: a callable of unreduced terms or an ``Objective`` (package header). ``images``: a tensor, a
@@ -349,7 +349,8 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
     ``step_offset``: global step at the start of this phase (LR warm-up and EMA run over all phases).
     ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
     ``compute``: execution settings (compute.DEFAULTS; GPU fast paths apply on CUDA only). Under torchrun the
-    processes train one model with DDP.
+    processes train one model with DDP. ``name``: what the progress lines call the run (the job's
+    ``<method>/<phase>``, as params.yaml names the phase), else "phase <index>".
     Returns the final checkpoint dict.
     """
     ex = _execution(train_cfg, compute)
@@ -363,7 +364,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
     _frozen_from_ema(loop)
     batches = _batches(images, train_cfg, phase_index, ex)
     step_module = _wrap(loop, ex)
-    meter = _Meter(tqdm(range(loop.start, steps), initial=loop.start, total=steps, desc=f"train phase {phase_index}",
+    meter = _Meter(tqdm(range(loop.start, steps), initial=loop.start, total=steps, desc=f"train {name or f'phase {phase_index}'}",
                         disable=not progress or not ex.dist.is_main, mininterval=2.0, log_every=train_cfg["log_every"]))
     for step in meter.bar:
         lr = _train_step(loop, step_module, batches, meter, ph, ex, step)
