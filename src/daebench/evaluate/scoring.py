@@ -69,9 +69,11 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     per_image["featdist_domain"] = features.feature_distance_domain(x, y, clf)
     chance["featdist_domain"] = features.feature_distance_domain(x, other, clf)
     out["featdist_domain"] = float(per_image["featdist_domain"].mean())
-    for name, why in notes.items():
-        if name in ("lpips", "fid_tf", "fid_cf"):
-            log.warning("%s not computed: %s", name, why.splitlines()[0])
+    missing = [name for name in notes if name in ("lpips", "fid_tf", "fid_cf")]
+    if missing:  # one line: which metrics, where the weights should be, and the command that fetches them
+        log.warning("%s not computed: pretrained weights missing or failing their sha256 in %s (python -m daebench "
+                    "fetch-weights --dest %s; "
+                    "details in this job's output JSON, not_computed)", ", ".join(missing), weights_dir, weights_dir)
     return {"metrics": out, "n_images": int(x.shape[0]), "image_shape": list(x.shape[1:]),
             "ddim_steps": meta["ddim_steps"], "nfe": meta["nfe"],
             "cost": {k: meta[k] for k in ("nfe_encoder", "nfe_endpoint", "nfe_decode") if k in meta},
