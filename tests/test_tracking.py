@@ -163,7 +163,7 @@ def test_system_metrics_failure_only_warns(default_store, monkeypatch, caplog):
     def broken(*a, **k):
         raise RuntimeError("no psutil here")
 
-    monkeypatch.setattr(tracking.system_metrics, "start_monitor", broken)
+    monkeypatch.setattr(tracking.system_metrics, "Sampler", broken)
     with caplog.at_level("WARNING", logger="daebench.tracking"), \
             tracking.start_run(name="ok", rule="unit", dataset="d", params={}) as run:
         run.log_metrics({"x": 1.0})
@@ -179,8 +179,7 @@ def test_system_metrics_publish_failure_only_warns(default_store, caplog):
     with caplog.at_level("WARNING", logger="daebench.tracking"):
         with tracking.start_run(name="ok", rule="unit", dataset="d", params={}, system_metrics=False) as run:
             pass
-        mon = tracking.system_metrics.start_monitor("no-such-run", tracking.client(default_store), default_store,
-                                                    0.05, 1, False)
+        mon = tracking.system_metrics.Sampler(tracking.Run(tracking.client(default_store), "no-such-run"), 0.05, 1)
         time.sleep(0.3)
         mon.finish()
     assert "system metrics" in caplog.text

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -110,74 +109,6 @@ def open_run(journal: Path, *, experiment: str, tags: dict, run_id: str | None) 
             time.sleep(0.02)
         run.run_id = id_file.read_text().strip()
     return run
-
-
-# --- system metrics without MLflow ------------------------------------------------------------------------
-
-
-class Sampler:
-    """The "system/*" metrics MLflow's monitor logs (machine CPU %, memory, disk, network; this process's CPU
-    % and RSS; torch CUDA memory once CUDA is in use), sampled every ``interval`` s in a daemon thread, the
-    mean of ``samples`` samples logged per point, and a final point when the run ends."""
-
-    def __init__(self, run: JournalRun, interval: float, samples: int):
-        import psutil
-
-        self.run, self.interval, self.samples = run, max(0.1, interval), max(1, samples)
-        self._psutil, self._proc = psutil, psutil.Process()
-        self._stop, self._buf, self._step = threading.Event(), {}, 0
-        psutil.cpu_percent()
-        self._proc.cpu_percent()  # the first calls only set the reference points
-        self._net0 = psutil.net_io_counters()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="SystemMetricsMonitor")
-        self._thread.start()
-
-    def _collect(self) -> None:
-        ps, add = self._psutil, lambda k, v: self._buf.setdefault(k, []).append(float(v))
-        mem, disk, net = ps.virtual_memory(), ps.disk_usage(os.getcwd()), ps.net_io_counters()
-        add("cpu_utilization_percentage", ps.cpu_percent())
-        add("system_memory_usage_megabytes", mem.used / 1e6)
-        add("system_memory_usage_percentage", mem.percent)
-        add("disk_usage_percentage", disk.percent)
-        add("disk_usage_megabytes", disk.used / 1e6)
-        add("disk_available_megabytes", disk.free / 1e6)
-        if net is not None and self._net0 is not None:
-            add("network_receive_megabytes", (net.bytes_recv - self._net0.bytes_recv) / 1e6)
-            add("network_transmit_megabytes", (net.bytes_sent - self._net0.bytes_sent) / 1e6)
-        add("process_cpu_utilization_percentage", self._proc.cpu_percent())
-        add("process_memory_rss_megabytes", self._proc.memory_info().rss / 1e6)
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_initialized():
-            for i in range(torch.cuda.device_count()):
-                add(f"process_gpu_{i}_allocated_megabytes", torch.cuda.memory_allocated(i) / 1e6)
-                add(f"process_gpu_{i}_reserved_megabytes", torch.cuda.memory_reserved(i) / 1e6)
-
-    def _publish(self) -> None:
-        if self._buf:
-            self.run.log_metrics({f"system/{k}": round(sum(v) / len(v), 1) for k, v in self._buf.items()},
-                                 step=self._step)
-            self._buf, self._step = {}, self._step + 1
-
-    def _loop(self) -> None:
-        try:
-            n = 0
-            while not self._stop.wait(self.interval):
-                self._collect()
-                n += 1
-                if n >= self.samples:
-                    self._publish()
-                    n = 0
-        except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-            log.warning("system metrics sampling stopped for run %s: %s", self.run.run_id, exc)
-
-    def finish(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-        try:  # the tail of the run (the whole run if it was shorter than one interval)
-            self._collect()
-            self._publish()
-        except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-            log.warning("final system metrics of run %s not logged: %s", self.run.run_id, exc)
 
 
 # --- the shipper (the workflow's process) -----------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import system_metrics as sysmetrics  # start_run's argument system_metrics is a flag
-from .journal import Sampler, live_journal, open_run
+from .journal import live_journal, open_run
 from .store import client, experiment_name, resolve_uri, retry, setup_experiment, tracking_uri
 from .system_metrics import SYSTEM_METRICS_INTERVAL, SYSTEM_METRICS_SAMPLES
 
@@ -142,7 +142,7 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
         monitor = None
         if sysmetrics.enabled(system_metrics):
             try:
-                monitor = Sampler(handle, system_metrics_interval, system_metrics_samples)
+                monitor = sysmetrics.Sampler(handle, system_metrics_interval, system_metrics_samples)
             except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
                 log.warning("system metrics disabled for run %s: %s", handle.run_id, exc)
         status = "FINISHED"
@@ -165,15 +165,13 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
         run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
         handle = Run(c, run_id)
         handle.log_params(params)
-        resume = False
     else:
         retry(lambda: c.update_run(run_id, status="RUNNING"))
         handle = Run(c, run_id)
-        resume = True
     monitor = None
     if sysmetrics.enabled(system_metrics):
         try:
-            monitor = sysmetrics.start_monitor(run_id, c, uri, system_metrics_interval, system_metrics_samples, resume)
+            monitor = sysmetrics.Sampler(handle, system_metrics_interval, system_metrics_samples)
         except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
             log.warning("system metrics disabled for run %s: %s", run_id, exc)
     status = "FINISHED"
