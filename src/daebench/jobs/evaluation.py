@@ -24,8 +24,9 @@ def reconstruct(cfg: dict, data: Path, out: Path, method: str, mode: str, model:
     # cache keys predate the sampler block), the other studies' carry ``nfe`` and a ``sampler`` block
     nfe, sampler = (ev["ddim_steps"], {"clip_x0": ev["clip_x0"]}) if "ddim_steps" in ev else (ev["nfe"], ev["sampler"])
     ckpt = load_checkpoint(Path(model))
-    with start_run(name=f"{method}/reconstruct-{mode}-nfe{nfe}", rule="reconstruct",
-                   dataset=cfg["dataset"], params=cfg) as run:
+    trained_by = ckpt.get("mlflow_run_id")  # the training run, so MLflow can set these numbers beside its lr
+    with start_run(name=f"{method}/reconstruct-{mode}-nfe{nfe}", rule="reconstruct", dataset=cfg["dataset"],
+                   params={**cfg, "mode": mode}, tags={"daebench.training_run_id": trained_by or ""}) as run:
         res = reconstruct_split(ckpt, Path(data), cfg["method"], mode, nfe=nfe, sampler=sampler,
                                 n_images=ev["n_images"], batch_size=ev["batch_size"], seed=ev["seed"],
                                 device=resolve_device(cfg.get("device", "auto")), progress=progress)
@@ -33,7 +34,7 @@ def reconstruct(cfg: dict, data: Path, out: Path, method: str, mode: str, model:
         save_npz(out, original=res["original"], recon=res["recon"], labels=res["labels"],
                  meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": mode, **res["cost"],
                                   "sampler": sampler, "ddim_steps": nfe, "n_params": res["n_params"],
-                                  "mlflow_run_id": run.run_id}))
+                                  "mlflow_run_id": run.run_id, "training_run_id": trained_by}))
         grid = out.with_suffix(".png")
         save_grid(grid, [res["original"], res["recon"]])
         run.log_metrics({"seconds": res["seconds"], "nfe": res["nfe"],
@@ -59,13 +60,22 @@ def train_classifier(cfg: dict, data: Path, out: Path, progress: bool = True) ->
 
 def metrics(cfg: dict, out: Path, method: str, mode: str, recon: Path, classifier: Path,
             progress: bool = True) -> None:
+    import numpy as np
+
     from ..evaluate.scoring import score_reconstructions
     from ..tracking import start_run
 
-    with start_run(name=f"{method}/metrics-{mode}", rule="metrics", dataset=cfg["dataset"], params=cfg) as run:
+    with np.load(recon) as f:  # which training run made the model (absent in reconstructions made before)
+        trained_by = json.loads(str(f["meta"])).get("training_run_id")
+    with start_run(name=f"{method}/metrics-{mode}", rule="metrics", dataset=cfg["dataset"],
+                   params={**cfg, "method": method, "mode": mode},
+                   tags={"daebench.training_run_id": trained_by or ""}) as run:
         result = score_reconstructions(Path(recon), Path(classifier), Path(cfg["weights_dir"]), cfg.get("intervals"))
-        run.log_metrics({k: v for k, v in result["metrics"].items() if v is not None})
-        result.update(method=method, mode=mode, mlflow_run_id=run.run_id)
+        values = {k: v for k, v in result["metrics"].items() if v is not None}
+        run.log_metrics(values)
+        if trained_by:  # and on the training run, where MLflow's compare view sets them against its params
+            run.log_metrics({f"eval/{mode}/{k}": v for k, v in values.items()}, run_id=trained_by)
+        result.update(method=method, mode=mode, mlflow_run_id=run.run_id, training_run_id=trained_by)
     write_json(out, result)
     log.info("%s %s: %s", method, mode, result["metrics"])
 

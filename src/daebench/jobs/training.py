@@ -66,10 +66,10 @@ def run_training(job: TrainingJob, progress: bool = True) -> dict:
     opened = start_run(name=job.name, rule=job.rule, dataset=job.dataset, params=job.params, run_id=run_id) \
         if compute.dist_info().is_main else contextlib.nullcontext(NullRun())
     with opened as run:
-        if run_id is None:
-            run.log_params({"compute": comp["effective"]})
-        run.log_metrics({**{f"params/{n}": num_params(m) for n, m in job.model.named_children()},
-                         "phase/steps": job.steps})
+        if run_id is None:  # what ran, and the network's size, are params (the compare view filters on them)
+            run.log_params({"compute": comp["effective"], "n_params": {n: num_params(m) for n, m in
+                                                                       job.model.named_children()},
+                            "phase_steps": job.steps})
         t0 = time.time()
         if job.before is not None and not job.ckpt_path.exists():
             job.before(run)

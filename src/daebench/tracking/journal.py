@@ -71,8 +71,9 @@ class JournalRun:
         with self._lock, open(self.path, "a") as fh:  # one write per line: the shipper reads whole lines
             fh.write(line)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.write({"metrics": {k: float(v) for k, v in metrics.items()}, "step": step or 0, "ts": _now_ms()})
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        rec = {"metrics": {k: float(v) for k, v in metrics.items()}, "step": step or 0, "ts": _now_ms()}
+        self.write({**rec, "run_id": run_id} if run_id else rec)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from .runs import _flatten
@@ -166,12 +167,12 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
     end = data.rfind(b"\n") + 1  # whole lines only: the job may be writing the next one
     lines = data[:end].splitlines()
     c = client(uri)
-    metrics: list = []
+    metrics: dict[str, list] = {}  # by the run they go to: this file's, or another named by the line
 
     def flush_metrics():
-        for i in range(0, len(metrics), METRIC_BATCH):
-            chunk = metrics[i:i + METRIC_BATCH]
-            retry(lambda chunk=chunk: c.log_batch(f.run_id, metrics=chunk))
+        for run_id, batch in metrics.items():
+            for i in range(0, len(batch), METRIC_BATCH):
+                retry(partial(c.log_batch, run_id or f.run_id, metrics=batch[i:i + METRIC_BATCH]))
         metrics.clear()
 
     ended = False
@@ -191,7 +192,8 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
                 id_tmp.write_text(f.run_id)
                 os.replace(id_tmp, f.path.with_suffix(".id"))  # the job is waiting for this
         elif "metrics" in rec:
-            metrics += [Metric(k, v, rec["ts"], rec["step"]) for k, v in rec["metrics"].items()]
+            metrics.setdefault(rec.get("run_id"), []).extend(Metric(k, v, rec["ts"], rec["step"])
+                                                             for k, v in rec["metrics"].items())
             continue  # consecutive metric lines go in one request
         else:
             flush_metrics()

@@ -45,12 +45,13 @@ class Run:
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
+        """``run_id``: onto another run (an evaluation's numbers onto the training run they measure)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
-        retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        retry(lambda: self.client.log_batch(run_id or self.run_id, metrics=batch))
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -96,7 +97,7 @@ class NullRun:
 
     run_id = None
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, run_id: str | None = None) -> None:
         pass
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -120,18 +121,19 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 @contextlib.contextmanager
 def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str | None = None,
               system_metrics: bool | None = None, system_metrics_interval: float = SYSTEM_METRICS_INTERVAL,
-              system_metrics_samples: int = SYSTEM_METRICS_SAMPLES) -> Iterator[Run]:
+              system_metrics_samples: int = SYSTEM_METRICS_SAMPLES, tags: dict | None = None) -> Iterator[Run]:
     """Start (or resume, given ``run_id``) a run tagged with git sha, params hash, rule and dataset, and log
     system metrics while the body runs (``system_metrics=False`` or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false
     turns that off; failures there only warn). The run is marked FAILED if the body raises and stays RUNNING
     for processes that are killed (KILLED once the workflow's shipper sees the process gone). Inside a
-    workflow the run goes through its journal (journal.py: no MLflow import in the job); elsewhere directly."""
+    workflow the run goes through its journal (journal.py: no MLflow import in the job); elsewhere directly.
+    ``tags``: more tags of a new run (an evaluation's ``daebench.training_run_id``)."""
     uri = resolve_uri(tracking_uri())
-    tags = None
+    extra_tags, tags = tags or {}, None
     if run_id is None:
         sha = git_sha()  # also under MLflow's own key, which the UI shows as the run's source commit
         tags = {"git_sha": sha, "mlflow.source.git.commit": sha, "params_hash": params_hash(params), "rule": rule,
-                "dataset": dataset, "mlflow.runName": name}
+                "dataset": dataset, "mlflow.runName": name, **{k: str(v) for k, v in extra_tags.items()}}
         if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     journal = live_journal(uri)
