@@ -52,6 +52,14 @@ SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluste
 SMOKE_REPORT = "results/report.html"  # every study's section, so also DDVI's Table 2 and latent plots
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run): every test that reads the shared smoke run goes to
+    one worker, so the run is built once per session; the other tests are spread over the workers."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))
+
+
 def require(available: bool, what: str) -> None:
     """A test that needs a tool (Chromium, SLURM, munge): skipped with the reason where it is missing, but a
     failure under CI=true, where .ci/run installs every tool, so CI cannot pass by skipping."""
