@@ -1,8 +1,8 @@
 """The train package: the loss contract (`as_stages`), optimizer state in checkpoints (one Adam state per stage; the
 single dict of older one-stage checkpoints still loads) and the loop's sections staying short."""
 import ast
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
