@@ -52,6 +52,7 @@ SMOKE_FIGURES = ["results/scorevae/recon_grid.png", "results/ddvi/latents_cluste
 SMOKE_REPORT = "results/report.html"  # every study's section, so also DDVI's Table 2 and latent plots
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marker into the worker assignment
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run): every test that reads the shared smoke run goes to
     one worker, so the run is built once per session; the other tests are spread over the workers."""
