@@ -246,7 +246,8 @@ def test_smoke_table4_end_to_end(smoke_run):
         # and on the run that trained the model (the last phase's), beside its lr and network sizes
         trained = client.get_run(r.data.tags["daebench.training_run_id"])
         assert trained.data.tags["rule"] == "train" and trained.info.run_name.startswith(row["method"] + "/")
-        assert trained.data.metrics[f"eval/{row['mode']}/psnr"] == pytest.approx(row["psnr"], rel=1e-4)
+        what = f"{row['mode']}-{row['ddim_steps']}steps-n{row['n_images']}"
+        assert trained.data.metrics[f"eval/{what}/psnr"] == pytest.approx(row["psnr"], rel=1e-4)
         assert "train.lr" in trained.data.params and int(trained.data.params["n_params.decoder"]) > 0
     train_runs = [r for r in client.search_runs([client.get_experiment_by_name("daebench").experiment_id],
                                                 "tags.rule = 'train'")

@@ -73,8 +73,10 @@ def metrics(cfg: dict, out: Path, method: str, mode: str, recon: Path, classifie
         result = score_reconstructions(Path(recon), Path(classifier), Path(cfg["weights_dir"]), cfg.get("intervals"))
         values = {k: v for k, v in result["metrics"].items() if v is not None}
         run.log_metrics(values)
-        if trained_by:  # and on the training run, where MLflow's compare view sets them against its params
-            run.log_metrics({f"eval/{mode}/{k}": v for k, v in values.items()}, run_id=trained_by)
+        if trained_by:  # and on the training run, where MLflow's compare view sets them against its params; one
+            # model is scored by several studies (Table 4's 32 images at 8 steps, DBAE's 16 at 5): named apart
+            what = f"{mode}-{result['ddim_steps']}steps-n{result['n_images']}"
+            run.log_metrics({f"eval/{what}/{k}": v for k, v in values.items()}, run_id=trained_by)
         result.update(method=method, mode=mode, mlflow_run_id=run.run_id, training_run_id=trained_by)
     write_json(out, result)
     log.info("%s %s: %s", method, mode, result["metrics"])
