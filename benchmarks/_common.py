@@ -3,7 +3,6 @@ matmul peak, diffusers reference models, tables and JSON output. Not a public AP
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import json
 import math
@@ -19,6 +18,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from daebench.checkpoint import resolve_device
+from daebench.config import deep_update
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -100,16 +100,6 @@ def print_environment(env: dict) -> None:
 
 
 # --- configuration ---------------------------------------------------------------------------------
-
-def deep_update(base: dict, over: dict) -> dict:
-    """Recursive dict update, as Snakemake merges a --configfile over params.yaml."""
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
-    return base
-
 
 def load_config(configfile: Path | None = None, overrides: dict | None = None) -> dict:
     """params.yaml, then ``configfile`` (a preset) or ``overrides`` merged over it, validated with the

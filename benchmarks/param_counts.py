@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from daebench.config import deep_update
+
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "workflow" / "presets"
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
@@ -67,13 +69,6 @@ def paper_size(dataset: str, method: dict, network: str) -> tuple[float | None, 
 
 # --------------------------------------------------------------------------- configuration
 
-def _merge(base: dict, over: dict) -> dict:
-    """Snakemake's --configfile semantics (snakemake.utils.update_config): dicts merge, the rest replaces."""
-    for k, v in over.items():
-        base[k] = _merge(base.get(k, {}) if isinstance(base.get(k), dict) else {}, v) if isinstance(v, dict) else v
-    return base
-
-
 def preset_targets(path: Path) -> list[str]:
     """The result files a preset is meant for: its ``# targets: a b c`` header line."""
     for line in path.read_text().splitlines():
@@ -86,7 +81,7 @@ def load_config(preset: Path) -> dict:
     from daebench.config import validate
 
     cfg = yaml.safe_load((REPO / "params.yaml").read_text())
-    _merge(cfg, yaml.safe_load(preset.read_text()) or {})
+    deep_update(cfg, yaml.safe_load(preset.read_text()) or {})
     return validate(cfg, SCHEMA, local_data=False)  # networks only: no dataset is read
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daebench.config import deep_update
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,15 +36,6 @@ def executed_jobs(output: str) -> Counter:
             if m.group(1) != "total":
                 counts[m.group(1)] += int(m.group(2))
     return counts
-
-
-def deep_update(base, extra):
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 def test_committed_dvc_yaml_is_derived_from_params():

@@ -414,14 +414,16 @@ def load(path: str | Path, schema_path: str | Path, overlays: Sequence[str | Pat
     """``path`` with each overlay merged over it (as ``--configfile`` does), validated."""
     config = yaml.safe_load(Path(path).read_text()) or {}
     for overlay in overlays:
-        _merge(config, yaml.safe_load(Path(overlay).read_text()) or {})
+        deep_update(config, yaml.safe_load(Path(overlay).read_text()) or {})
     return validate(config, schema_path)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def deep_update(base: dict, over: dict) -> dict:
+    """``over`` merged into ``base`` (in place, returned) as Snakemake merges a --configfile over params.yaml:
+    dicts merge key by key, anything else replaces (a copy)."""
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_update(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -449,7 +451,7 @@ def typed(value):
 
 def apply_overrides(config: dict, overrides: dict) -> dict:
     """Merge the command line's ``--config`` values, typed, over ``config`` (in place) and return it."""
-    return _merge(config, typed(copy.deepcopy(overrides)))
+    return deep_update(config, typed(copy.deepcopy(overrides)))
 
 
 def source_first_on_path(src: str, environ: Mapping[str, str]) -> str:

@@ -141,41 +141,31 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
         handle = open_run(journal, experiment=experiment_name(), tags=tags, run_id=run_id)
         if run_id is None:
             handle.log_params(params)
-        monitor = None
-        if sysmetrics.enabled(system_metrics):
-            try:
-                monitor = sysmetrics.Sampler(handle, system_metrics_interval, system_metrics_samples)
-            except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-                log.warning("system metrics disabled for run %s: %s", handle.run_id, exc)
-        status = "FINISHED"
-        try:
-            yield handle
-        except BaseException:
-            status = "FAILED"
-            raise
-        finally:
-            if monitor is not None:
-                monitor.finish()
-            handle.write({"end": status, "ts": int(time.time() * 1000)})
-        return
-    import mlflow
 
-    mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
-    c = client(uri)
-    if run_id is None:
-        exp_id = setup_experiment(uri, experiment_name())
-        run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
-        handle = Run(c, run_id)
-        handle.log_params(params)
+        def close(status: str) -> None:
+            handle.write({"end": status, "ts": int(time.time() * 1000)})
     else:
-        retry(lambda: c.update_run(run_id, status="RUNNING"))
-        handle = Run(c, run_id)
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)  # anything logging through mlflow's globals goes to the same store
+        c = client(uri)
+        if run_id is None:
+            exp_id = setup_experiment(uri, experiment_name())
+            run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
+            handle = Run(c, run_id)
+            handle.log_params(params)
+        else:
+            retry(lambda: c.update_run(run_id, status="RUNNING"))
+            handle = Run(c, run_id)
+
+        def close(status: str) -> None:
+            retry(lambda: c.set_terminated(handle.run_id, status))
     monitor = None
     if sysmetrics.enabled(system_metrics):
         try:
             monitor = sysmetrics.Sampler(handle, system_metrics_interval, system_metrics_samples)
         except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-            log.warning("system metrics disabled for run %s: %s", run_id, exc)
+            log.warning("system metrics disabled for run %s: %s", handle.run_id, exc)
     status = "FINISHED"
     try:
         yield handle
@@ -187,14 +177,14 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
             try:
                 monitor.finish()
             except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-                log.warning("stopping system metrics of run %s failed: %s", run_id, exc)
+                log.warning("stopping system metrics of run %s failed: %s", handle.run_id, exc)
         if status == "FINISHED":
-            retry(lambda: c.set_terminated(run_id, status))
+            close(status)
         else:  # do not mask the body's exception
             try:
-                retry(lambda: c.set_terminated(run_id, status))
+                close(status)
             except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
-                log.warning("could not mark run %s FAILED: %s", run_id, exc)
+                log.warning("could not mark run %s FAILED: %s", handle.run_id, exc)
 
 
 _workflow_runs: list[tuple[str, str | None]] = []  # (run id, the parent id it replaced in the environment)
