@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,6 +266,30 @@ def test_report_command_renders_self_contained_html(rendered):
     assert "No training curves" not in html  # the env's store and experiment were read
     assert 'src="http' not in html and "<script src=" not in html  # nothing fetched from the network
     assert "def " not in html and "import " not in html  # code cells hidden
+    # the run header: code, configuration, date, machine and its matmul rate
+    header = html.split("This run", 1)[1][:4000]
+    for text in ("code", "configuration", "report built", "machine", "matmul rate", "GFLOP/s", "CPU threads"):
+        assert text in header, text
+    assert re.search(r"\d+ GFLOP/s \(fp32 2048", header)
+    # each Table 4 row's run id links to its run in the MLflow UI (the fixture's experiment, the default address)
+    from mlflow.tracking import MlflowClient
+
+    exp_id = MlflowClient(f"sqlite:///{rendered}/mlflow.db").get_experiment_by_name("report-test").experiment_id
+    for i in range(len(CIFAR)):
+        assert f'href="http://127.0.0.1:5000/#/experiments/{exp_id}/runs/run{i}"' in html
+    # a Table-4-only report: no empty "other studies" heading, no emergence section (no ladder ran)
+    assert "The other studies" not in html and "Emergence" not in html
+
+
+def test_run_header_facts():
+    from daebench.report.header import matmul_rate, run_header
+
+    df = run_header("0123abcd", measure=lambda: 130.0)
+    facts = dict(zip(df[""], df["value"]))
+    assert facts["configuration"].startswith("0123abcd")
+    assert facts["matmul rate"].startswith("130 GFLOP/s") and "scale by 2.00" in facts["matmul rate"]
+    assert len(facts["code"].split()[0]) == 40  # this checkout's commit
+    assert 1 < matmul_rate(n=256, reps=2) < 1e5  # a real measurement, in GFLOP/s
 
 
 def chromium_cmd(profile: Path) -> list[str]:

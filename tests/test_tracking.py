@@ -1,5 +1,6 @@
 """MLflow tracking: retry() matching, 8 jobs racing on one new SQLite store (schema + experiment
 creation, no prior setup) with system metrics, and a real training job logging to a real `mlflow server`."""
+import hashlib
 import json
 import os
 import signal
@@ -127,11 +128,17 @@ def test_jobs_nest_under_the_workflow_run_with_their_checkpoints(default_store, 
 
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     monkeypatch.setenv(tracking.OPTIONS_ENV, json.dumps({"log_checkpoints": True, "register_models": True}))
-    parent = tracking.open_workflow_run(["snakemake", "results/table4.csv"])
+    parent = tracking.open_workflow_run(["snakemake", "--cores", "8", "results/table4.csv"], ["results/table4.csv"])
     assert os.environ[tracking.PARENT_ENV] == parent
-    inner = tracking.open_workflow_run(["snakemake", "inner"])
+    inner = tracking.open_workflow_run(["snakemake", "inner"], ["inner"])
+    with tracking.start_run(name="i", rule="train", dataset="d", params={}, system_metrics=False) as run:
+        pass
+    assert MlflowClient(default_store).get_run(run.run_id).data.tags["mlflow.parentRunId"] == inner
     tracking.close_workflow_run(success=False)
     assert os.environ[tracking.PARENT_ENV] == parent
+    empty = tracking.open_workflow_run(["snakemake", "results/claims.csv"], ["results/claims.csv"])
+    tracking.close_workflow_run(success=True)  # its jobs logged no run: no parent left in the runs list
+    assert MlflowClient(default_store).get_run(empty).info.lifecycle_stage == "deleted"
     runs = []
     for name in ("a", "b"):
         ckpt = tmp_path / f"{name}.pt"
@@ -143,18 +150,32 @@ def test_jobs_nest_under_the_workflow_run_with_their_checkpoints(default_store, 
     assert tracking.PARENT_ENV not in os.environ
     c = MlflowClient(default_store)
     assert c.get_run(parent).info.status == "FINISHED" and c.get_run(parent).data.tags["rule"] == "workflow"
+    assert c.get_run(parent).info.run_name == "snakemake results/table4.csv"
+    assert c.get_run(parent).info.lifecycle_stage == "active"
     assert c.get_run(inner).info.status == "FAILED" and c.get_run(inner).data.tags["mlflow.parentRunId"] == parent
     for run_id, name in zip(runs, ("a", "b")):
         assert c.get_run(run_id).data.tags["mlflow.parentRunId"] == parent
-        assert [f.path for f in c.list_artifacts(run_id, "checkpoint")] == [f"checkpoint/{name}.pt"]
+        assert [f.path for f in c.list_artifacts(run_id, "checkpoint")] == [f"checkpoint/{name}.pt"]  # copied: opted in
         (version,) = c.search_model_versions(f"name='d-{name}-main'")
         assert version.run_id == run_id and version.source.endswith(f"checkpoint/{name}.pt")
         assert version.tags["params_hash"] == c.get_run(run_id).data.tags["params_hash"]
-    # off by default for registration, and entirely with log_checkpoints: false
-    monkeypatch.setenv(tracking.OPTIONS_ENV, json.dumps({"log_checkpoints": False}))
+    # by default the checkpoint is stored once: the run names the file and its hash, nothing is copied
+    monkeypatch.delenv(tracking.OPTIONS_ENV)
+    monkeypatch.chdir(tmp_path)
     with tracking.start_run(name="c", rule="train", dataset="d", params={}, system_metrics=False) as run:
         run.log_checkpoint(tmp_path / "a.pt", "d-c-main")
-    assert c.list_artifacts(run.run_id) == [] and "mlflow.parentRunId" not in c.get_run(run.run_id).data.tags
+    tags = c.get_run(run.run_id).data.tags
+    assert [a.path for a in c.list_artifacts(run.run_id)] == ["config.json"] and "mlflow.parentRunId" not in tags
+    assert tags["checkpoint.path"] == "a.pt"
+    assert tags["checkpoint.sha256"] == hashlib.sha256(b"a" * 100).hexdigest()
+    assert c.search_model_versions("name='d-c-main'") == []
+
+
+def test_workflow_run_names_list_the_targets():
+    assert tracking.workflow_run_name(["results/table4.csv"]) == "snakemake results/table4.csv"
+    name = tracking.workflow_run_name([f"results/dbae/table{i}.csv" for i in range(1, 10)])
+    assert name.startswith("snakemake results/dbae/table1.csv results/dbae/table2.csv") and name.endswith(" more")
+    assert len(name) <= 90 and name.split()[-2] == f"+{9 - (len(name.split()) - 3)}"
 
 
 def test_system_metrics_failure_only_warns(default_store, monkeypatch, caplog):
@@ -260,7 +281,7 @@ def test_concurrent_jobs_on_fresh_sqlite(tmp_path):
         loss = client.get_metric_history(r.info.run_id, "loss")
         assert sorted(m.step for m in loss) == list(range(N_STEPS))  # no point lost to "database is locked"
         assert len(client.get_metric_history(r.info.run_id, "acc")) == N_STEPS
-        assert [a.path for a in client.list_artifacts(r.info.run_id)] == [f"artifact{i}.txt"]
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == [f"artifact{i}.txt", "config.json"]
         system = {k for k in r.data.metrics if k.startswith("system/")}
         assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
                 "system/process_memory_rss_megabytes"} <= system, system
@@ -371,6 +392,7 @@ mode = sys.argv[1]
 with start_run(name="job", rule="metrics", dataset="d", params={"a": 1, "b": {"c": [1, 2]}},
                system_metrics_interval=0.05, system_metrics_samples=1) as run:
     print(run.run_id, flush=True)
+    print("training step 3/3", file=sys.stderr, flush=True)
     for step in range(3):
         run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
     open("grid.png", "w").write("png")
@@ -396,9 +418,11 @@ def shipping(default_store, tmp_path, monkeypatch):
     tracking.start_shipping(default_store)
 
     def job(mode="ok", check=True):
-        out = subprocess.run([sys.executable, "job.py", mode], check=False, cwd=tmp_path, capture_output=True, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
-        assert out.returncode == 0 or not check, out.stderr
+        # stderr into a log file, as a rule's `> {log} 2>&1` does: the run attaches it
+        with open(tmp_path / f"{mode}.log", "w") as err:
+            out = subprocess.run([sys.executable, "job.py", mode], check=False, cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
+        assert out.returncode == 0 or not check, (tmp_path / f"{mode}.log").read_text()
         return out.stdout.split()[0]
 
     yield job, parent
@@ -422,7 +446,10 @@ def test_journal_job_reaches_the_store_with_its_real_run_id(shipping, default_st
     assert [(m.step, m.value) for m in c.get_metric_history(ok, "loss")] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     assert len(c.get_metric_history(ok, "system/cpu_utilization_percentage")) >= 2
     assert {"system/system_memory_usage_megabytes", "system/process_memory_rss_megabytes"} <= set(r.data.metrics)
-    assert [a.path for a in c.list_artifacts(ok)] == ["grid.png"]
+    assert [a.path for a in c.list_artifacts(ok)] == ["config.json", "grid.png", "log"]  # and the resolved config
+    assert json.loads(Path(c.download_artifacts(ok, "config.json", str(tmp_path))).read_text()) == {"a": 1, "b": {"c": [1, 2]}}
+    assert "training step 3/3" in Path(c.download_artifacts(ok, "log/ok.log", str(tmp_path / "dl"))).read_text()
+    assert r.data.tags["mlflow.source.type"] == "LOCAL" and r.data.tags["mlflow.source.name"] == "daebench metrics"
     assert c.get_run(failed).info.status == "FAILED"
     assert c.get_run(died).info.status == "KILLED"  # no end line, its process gone
     assert sorted(p.name for p in (tmp_path / ".daebench/mlflow-journal").iterdir()) == [".lock"]  # all shipped
@@ -460,3 +487,25 @@ def test_journal_shipping_resumes_without_duplicates(default_store, tmp_path, mo
     # a stale heartbeat (no shipper): jobs log directly
     os.utime(d / jr.HEARTBEAT, (time.time() - 60, time.time() - 60))
     assert jr.live_journal(default_store) is None
+
+
+def test_a_copied_project_is_told_where_its_artifacts_go(tmp_path, caplog):
+    """MLflow stores an experiment's artifact location as an absolute path: a project copied with its
+    mlflow.db would write run artifacts into the original's folder. The workflow says so, naming both."""
+    from daebench.tracking.store import foreign_artifact_root
+
+    uri = f"sqlite:///{tmp_path}/copy/mlflow.db"
+    assert foreign_artifact_root(f"{tmp_path}/copy/mlruns/1", uri) is None
+    assert foreign_artifact_root(f"file://{tmp_path}/copy/mlruns/1", uri) is None
+    assert foreign_artifact_root(f"{tmp_path}/orig/mlruns/1", uri) == tmp_path / "orig/mlruns/1"
+    assert foreign_artifact_root("s3://bucket/mlruns/1", uri) is None  # a remote store: nothing to say
+    orig, copy = tmp_path / "orig", tmp_path / "copy2"
+    orig.mkdir()
+    subprocess.run([sys.executable, "-c", "from daebench.tracking import setup_experiment as s; "
+                    f"s('sqlite:///{orig}/mlflow.db', 'daebench')"], cwd=orig, check=True, timeout=120)
+    import shutil
+
+    shutil.copytree(orig, copy)
+    with caplog.at_level("WARNING", logger="daebench.tracking"):
+        tracking.setup_experiment(f"sqlite:///{copy}/mlflow.db", "daebench")
+    assert f"keeps its artifacts in {orig}/mlruns" in caplog.text and str(copy) in caplog.text

@@ -1,5 +1,6 @@
 """The workflow itself: lint, the DAG's shape, and every study's smoke run end to end (one shared
 undisturbed run, `smoke_run` in conftest.py; kills and resumption: test_chaos.py)."""
+import hashlib
 import re
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def test_a_nested_command_line_override_is_typed_and_reaches_the_jobs(project):
     assert proc.returncode == 0, out[-3000:]
     train = [line for line in out.splitlines() if "-m daebench train " in line]
     assert train and all('"lr":0.002' in line and '"batch_size":32' in line for line in train), train[:1]
+    # the dotted form is refused by Snakemake's own parser, before the workflow sees it (the README says so)
+    proc = run(["-n", "results/table4.csv", "--config", "train.lr=0.002"], project, timeout=120)
+    assert proc.returncode != 0 and "must start with a valid identifier" in proc.stdout + proc.stderr
 
 
 def test_dry_run_shows_the_spine(project):
@@ -262,14 +266,26 @@ def test_smoke_table4_end_to_end(smoke_run):
     workflow_run = client.get_run(parent)
     assert workflow_run.data.tags["rule"] == "workflow" and workflow_run.info.status == "FINISHED"
     assert "results/table4.csv" in workflow_run.data.tags["command"]
+    from conftest import SMOKE_FIGURES, SMOKE_REPORT, SMOKE_TABLES
+
+    from daebench.tracking import workflow_run_name
+
+    targets = sorted({t for ts in SMOKE_TABLES.values() for t in ts} | set(SMOKE_FIGURES) | {SMOKE_REPORT})
+    assert workflow_run.info.run_name == workflow_run_name(targets)  # named by its targets
     workflows = {r.info.run_id for r in client.search_runs(exp, "tags.rule = 'workflow'")}
     jobs = client.search_runs(exp, "tags.rule != 'workflow'", max_results=5000)
     assert {r.data.tags.get("mlflow.parentRunId") for r in jobs} <= workflows  # no job run outside one
     assert sum(r.data.tags["mlflow.parentRunId"] == parent for r in jobs) >= 100  # the shared run's ~140 jobs
     for r in train_runs:
         assert r.data.metrics["progress"] == 1.0 and r.data.metrics["eta_seconds"] == 0.0
-        phase = r.info.run_name.split("/")[1]
-        assert [f.path for f in client.list_artifacts(r.info.run_id, "checkpoint")] == [f"checkpoint/{phase}.pt"]
+        # the checkpoint stored once: the run names the workflow's file and its hash, copies nothing
+        tags = r.data.tags
+        ckpt = project / tags["checkpoint.path"]
+        assert tags["checkpoint.path"].startswith("resources/models/digits/") and ckpt.is_file()
+        assert tags["checkpoint.sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+        assert [f.path for f in client.list_artifacts(r.info.run_id)] == ["config.json", "log"]
+        (job_log,) = client.list_artifacts(r.info.run_id, "log")
+        assert job_log.path.endswith(".log") and job_log.file_size > 0
 
     again = run(["-n", "results/table4.csv", "--configfile", "tests/smoke.yaml"], project, timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-classifier", _job("evaluation", "train_classifier"), "train the domain feature classifier", cfg, data, out)
     add("metrics", _job("evaluation", "metrics"), "score reconstructions", cfg, out, method, mode,
         (["--recon"], {"required": True}), (["--classifier"], {"required": True}))
-    add("table4", _job("two_phase", "table4", torch=False), "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("table4", _job("two_phase", "table4", torch=False), "assemble results/table4.csv", cfg, out, (["--inputs"], {"nargs": "+"}),
+        (["--summary"], {"default": None, "help": "also write the study's headline numbers (results/summary/two_phase.json)"}))
     add("two-phase-table", _job("two_phase", "two_phase_table", torch=False), "assemble one of the two-phase ablation tables", cfg,
         out, (["--table"], {"required": True, "choices": _Registry("daebench.jobs.two_phase", "ABLATIONS"),
                              "metavar": "TABLE"}), (["--inputs"], {"nargs": "+"}))
@@ -157,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--notebook"], {"default": "notebooks/report.ipynb"}), (["--out-html"], {"required": True}),
         (["--executed"], {"required": True, "help": "where the executed notebook goes (kept when a cell fails)"}),
         (["--params-json"], {"default": "{}", "help": "JSON object of notebook parameters"}),
-        (["--cwd"], {"default": ".", "help": "the notebook's working directory (the repo root)"}))
+        (["--cwd"], {"default": ".", "help": "the notebook's working directory (the repo root)"}),
+        (["--config-hash"], {"default": None, "help": "the resolved params' hash, shown in the report's header"}))
     return p
 
 

@@ -11,6 +11,7 @@ import copy
 import functools
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def _with_defaults(validator_cls):
 # The code facts validation and the workflow read: the registries' names and each family's declaration. They
 # come from importing the code (torch: ~2 s), so they are cached per version of the files that declare them;
 # parsing the workflow then never imports torch.
-_FACT_SOURCES = ("methods/*.py", "diffusion/*.py", "data/registry.py", "studies/*.py", "claims/*.py")
+_FACT_SOURCES = ("config.py", "methods/*.py", "diffusion/*.py", "data/registry.py", "studies/*.py", "claims/*.py")
 
 
 def _compute_facts() -> dict:
@@ -48,17 +49,24 @@ def _compute_facts() -> dict:
     from .methods import FAMILIES
     from .studies import REGISTRY
 
+    module = {}  # family -> the module declaring it (src/daebench/methods/<module>.py), for DVC's code deps
+    for name, mod in sorted(sys.modules.items()):
+        if name.startswith("daebench.methods.") and mod is not None:
+            for f in [*getattr(mod, "FAMILIES", ()), *([mod.FAMILY] if hasattr(mod, "FAMILY") else [])]:
+                if FAMILIES.get(f.name) is f:
+                    module[f.name] = name.removeprefix("daebench.").replace(".", "/") + ".py"
     return {"registries": {"schedules": list(SCHEDULES), "datasets": list(DATASETS), "bridge_solvers": list(SOLVERS),
                            "studies": list(REGISTRY)},
             "study_tables": {n: list(s.claims.TABLES) for n, s in REGISTRY.items()},
             "families": {n: {"kind": f.kind, "nets": list(f.nets), "keys": sorted(f.keys), "required": list(f.required),
-                             "defaults": dict(f.defaults), "modes": list(f.modes)} for n, f in FAMILIES.items()}}
+                             "defaults": dict(f.defaults), "modes": list(f.modes), "module": module[n]}
+                         for n, f in FAMILIES.items()}}
 
 
 @functools.lru_cache(maxsize=1)
 def code_facts() -> dict:
     """{"registries": {schedules, datasets, bridge_solvers, studies}, "study_tables": {study: tables},
-    "families": {name: {kind, nets, keys, required, defaults, modes}}}: read from the code, cached under $XDG_CACHE_HOME/daebench by the sha256 of its files."""
+    "families": {name: {kind, nets, keys, required, defaults, modes, module}}}: read from the code, cached under $XDG_CACHE_HOME/daebench by the sha256 of its files."""
     import hashlib
     import json
 

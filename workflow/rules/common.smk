@@ -51,7 +51,7 @@ onstart:
     from daebench.tracking import experiment_name, open_workflow_run, resolve_uri, setup_experiment, start_shipping, tracking_uri
 
     setup_experiment(tracking_uri(), experiment_name())
-    open_workflow_run(["snakemake", *sys.argv[1:]])
+    open_workflow_run(["snakemake", *sys.argv[1:]], sorted(workflow.dag_settings.targets) or [workflow.default_target])
     start_shipping(resolve_uri(tracking_uri()))
 
 

@@ -38,7 +38,7 @@ HINT = ("imagenet32 needs the downsampled ImageNet 32x32 files (image-net.org, '
         "login required, so they are not downloaded here): set dataset_paths.imagenet32 in params.yaml (or your "
         "--configfile) to a folder holding Imagenet32_train_npz.zip and Imagenet32_val_npz.zip, or their extracted "
         "train_data_batch_1.npz .. train_data_batch_10.npz and val_data.npz (the pickled release Imagenet32_train.zip "
-        "/ Imagenet32_val.zip works too) - see README, 'Paper-scale presets'.")
+        "/ Imagenet32_val.zip works too) - see docs/scale.md, 'Paper-scale presets'.")
 
 
 def read_imagenet32_batch(raw: bytes, what: str, npz: bool) -> tuple[np.ndarray, np.ndarray]:

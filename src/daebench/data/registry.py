@@ -84,17 +84,17 @@ _CELEBA_HINT = (
     "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, so they are not downloaded here): set "
     "dataset_paths.celeba64 in params.yaml (or your --configfile) to the img_align_celeba folder (202,599 aligned "
     "and cropped 178x218 JPEGs) or to img_align_celeba.zip; put list_eval_partition.txt beside it for the official "
-    "train/test split (otherwise a seeded split of data.test_fraction) - see README, 'Paper-scale presets'.")
+    "train/test split (otherwise a seeded split of data.test_fraction) - see docs/scale.md, 'Paper-scale presets'.")
 _FFHQ_HINT = (
     "ffhq128 needs the FFHQ images (distributed through Google Drive, https://github.com/NVlabs/ffhq-dataset, so "
     "they are not downloaded here): set dataset_paths.ffhq128 in params.yaml (or your --configfile) to a folder "
     "(searched recursively) or a .zip of the PNGs of the images1024x1024 or thumbnails128x128 release; the split "
-    "is a seeded one of data.test_fraction - see README, 'Paper-scale presets'.")
+    "is a seeded one of data.test_fraction - see docs/scale.md, 'Paper-scale presets'.")
 _LSUN_HINT = (
     "lsun_bedroom128 reads dataset_paths.lsun_bedroom128: the bedroom_train_lmdb folder of the LSUN release "
     "(needs `python -m pip install lmdb`) or a folder / .zip of images exported from it; left null, "
     f"{local_images.LSUN_BEDROOM_ARCHIVE} (about 43 GB) is downloaded from {local_images.LSUN_URL} (or "
-    "data.base_url) - see README, 'Paper-scale presets'.")
+    "data.base_url) - see docs/scale.md, 'Paper-scale presets'.")
 
 
 def _build_celeba64(*, path, image_size, seed, test_fraction, max_train, max_test, progress, scratch_dir,

@@ -1,5 +1,9 @@
-"""dvc.yaml, derived: one DVC stage per study (data, table4, dbae, scorevae, ddvi, report), each a
-`snakemake` call on the study's targets, so Snakemake still decides which jobs rerun.
+"""dvc.yaml, derived: one DVC stage per study (data, table4, two_phase_ablations, dbae, scorevae, ddvi, report),
+each a `snakemake` call on the study's targets, so Snakemake still decides which jobs rerun.
+
+A stage's code ``deps`` are the shared code and its own modules (``code_deps``: what its Stage names, its rule
+files and the modules of the method families its jobs train), so editing one study's method leaves the other
+stages up to date; the report stage, which reads every study, depends on all of it.
 
 A stage's ``params`` are the config keys its jobs' slices read, found by running the same slice builders
 the workflow uses on a config that records every key they touch (``read_keys``); they cannot drift from
@@ -18,7 +22,8 @@ import yaml
 from .. import paths
 from . import data, dbae, evaluation, studies, training, two_phase
 
-CODE = ["Snakefile", "workflow", "src/daebench", "envs"]
+CODE = ["Snakefile", "workflow", "src/daebench", "envs"]  # the report stage's: it reads every study
+SOURCE, RULES = "src/daebench", "workflow/rules"
 
 
 def _reads_whole(name: str):
@@ -103,6 +108,70 @@ def _report_jobs(config):
             + [studies.study_claims_cfg(config, W(study=s)) for s in studies.report_studies(config)])
 
 
+# --- the code a stage runs ------------------------------------------------------------------------------------
+
+
+def _code_path(entry: str) -> str:
+    """A Stage.code entry as a repository path: ``x.smk`` under workflow/rules, anything else under src/daebench."""
+    return f"{RULES}/{entry}" if entry.endswith(".smk") else f"{SOURCE}/{entry}"
+
+
+def trained_families(slices) -> set[str]:
+    """The method families the jobs of these slices (JSON strings or dicts) train or load."""
+    import json
+
+    found: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("family"), str):
+                found.add(node["family"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for sl in slices:
+        if isinstance(sl, str):
+            try:
+                sl = json.loads(sl)
+            except ValueError:  # a provenance hash, not a slice
+                continue
+        walk(sl)
+    return found
+
+
+def family_modules() -> dict[str, str]:
+    """Family name -> the module declaring it (src/daebench/methods/<module>.py), from the cached code facts
+    (no torch import)."""
+    from ..config import code_facts
+
+    return {name: f"{SOURCE}/{f['module']}" for name, f in code_facts()["families"].items()}
+
+
+def code_deps(own: set[str], claimed: set[str], root: Path = Path(".")) -> list[str]:
+    """Snakefile, envs and the files under src/daebench and workflow/ that a stage runs: those no stage claims
+    (the shared code; a claimed folder claims what is in it) and its own (``own``), never another stage's; a
+    folder whole where nothing in it is left out, so dvc.yaml stays short."""
+    def walk(rel: str) -> tuple[list[str], bool]:
+        path = root / rel
+        if path.is_file():
+            keep = rel in own or not any(rel == c or rel.startswith(c + "/") for c in claimed)
+            return ([rel] if keep else []), keep
+        deps, whole = [], True
+        for child in sorted(path.iterdir()):
+            if child.name.startswith((".", "__pycache__")) or child.suffix == ".pyc":
+                continue
+            d, w = walk(f"{rel}/{child.name}")
+            deps += d
+            whole &= w
+        return ([rel] if whole else deps), whole
+
+    # a project without its own src/ (the installed package runs) depends on no source folder
+    return ["Snakefile", "envs"] + [d for top in (SOURCE, "workflow") if (root / top).is_dir() for d in walk(top)[0]]
+
+
 # --- the stages ----------------------------------------------------------------------------------------------
 
 
@@ -134,24 +203,33 @@ def stages(config: dict) -> dict:
     ds = config["dataset"]
     data_dir = paths.DATA.format(dataset=ds)
     owned: set = set()
+    by_family = family_modules()
 
-    def stage(targets, jobs, deps, outs, summary=None):
+    def own_code(study) -> set[str]:
+        st = study.stage
+        return ({_code_path(c) for c in st.code} | {f"{RULES}/{r}" for r in study.rules}
+                | {by_family[f] for f in trained_families(st.jobs(config)) if f in by_family})
+
+    owns = {study.name: own_code(study) for study in REGISTRY.values() if study.stage}
+    claimed = set().union(*owns.values(), {f"{SOURCE}/report"})  # the report's code: only the report stage's
+
+    def stage(targets, jobs, deps, outs, code, summary=None):
         s = {"cmd": "snakemake --cores all " + " ".join(targets + ([summary] if summary else [])),
-             "deps": CODE + deps, "params": read_keys(config, jobs),
+             "deps": code + deps, "params": read_keys(config, jobs),
              "outs": [{o: {"persist": True}} for o in outs]}
         if summary:
             s["metrics"] = [{summary: {"persist": True}}]  # cached: pushed and pulled with the results
         return s
 
-    out = {"data": stage(["data"], _data_jobs, [], [data_dir])}
+    out = {"data": stage(["data"], _data_jobs, [], [data_dir], code_deps(set(), claimed))}
     for study in REGISTRY.values():
         if st := study.stage:
             out[st.name] = stage(st.targets(config), st.jobs, st.deps(config), st.outs(config, owned),
-                                 paths.SUMMARY.format(study=study.name))
+                                 code_deps(owns[study.name], claimed), paths.SUMMARY.format(study=study.name))
     report_deps = [paths.TABLE4, "results/recon"] + [
         p for s in studies.report_studies(config)[1:] for p in REGISTRY[s].outputs(config)]
     out["report"] = stage([paths.REPORT, paths.ALL_CLAIMS], _report_jobs, ["notebooks/report.ipynb"] + report_deps,
-                          ["results/claims", paths.ALL_CLAIMS, paths.REPORT])
+                          ["results/claims", paths.ALL_CLAIMS, paths.REPORT], CODE)
     return out
 
 

@@ -73,13 +73,15 @@ def emergence(study: str, cfg: dict, points: list[str], out: Path, figure: Path,
 
 
 def report(notebook: str, out_html: str, executed: str, params_json: str = "{}", cwd: str = ".",
-           progress: bool = True) -> None:
+           config_hash: str | None = None, progress: bool = True) -> None:
     from papermill.exceptions import PapermillExecutionError
 
     from ..report.render import render_report
     from ..tracking import experiment_name, tracking_uri
 
     params = json.loads(params_json)
+    if config_hash:
+        params["config_hash"] = config_hash
     # The MLflow store and experiment reach jobs through the environment (not Snakemake params).
     params.setdefault("mlflow_uri", tracking_uri())
     params.setdefault("experiment", experiment_name())
@@ -220,6 +222,14 @@ def report_notebook_params(config: dict, wildcards, input) -> str:
     return as_json({"table4_csv": input.table4, "claims_csvs": list(input.claims), "recon_dir": "results/recon",
                     "studies": report_studies(config), "method_studies": method_studies(config),
                     "bench_dir": "logs/benchmarks"})
+
+
+def config_hash(config: dict, wildcards) -> str:
+    """The report header's hash of the resolved params: what was computed, not how (``mlflow``, ``compute``
+    excluded). A rule param of the report only, outside its DVC params (the report shows it, nothing reads it)."""
+    from ..tracking import params_hash
+
+    return params_hash({k: v for k, v in dict.items(config) if k not in ("mlflow", "compute")})
 
 
 def headline_numbers(study: str, tables: dict) -> dict:

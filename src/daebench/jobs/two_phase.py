@@ -18,11 +18,17 @@ ABLATIONS = {"table1": "recon", "table2": "recon", "table3": "recon", "table5": 
 log = logging.getLogger("daebench")
 
 
-def table4(cfg: dict, out: Path, inputs: list, progress: bool = True) -> None:
+def table4(cfg: dict, out: Path, inputs: list, summary: Path | None = None, progress: bool = True) -> None:
+    """Table 4 and, with ``summary``, its headline numbers (results/summary/two_phase.json, what `dvc metrics
+    show` prints): the main job writes both, so DVC can be told about it after the main job alone."""
     from ..tables import write_table4
 
     df = write_table4(cfg, [Path(p) for p in inputs], Path(out))
     log.info("wrote %s (%d rows)\n%s", out, len(df), df.to_string(index=False))
+    if summary is not None:
+        from .studies import summary as write_summary  # jobs.studies imports this module
+
+        write_summary("two_phase", [f"table4={out}"], Path(summary))
 
 
 def two_phase_table(table: str, cfg: dict, out: Path, inputs: list, progress: bool = True) -> None:

@@ -23,10 +23,12 @@ from ..evaluate.reconstruction import to_hwc01
 from ..methods import get_family
 from ..studies import REGISTRY
 from .curves import curves_figure, training_curves
+from .header import mlflow_run_link, run_header
 from .render import notebook_to_html, render_report
 from .sections import (
     SECTIONS,
     contents,
+    emergence_results,
     study_curves,
     study_figures,
     study_plots,
@@ -36,8 +38,8 @@ from .sections import (
 )
 
 __all__ = ["MODES", "SECTIONS", "STUDIES", "claims_by_study", "claims_summary", "contents", "curves_figure",
-           "findings_table", "interval_text", "load_recon_grid", "load_reference_table4", "metric_definitions",
-           "notebook_to_html", "orderings", "ours_table", "recon_figure", "reference_dir", "reference_table",
+           "emergence_results", "findings_table", "interval_text", "load_recon_grid", "load_reference_table4",
+           "metric_definitions", "mlflow_run_link", "notebook_to_html", "orderings", "ours_table", "run_header", "recon_figure", "reference_dir", "reference_table",
            "render_report", "side_by_side", "study_curves", "study_figures", "study_plots", "study_summary",
            "study_tables", "style_side_by_side", "styled", "training_curves"]
 
@@ -203,10 +205,13 @@ def orderings(ours: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     return df.fillna("")
 
 
-def ours_table(ours: pd.DataFrame):
+def ours_table(ours: pd.DataFrame, run_link=None):
+    """Our Table 4 for the report; ``run_link`` (run id -> HTML, header.mlflow_run_link) makes each row's
+    MLflow run id a link to its page in the tracking UI."""
     df = _order(ours)
     if "mlflow_run_id" in df.columns:
-        df["mlflow_run_id"] = df["mlflow_run_id"].astype(str).str[:8]
+        ids = df["mlflow_run_id"].astype(str)
+        df["mlflow_run_id"] = ids.map(run_link) if run_link is not None else ids.str[:8]
     num = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
     return df.style.hide(axis="index").format("{:.4g}", subset=num, na_rep="–")
 

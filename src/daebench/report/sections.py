@@ -68,12 +68,24 @@ def study_plots(study: str, results: str | Path = "results") -> list[tuple[str, 
     return out
 
 
-def contents(studies: Sequence[str]) -> str:
-    """The report's table of contents (Markdown links to the sections' anchors)."""
+def emergence_results(results: str | Path = "results") -> list[tuple[str, Path, Path]]:
+    """(study, its emergence CSV, its figure) for each study whose ladder has run."""
+    out = []
+    for study in REGISTRY:
+        csv, png = Path(results) / f"emergence/{study}.csv", Path(results) / f"emergence/{study}.png"
+        if csv.exists() and png.exists():
+            out.append((study, csv, png))
+    return out
+
+
+def contents(studies: Sequence[str], emergence: bool = False) -> str:
+    """The report's table of contents (Markdown links to the sections' anchors); the emergence section only
+    when a ladder has run (the report has no empty sections)."""
     items = [("summary", "Summary"), ("findings", "Findings, study by study"),
              ("table4", "Two-phase DAE training: Table 4")]
     items += [(SECTIONS[s]["anchor"], SECTIONS[s]["title"]) for s in studies if s in SECTIONS]
-    items += [("emergence", "Emergence: the claims against the training budget"), ("protocol", "Protocol")]
+    items += [("emergence", "Emergence: the claims against the training budget")] if emergence else []
+    items += [("protocol", "Protocol")]
     return "\n".join(f"{i}. [{title}](#{anchor})" for i, (anchor, title) in enumerate(items, 1))
 
 

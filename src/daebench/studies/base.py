@@ -42,12 +42,17 @@ class Section:
 class Stage:
     """The study's DVC stage: a `snakemake` call on ``targets``, whose ``params`` are the config keys the
     slices of ``jobs`` read (jobs.dvc.read_keys), with ``deps`` besides the code and ``outs`` it owns
-    (``outs(config, owned)`` adds the model folders it claims to ``owned``, so no two stages own one path)."""
+    (``outs(config, owned)`` adds the model folders it claims to ``owned``, so no two stages own one path).
+    ``code``: the modules under src/daebench its jobs run that not every study runs (its own job, claims and
+    study modules, the helpers of its methods); the stage depends on these, the modules of the method families
+    its jobs train (derived) and the code no stage names (the shared code), not on other studies' modules
+    (jobs.dvc.code_deps)."""
     name: str
     targets: Callable[[Config], list[str]]
     jobs: Callable[[Config], list]
     deps: Callable[[Config], list[str]]
     outs: Callable[[Config, set], list[str]]
+    code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,10 @@ STUDY = Study(
     section=SECTION,
     stage=Stage("ddvi", targets=ddvi.ddvi_outputs, jobs=_jobs,
                 deps=lambda config: [paths.DATA.format(dataset=config["dataset"])],
-                outs=lambda config, owned: ["resources/data/genotypes", "resources/ddvi", "results/ddvi"]),
+                outs=lambda config, owned: ["resources/data/genotypes", "resources/ddvi", "results/ddvi"],
+                code=("ddvi_study.py", "jobs/ddvi.py", "jobs/ddvi_budget.py", "claims/ddvi.py", "studies/ddvi.py",
+                      "methods/ddvi_common.py", "methods/priors.py", "nets/mlp.py", "evaluate/ddvi.py",
+                      "data/genotypes.py", "data/genotype_simulation.py", "data/thousand_genomes.py")),
     benchmarks=("ddvi/*",),
     rules=("ddvi.smk",),
 )

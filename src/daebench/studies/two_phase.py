@@ -25,6 +25,7 @@ STUDY = Study(
     headlines={"table4": (("method", "mode"), ("ssim", "fd_domain"))},
     scaled=(("train", "examples"),),
     stage=Stage("table4", targets=lambda config: ["results/table4.csv"], jobs=_jobs,
+                code=("jobs/two_phase.py", "claims/two_phase.py", "studies/two_phase.py"),
                 deps=lambda config: [paths.DATA.format(dataset=config["dataset"])],
                 outs=lambda config, owned: [*models(config, config["table4"]["methods"], owned),
                                             paths.CLASSIFIER.format(dataset=config["dataset"]),

@@ -71,7 +71,11 @@ STUDY = Study(
     # results/dbae/probe: the same jobs where a row is shared), so those stages' outputs hold them.
     stage=Stage("two_phase_ablations", targets=two_phase.two_phase_outputs, jobs=_jobs,
                 deps=scored_data,
-                outs=lambda config, owned: [*models(config, _recon_methods(config), owned), "results/two_phase"]),
+                outs=lambda config, owned: [*models(config, _recon_methods(config), owned), "results/two_phase"],
+                # Table 10's linear probes run DBAE's probe rule
+                code=("jobs/two_phase.py", "claims/two_phase_ablations.py", "studies/two_phase_ablations.py",
+                      "evaluate/interpolation.py", "jobs/dbae.py", "evaluate/representation.py", "data/attributes.py",
+                      "dbae.smk")),
     methods=_methods,
     benchmarks=("two_phase/*", "tables/two_phase_*"),
     rules=("two_phase.smk",),

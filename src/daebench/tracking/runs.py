@@ -4,6 +4,7 @@ Snakemake invocation (``open_workflow_run`` / ``close_workflow_run``) and the pa
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ log = logging.getLogger("daebench.tracking")  # one logger for MLflow tracking, 
 
 PARENT_ENV = "DAEBENCH_MLFLOW_PARENT_RUN"  # the run id of the Snakemake invocation the job belongs to
 OPTIONS_ENV = "DAEBENCH_MLFLOW"  # JSON of params.yaml's mlflow.log_checkpoints / register_models
-OPTION_DEFAULTS = {"log_checkpoints": True, "register_models": False}
+OPTION_DEFAULTS = {"log_checkpoints": False, "register_models": False}
 
 
 def options() -> dict[str, Any]:
@@ -68,14 +69,24 @@ class Run:
         retry(lambda: self.client.log_dict(self.run_id, obj, name))
 
     def log_checkpoint(self, path: str | Path, model_name: str, opts: dict | None = None) -> None:
-        """The final checkpoint as the artifact ``checkpoint/<file>`` and, with mlflow.register_models, as a
-        new version of the registered model ``model_name`` (its source: that artifact; its tags: the run's
-        params hash and dataset). Off with mlflow.log_checkpoints: false (paper-scale models take room).
+        """Point the run at its final checkpoint, stored once: the file the workflow keeps (and DVC tracks)
+        is named in the tags ``checkpoint.path`` (relative to the project when inside it) and
+        ``checkpoint.sha256``. With mlflow.log_checkpoints it is also copied into the artifact store
+        (``checkpoint/<file>``: for a remote tracking server that cannot see the project), and with
+        mlflow.register_models it becomes a new version of the registered model ``model_name``, whose
+        source is that artifact (its tags: the run's params hash and dataset).
         ``opts``: those options as the job had them (the journal's shipper), else this process's."""
         opts = opts or options()
-        if not opts["log_checkpoints"]:
-            return
         path = Path(path)
+        shown = os.path.relpath(path) if path.is_absolute() and path.resolve().is_relative_to(Path.cwd()) else str(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        retry(lambda: self.client.set_tag(self.run_id, "checkpoint.path", shown))
+        retry(lambda: self.client.set_tag(self.run_id, "checkpoint.sha256", digest.hexdigest()))
+        if not (opts["log_checkpoints"] or opts["register_models"]):
+            return
         self.log_artifact(path, "checkpoint")
         if not opts["register_models"]:
             return
@@ -107,6 +118,22 @@ class NullRun:
         pass
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _job_log() -> Path | None:
+    """The log file this job's stderr goes to (a rule's ``> {log} 2>&1``), attached to its run as ``log/``."""
+    try:
+        path = Path(os.readlink("/proc/self/fd/2"))
+    except OSError:  # not Linux, or stderr is not a file
+        return None
+    return path if path.suffix == ".log" and path.is_file() else None
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -132,8 +159,9 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
     extra_tags, tags = tags or {}, None
     if run_id is None:
         sha = git_sha()  # also under MLflow's own key, which the UI shows as the run's source commit
-        tags = {"git_sha": sha, "mlflow.source.git.commit": sha, "params_hash": params_hash(params), "rule": rule,
-                "dataset": dataset, "mlflow.runName": name, **{k: str(v) for k, v in extra_tags.items()}}
+        tags = {"git_sha": sha, "mlflow.source.git.commit": sha, "mlflow.source.type": "LOCAL",
+                "mlflow.source.name": f"daebench {rule}", "mlflow.user": _user(), "params_hash": params_hash(params),
+                "rule": rule, "dataset": dataset, "mlflow.runName": name, **{k: str(v) for k, v in extra_tags.items()}}
         if os.environ.get(PARENT_ENV):  # started by a workflow: nest under its run
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     journal = live_journal(uri)
@@ -141,6 +169,7 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
         handle = open_run(journal, experiment=experiment_name(), tags=tags, run_id=run_id)
         if run_id is None:
             handle.log_params(params)
+            handle.log_dict(params, "config.json")
 
         def close(status: str) -> None:
             handle.write({"end": status, "ts": int(time.time() * 1000)})
@@ -154,6 +183,7 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
             run_id = retry(lambda: c.create_run(exp_id, tags=tags, run_name=name)).info.run_id
             handle = Run(c, run_id)
             handle.log_params(params)
+            handle.log_dict(params, "config.json")
         else:
             retry(lambda: c.update_run(run_id, status="RUNNING"))
             handle = Run(c, run_id)
@@ -178,6 +208,11 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
                 monitor.finish()
             except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
                 log.warning("stopping system metrics of run %s failed: %s", handle.run_id, exc)
+        if (job_log := _job_log()) is not None:
+            try:
+                handle.log_artifact(job_log, "log")
+            except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
+                log.warning("could not attach the job log %s to run %s: %s", job_log, handle.run_id, exc)
         if status == "FINISHED":
             close(status)
         else:  # do not mask the body's exception
@@ -190,14 +225,26 @@ def start_run(*, name: str, rule: str, dataset: str, params: dict, run_id: str |
 _workflow_runs: list[tuple[str, str | None]] = []  # (run id, the parent id it replaced in the environment)
 
 
-def open_workflow_run(command: Sequence[str]) -> str:
-    """Open the parent run of one Snakemake invocation and export its id (PARENT_ENV), which local and
-    cluster jobs inherit, so their runs nest under it. A workflow started from inside another (the
-    emergence ladder's nested runs) nests under that one's run."""
+def workflow_run_name(targets: Sequence[str], limit: int = 80) -> str:
+    """The parent run's name: the invocation's targets (``snakemake results/table4.csv``), so the runs
+    list tells invocations apart; long lists end in "+N more"."""
+    name, shown = "snakemake", 0
+    for target in targets:
+        if len(name) + 1 + len(target) > limit:
+            break
+        name, shown = f"{name} {target}", shown + 1
+    rest = len(targets) - shown
+    return name + (f" +{rest} more" if rest else "")
+
+
+def open_workflow_run(command: Sequence[str], targets: Sequence[str] = ()) -> str:
+    """Open the parent run of one Snakemake invocation, named by its ``targets``, and export its id
+    (PARENT_ENV), which local and cluster jobs inherit, so their runs nest under it. A workflow started
+    from inside another (the emergence ladder's nested runs) nests under that one's run."""
     uri = resolve_uri(tracking_uri())
     c = client(uri)
     exp_id = setup_experiment(uri, experiment_name())
-    name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
+    name = workflow_run_name(list(targets) or ["(default target)"])
     sha = git_sha()
     tags = {"rule": "workflow", "git_sha": sha, "mlflow.source.git.commit": sha, "mlflow.runName": name,
             "command": " ".join(command)[:5000], "cwd": os.getcwd()}
@@ -221,7 +268,14 @@ def close_workflow_run(success: bool) -> None:
     else:
         os.environ[PARENT_ENV] = outer
     try:
-        retry(lambda: client().set_terminated(run_id, "FINISHED" if success else "FAILED"))
+        c = client()
+        run = retry(lambda: c.get_run(run_id))
+        children = retry(lambda: c.search_runs([run.info.experiment_id], max_results=1,
+                                               filter_string=f"tags.mlflow.parentRunId = '{run_id}'"))
+        if not children:  # an invocation whose jobs log no run (claims, the report): no empty parent in the list
+            retry(lambda: c.delete_run(run_id))
+            return
+        retry(lambda: c.set_terminated(run_id, "FINISHED" if success else "FAILED"))
     except Exception as exc:  # noqa: BLE001 - system metrics / bookkeeping must not fail the job
         log.warning("could not close the workflow's MLflow run %s: %s", run_id, exc)
 

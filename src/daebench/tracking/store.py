@@ -208,4 +208,28 @@ def setup_experiment(uri: str, name: str) -> str:
             raise
 
     with _store_lock(uri):
-        return retry(get_or_create, transient=INIT_ERRORS)
+        exp_id = retry(get_or_create, transient=INIT_ERRORS)
+    _warn_if_artifacts_elsewhere(c, exp_id, uri)
+    return exp_id
+
+
+def foreign_artifact_root(location: str, uri: str) -> Path | None:
+    """The folder outside this SQLite store's project where an experiment keeps its artifacts, or None. MLflow
+    stores an experiment's artifact location as an absolute path (resolve_uri_if_local), so a project copied or
+    moved with its mlflow.db keeps writing run artifacts into the original's folder."""
+    db = sqlite_path(uri)
+    if db is None or not location or "://" in location.replace("file://", "", 1):
+        return None
+    where = Path(location.removeprefix("file://"))
+    return None if where.is_relative_to(db.parent) else where
+
+
+def _warn_if_artifacts_elsewhere(c, exp_id: str, uri: str) -> None:
+    try:
+        where = foreign_artifact_root(c.get_experiment(exp_id).artifact_location, uri)
+    except Exception:  # noqa: BLE001 - a warning's check must not fail the workflow
+        return
+    if where is not None:
+        log.warning("MLflow experiment %r keeps its artifacts in %s, outside this project (%s was copied or moved "
+                    "with it); new runs' artifacts would go there. For a fresh experiment here: set mlflow.experiment "
+                    "(or MLFLOW_EXPERIMENT_NAME) to a new name", experiment_name(), where, sqlite_path(uri).parent)
