@@ -501,8 +501,8 @@ def test_a_copied_project_is_told_where_its_artifacts_go(tmp_path, caplog):
     assert foreign_artifact_root("s3://bucket/mlruns/1", uri) is None  # a remote store: nothing to say
     orig, copy = tmp_path / "orig", tmp_path / "copy2"
     orig.mkdir()
-    subprocess.run([sys.executable, "-c", "from daebench.tracking import setup_experiment as s; "
-                    f"s('sqlite:///{orig}/mlflow.db', 'daebench')"], cwd=orig, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", ("from daebench.tracking import setup_experiment as s; "
+                    f"s('sqlite:///{orig}/mlflow.db', 'daebench')")], cwd=orig, check=True, timeout=120)
     import shutil
 
     shutil.copytree(orig, copy)

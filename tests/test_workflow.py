@@ -267,7 +267,6 @@ def test_smoke_table4_end_to_end(smoke_run):
     assert workflow_run.data.tags["rule"] == "workflow" and workflow_run.info.status == "FINISHED"
     assert "results/table4.csv" in workflow_run.data.tags["command"]
     from conftest import SMOKE_FIGURES, SMOKE_REPORT, SMOKE_TABLES
-
     from daebench.tracking import workflow_run_name
 
     targets = sorted({t for ts in SMOKE_TABLES.values() for t in ts} | set(SMOKE_FIGURES) | {SMOKE_REPORT})

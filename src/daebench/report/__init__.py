@@ -37,11 +37,39 @@ from .sections import (
     styled,
 )
 
-__all__ = ["MODES", "SECTIONS", "STUDIES", "claims_by_study", "claims_summary", "contents", "curves_figure",
-           "emergence_results", "findings_table", "interval_text", "load_recon_grid", "load_reference_table4",
-           "metric_definitions", "mlflow_run_link", "notebook_to_html", "orderings", "ours_table", "run_header", "recon_figure", "reference_dir", "reference_table",
-           "render_report", "side_by_side", "study_curves", "study_figures", "study_plots", "study_summary",
-           "study_tables", "style_side_by_side", "styled", "training_curves"]
+__all__ = [
+    "MODES",
+    "SECTIONS",
+    "STUDIES",
+    "claims_by_study",
+    "claims_summary",
+    "contents",
+    "curves_figure",
+    "emergence_results",
+    "findings_table",
+    "interval_text",
+    "load_recon_grid",
+    "load_reference_table4",
+    "metric_definitions",
+    "mlflow_run_link",
+    "notebook_to_html",
+    "orderings",
+    "ours_table",
+    "recon_figure",
+    "reference_dir",
+    "reference_table",
+    "render_report",
+    "run_header",
+    "side_by_side",
+    "study_curves",
+    "study_figures",
+    "study_plots",
+    "study_summary",
+    "study_tables",
+    "style_side_by_side",
+    "styled",
+    "training_curves",
+]
 
 # The studies' claims modules by name (the notebook's emergence section titles its panels with their PAPER).
 STUDIES = {name: st.claims for name, st in REGISTRY.items()}

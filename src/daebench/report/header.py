@@ -83,8 +83,8 @@ def run_header(config_hash: str, measure: Callable[[], float] = matmul_rate) -> 
         ("configuration", f"{config_hash} (hash of the resolved params, execution settings excluded)"),
         ("report built", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
         ("machine", f"{platform.node()}: {_cpu_model()}, {os.cpu_count()} CPU threads, GPU: {_gpus()}"),
-        ("matmul rate", f"{rate:.0f} GFLOP/s (fp32 2048², 2 threads, measured by the report job; wall times "
-                        f"scale by {REFERENCE_GFLOPS / rate:.2f} to the {REFERENCE_GFLOPS:.0f} GFLOP/s reference)"),
+        ("matmul rate", (f"{rate:.0f} GFLOP/s (fp32 2048², 2 threads, measured by the report job; wall times "
+                        f"scale by {REFERENCE_GFLOPS / rate:.2f} to the {REFERENCE_GFLOPS:.0f} GFLOP/s reference)")),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
 

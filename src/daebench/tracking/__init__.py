@@ -24,10 +24,10 @@ from .runs import (
     close_workflow_run,
     git_sha,
     open_workflow_run,
-    workflow_run_name,
     options,
     params_hash,
     start_run,
+    workflow_run_name,
 )
 from .store import (
     INIT_ERRORS,
@@ -62,7 +62,6 @@ __all__ = [
     "git_sha",
     "is_transient",
     "open_workflow_run",
-    "workflow_run_name",
     "options",
     "params_hash",
     "resolve_uri",
@@ -73,4 +72,5 @@ __all__ = [
     "start_shipping",
     "stop_shipping",
     "tracking_uri",
+    "workflow_run_name",
 ]
