@@ -166,9 +166,10 @@ def test_progress_in_a_log_file_is_one_line_per_log_point(tmp_path):
     lines = text.splitlines()
     # each stamped as the logging lines are (asctime: 2026-12-06 22:03:28,162)
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} train phase 0:", line) for line in lines), lines
-    assert [line[24:].split("|")[0].strip() for line in lines[:5]] == [
-        "train phase 0:   0%", "train phase 0:  25%", "train phase 0:  50%", "train phase 0:  75%", "train phase 0: 100%"]
-    assert len(lines) <= 6 and "mse=" in lines[-1]
+    assert [line[24:].split(" [")[0] for line in lines[:5]] == [
+        "train phase 0: 0/100 (  0%)", "train phase 0: 25/100 ( 25%)", "train phase 0: 50/100 ( 50%)",
+        "train phase 0: 75/100 ( 75%)", "train phase 0: 100/100 (100%)"]
+    assert len(lines) <= 6 and re.search(r"\[\d\d:\d\d<\d\d:\d\d, .*it/s, mse=0\.01\]$", lines[-1]), lines[-1]
 
 
 EAGER_CHECK = r'''

@@ -34,7 +34,10 @@ def tqdm(*args, log_every: int | None = None, **kwargs):
 
     stream = kwargs.get("file") or sys.stderr
     if not getattr(stream, "isatty", lambda: False)():
-        kwargs.update(file=_Lines(stream), ascii=True, dynamic_ncols=False, ncols=100)
+        # no bar in a log file: step/total, percent, elapsed<ETA, rate and the postfix (losses, lr, examples/s)
+        kwargs.update(file=_Lines(stream), dynamic_ncols=False, ncols=None,
+                      bar_format="{desc}: {n_fmt}/{total_fmt} ({percentage:3.0f}%) [{elapsed}<{remaining}, "
+                                 "{rate_fmt}{postfix}]")
         if log_every:
             kwargs.update(miniters=log_every, mininterval=0.0, maxinterval=float("inf"))
         else:

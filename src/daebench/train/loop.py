@@ -297,8 +297,9 @@ def _log_point(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, don
     # rate since this process started
     means["progress"] = done / ph.steps
     means["eta_seconds"] = (ph.steps - done) * (time.time() - meter.started) / max(done - loop.start, 1)
-    meter.bar.set_postfix({k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")},
-                          refresh=False)  # shown with the next redraw: one line per log point in a log file
+    shown = {k.split('/')[-1]: f"{v:.4g}" for k, v in means.items() if k.startswith("loss")}
+    shown.update(lr=f"{lr:.3g}", ex_s=f"{means['examples_per_s']:.0f}")  # step/total and ETA: the bar's own
+    meter.bar.set_postfix(shown, refresh=False)  # shown with the next redraw: one line per log point in a log file
     if ph.logger and ex.dist.is_main:
         ph.logger(means, ph.offset + done)
     meter.sums, meter.count, meter.t0 = {}, 0, time.time()
