@@ -276,7 +276,7 @@ def test_report_command_renders_self_contained_html(rendered):
 
     exp_id = MlflowClient(f"sqlite:///{rendered}/mlflow.db").get_experiment_by_name("report-test").experiment_id
     for i in range(len(CIFAR)):
-        assert f'href="http://127.0.0.1:5000/#/experiments/{exp_id}/runs/run{i}"' in html
+        assert f'href="http://127.0.0.1:5000/#/experiments/{exp_id}/runs/run{i}?workflowType=machine_learning"' in html
     # a Table-4-only report: no empty "other studies" heading, no emergence section (no ladder ran)
     assert "The other studies" not in html and "Emergence" not in html
 

@@ -103,5 +103,6 @@ def mlflow_run_link(ui: str, uri: str, experiment: str) -> Callable[[str], str] 
     if exp is None:
         return None
     base = ui.rstrip("/")
-    return lambda run_id: (f'<a href="{base}/#/experiments/{exp.experiment_id}/runs/{run_id}" '
-                           f'title="{run_id}">{run_id[:8]}</a>')
+    # workflowType: MLflow 3's UI opens its GenAI view unless told (a global switch, not the experiment's tag)
+    return lambda run_id: (f'<a href="{base}/#/experiments/{exp.experiment_id}/runs/{run_id}'
+                           f'?workflowType=machine_learning" title="{run_id}">{run_id[:8]}</a>')

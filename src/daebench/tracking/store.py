@@ -198,7 +198,8 @@ def setup_experiment(uri: str, name: str) -> str:
         if exp_id is not None:
             return exp_id
         try:
-            # the UI opens a new experiment in its GenAI view unless told it holds model-training runs
+            # the tag the MLflow UI reads for an experiment's view (3.17 also has a global GenAI / Model training
+            # switch, set by ?workflowType=machine_learning in the URL: docs/running.md)
             return c.create_experiment(name, tags={EXPERIMENT_KIND: "custom_model_development"})
         except MlflowException as exc:  # another process created it between our read and our write
             if getattr(exc, "error_code", None) == "RESOURCE_ALREADY_EXISTS" or is_transient(exc, SCHEMA_RACE_ERRORS):
