@@ -30,6 +30,11 @@ the sleep term uses the batch's own x and is added to the ELBO, one update), or 
 denoiser, 100 x 1000 steps of 128); here that many prior samples train eps_phi with the context set to 0
 before the first step (0: no pretraining).
 
+``chain``: "ddpm" (the paper's §3.4, above: each step adds beta_t noise) or "ddim", the release's posterior
+(GaussianDiffusionNoise.p_sample, eta = 0): z is a deterministic, invertible map of y_T ~ q(y_T | x), so
+  log q(z | x) = log N(y_T; mu(x), sigma^2(x)) - log |det dz / dy_T|
+(the 2 x 2 Jacobian by autograd through the chain), and the regulariser is the exact log q(z | x) - log p(z).
+
 Evaluation reports two estimators: ``elbo`` (the exact bound above, averaged over draws) and
 ``elbo_release``, the release's ``DiffVAEWarmup.get_elbo`` (algorithms/vaes/diff_vae.py) applied to this
 model: one y_T ~ q(y_T | x), then a deterministic DDIM chain (the release's p_sample, eta = 0)
@@ -55,11 +60,16 @@ from .family import DDVIFamily
 from .objective import Stage
 
 SLEEP = ("wake_sleep", "latent", "none")
+CHAINS = ("ddpm", "ddim")
 
 
 class DDVI(nn.Module):
-    def __init__(self, nets: dict, dim: ddvi_common.Shape, steps: int, beta: tuple[float, float]):
+    def __init__(self, nets: dict, dim: ddvi_common.Shape, steps: int, beta: tuple[float, float],
+                 chain: str = "ddpm"):
         super().__init__()
+        if chain not in CHAINS:
+            raise ValueError(f"unknown DDVI chain {chain!r}; known: {', '.join(CHAINS)}")
+        self.chain = chain  # how q(z | x) runs its steps (module doc); not state: rebuilt from the config
         self.ctx_dim = nets["context"]
         self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
         den = nets["denoiser"]
@@ -84,7 +94,7 @@ class DDVI(nn.Module):
 
 
 def build(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> DDVI:
-    return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]))
+    return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]), method.get("chain", "ddpm"))
 
 
 def _normal_log_prob(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -120,15 +130,48 @@ def posterior_terms(model: DDVI, x: torch.Tensor, g: torch.Generator) -> dict[st
     return {"z": z, "log_qr": log_qr, "endpoint_qr": endpoint, "chain": chain}
 
 
+def ddim_log_det(model: DDVI, y_T: torch.Tensor, c: torch.Tensor,
+                 create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = the deterministic chain's end from y_T, and log |det dz / dy_T| per example. The chain acts on each
+    row alone, so the gradient of sum_n z_{n,i} is row n's i-th Jacobian row. ``create_graph``: the
+    log-determinant stays differentiable in phi (training)."""
+    with torch.enable_grad():
+        y = y_T if y_T.requires_grad else y_T.detach().requires_grad_(True)
+        z = ddim_chain(model, y, c)[-1]
+        rows = [torch.autograd.grad(z[:, i].sum(), y, create_graph=create_graph, retain_graph=True)[0]
+                for i in range(z.shape[1])]
+    jac = torch.stack(rows, 1)  # [n, i, j] = dz_i / dy_j
+    z = z if create_graph else z.detach()
+    return z, torch.linalg.slogdet(jac)[1]
+
+
+def ddim_terms(model: DDVI, x: torch.Tensor, g: torch.Generator, create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """The release's deterministic posterior: one y_T ~ q(y_T | x), z = DDIM chain(y_T), and the exact
+    log q(z | x) = log q(y_T | x) - log |det dz / dy_T| (module doc), as the regulariser's log_qr."""
+    mu, logvar, c = model.q_T(x)
+    y_T, log_qT = ddvi_common.reparam(mu, logvar, g)
+    z, log_det = ddim_log_det(model, y_T, c, create_graph)
+    log_qz = log_qT - log_det
+    return {"z": z, "log_qr": log_qz, "endpoint_qr": log_qz, "chain": torch.zeros_like(log_qz), "log_det": log_det}
+
+
+def chain_terms(model: DDVI, x: torch.Tensor, g: torch.Generator, create_graph: bool = False) -> dict:
+    """The posterior draw and its log-density terms under the model's ``chain``."""
+    if model.chain == "ddim":
+        return ddim_terms(model, x, g, create_graph)
+    return posterior_terms(model, x, g)
+
+
 def posterior_chain(model: DDVI, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One reparameterised draw z ~ q_phi(z | x) and log q(y_{0:T} | x) - log r(y_{1:T} | z)."""
-    p = posterior_terms(model, x, g)
+    """One reparameterised draw z ~ q_phi(z | x) and log q(y_{0:T} | x) - log r(y_{1:T} | z) (ddpm) or
+    log q(z | x) (ddim)."""
+    p = chain_terms(model, x, g)
     return p["z"], p["log_qr"]
 
 
 def _wake(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     x, part = batch
-    p = posterior_terms(model, x, g)
+    p = chain_terms(model, x, g, create_graph=torch.is_grad_enabled())
     return model.decoder(p["z"]), p | {"log_p": ddvi_common.log_prior(model, ctx, p["z"], part)}
 
 
@@ -250,4 +293,4 @@ def encode(model: DDVI, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 FAMILY = DDVIFamily(
     name="ddvi", build=build, stages=stages, elbo=elbo, encode=encode,
     keys=frozenset({"sleep", "steps", "beta", "sleep_weight", "chain_weight", "pretrain_examples", "anneal",
-                    "kl_weight"}), required=("sleep", "steps", "beta"))
+                    "kl_weight", "chain"}), required=("sleep", "steps", "beta"))
