@@ -15,10 +15,13 @@ class _Lines:
 
     def __init__(self, stream):
         self.stream = stream
+        self.last = None
 
     def write(self, s: str) -> None:
         s = s.replace("\r", "").strip()
-        if s:  # stamped like the logging lines around it (logging's asctime)
+        where = s.split(" [", 1)[0]  # "desc: n/total (pct%)": tqdm's closing redraw repeats the last point
+        if s and where != self.last:  # stamped like the logging lines around it (logging's asctime)
+            self.last = where
             now = time.time()
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
             self.stream.write(f"{stamp} {s}\n")
