@@ -416,3 +416,27 @@ def test_diffdecoder_deterministic_encoder_is_the_release_autoencoder():
         diffdec.phase_loss({**method, "beta": 0.01}, method["phases"][0])
     with pytest.raises(ValueError, match="known: stochastic, deterministic"):
         diffdec.build({"nets": nets, "method": {**method, "encoder": "exact"}}, 1, 8)
+
+
+def test_encoder_heads_mean_pools_flatten_keeps_where():
+    """head: mean pools the last feature map (DiffAE); flatten feeds it whole to the Linear (ScoreVAE App. B,
+    flatten-linear): the Linear grows by the map's area, and the code then depends on where a feature lies."""
+    from daebench.nets.unet import Encoder
+
+    kw = {"in_channels": 1, "image_size": 16, "z_dim": 8, "model_channels": 8, "channel_mult": (1, 2, 4),
+          "time_conditioned": True}
+    torch.manual_seed(0)
+    mean, flat = Encoder(**kw), Encoder(**kw, head="flatten")
+    n = {k: sum(p.numel() for p in e.parameters()) for k, e in (("mean", mean), ("flatten", flat))}
+    cur, area = 8 * 4, (16 // 4) ** 2  # channels and area of the last map (two halvings)
+    assert n["flatten"] - n["mean"] == cur * (area - 1) * 8
+    assert flat.head.in_features == cur * area and mean.head.in_features == cur
+    # the same last feature map with its 4 x 4 positions permuted: pooling cannot tell, flattening can
+    h = torch.randn(2, cur, 4, 4)
+    perm = h.flatten(2)[:, :, torch.randperm(area)].view_as(h)
+    pooled = [mean.head(torch.nn.functional.silu(mean.norm(a)).mean(dim=(2, 3))) for a in (h, perm)]
+    flattened = [flat.head(torch.nn.functional.silu(flat.norm(a)).flatten(1)) for a in (h, perm)]
+    assert torch.allclose(*pooled, atol=1e-6) and not torch.allclose(*flattened, atol=1e-3)
+    assert flat(torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)).shape == (2, 8)
+    with pytest.raises(ValueError, match="unknown encoder head 'max'"):
+        Encoder(**kw, head="max")

@@ -92,16 +92,23 @@ class UNet(nn.Module):
         return self.out(h).contiguous()
 
 
+ENCODER_HEADS = ("mean", "flatten")
+
+
 class Encoder(nn.Module):
-    """Semantic encoder E(x) -> z: the downsampling half of the U-Net, pooled to a 1-D code, as in
-    DiffAE. ``time_conditioned``: every ResBlock also takes the time embedding, giving ScoreVAE's
+    """Semantic encoder E(x) -> z: the downsampling half of the U-Net, then ``head``: "mean" pools the last
+    feature map over space before a Linear, as DiffAE; "flatten" flattens it into the Linear, as ScoreVAE
+    (App. B: "The final activation is flattened"; its releases' enc_pool = 'flatten-linear'), which keeps
+    where each feature is: ScoreVAE's decoder is this encoder's input Jacobian. ``time_conditioned``: every ResBlock also takes the time embedding, giving ScoreVAE's
     time-dependent encoder e_phi(x_t, t) (ScoreVAE §3.4, App. B.1: the DDPM U-Net without its
     upsampling half and skips)."""
 
     def __init__(self, in_channels: int, image_size: int, z_dim: int, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 attention_resolutions: Sequence[int] = (), time_conditioned: bool = False):
+                 attention_resolutions: Sequence[int] = (), time_conditioned: bool = False, head: str = "mean"):
         super().__init__()
+        if head not in ENCODER_HEADS:
+            raise ValueError(f"unknown encoder head {head!r}; known: {', '.join(ENCODER_HEADS)}")
         ch = model_channels
         self.model_channels = ch
         emb_dim = 4 * ch if time_conditioned else None
@@ -120,7 +127,8 @@ class Encoder(nn.Module):
                 res_now //= 2
         self.body = nn.ModuleList(layers)
         self.norm = group_norm(cur)
-        self.head = nn.Linear(cur, z_dim)
+        self.pool = head
+        self.head = nn.Linear(cur * (res_now**2 if head == "flatten" else 1), z_dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         emb = (self.time_mlp(timestep_embedding(t, self.model_channels, dtype=self.time_mlp[0].weight.dtype))
@@ -129,7 +137,8 @@ class Encoder(nn.Module):
         for layer in self.body:
             h = to_layout(h)
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        h = F.silu(self.norm(h)).mean(dim=(2, 3))
+        h = F.silu(self.norm(h))
+        h = h.flatten(1) if self.pool == "flatten" else h.mean(dim=(2, 3))
         return self.head(h)
 
 
