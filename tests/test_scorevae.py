@@ -440,3 +440,31 @@ def test_encoder_heads_mean_pools_flatten_keeps_where():
     assert flat(torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)).shape == (2, 8)
     with pytest.raises(ValueError, match="unknown encoder head 'max'"):
         Encoder(**kw, head="max")
+
+
+@pytest.mark.float32
+def test_encoder_score_and_its_gradient_run_in_float32_under_bf16_autocast():
+    """compute.amp bf16 wraps training in autocast; ScoreVAE's decoder is the encoder's input gradient and its
+    loss differentiates that again, so encoder_score leaves autocast: under CPU bf16 autocast the score and the
+    encoder's parameter gradient through it equal the float32 ones exactly; bf16 itself would be far off."""
+    from daebench.nets.unet import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(1, 8, 2 * 4, model_channels=8, channel_mult=(1, 2), time_conditioned=True).float()
+    x, t, z = torch.randn(3, 1, 8, 8), torch.full((3,), 0.4), torch.randn(3, 4)
+
+    def score_and_grad(autocast: bool):
+        enc.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            s = scorevae.encoder_score(enc, x, t, z, log_q="release", create_graph=True)
+        s.square().sum().backward()
+        return s.detach(), enc.head.weight.grad.clone()
+
+    (s32, g32), (s_amp, g_amp) = score_and_grad(False), score_and_grad(True)
+    assert s_amp.dtype == torch.float32
+    assert torch.equal(s32, s_amp) and torch.equal(g32, g_amp)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what autocast would have given: visibly different
+        xb = x.detach().requires_grad_(True)
+        mu, logvar = vpvae.posterior(enc(xb, t))
+        (sb,) = torch.autograd.grad((-0.5 * (z - mu).square() / logvar.exp()).sum(), xb)
+    assert (sb.float() - s32).abs().max() > 1e-4 * s32.abs().max()

@@ -65,9 +65,13 @@ def load_prior(model: ScoreVAE, prior_ckpt: dict) -> None:
 
 def encoder_score(encoder: nn.Module, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, *,
                   log_q: str = "full", create_graph: bool = False) -> torch.Tensor:
-    """grad_{x_t} log q(z | x_t, t) by autograd; ``create_graph`` keeps it differentiable in phi."""
-    with torch.enable_grad():
-        x = x_t.detach().requires_grad_(True)
+    """grad_{x_t} log q(z | x_t, t) by autograd; ``create_graph`` keeps it differentiable in phi. Outside any
+    autocast (compute.amp: bf16 on CUDA): this gradient is the decoder and the encoder's loss differentiates it
+    again, so both backward passes run in the input's precision (float32), not bf16's 8-bit mantissa."""
+    with torch.enable_grad(), torch.autocast(x_t.device.type, enabled=False):
+        x = x_t.detach().float() if x_t.dtype in (torch.bfloat16, torch.float16) else x_t.detach()
+        z = z.to(x.dtype)
+        x = x.requires_grad_(True)
         mu, logvar = vpvae.posterior(encoder(x, t))
         logq = -0.5 * ((z - mu).square() / logvar.exp())
         if log_q == "full":
