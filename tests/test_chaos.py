@@ -72,6 +72,20 @@ def checkpointed_trainer(jobs, project: Path):
     return None
 
 
+def wait_dead(pid: int, timeout: float = 10.0) -> None:
+    """Until ``pid`` (not our child: a job below Snakemake) has exited, i.e. is gone or a zombie."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still alive {timeout} s after SIGKILL")
+
+
 def strike(proc: subprocess.Popen, project: Path, rng: random.Random, kind: str, ctl: Path):
     """One strike of ``kind`` (STRIKES) on ``proc``'s run; returns what was killed, or None if the run ended
     first. A "checkpoint" or "in_write" strike that finds no such moment within CHECKPOINT_WAIT_S (late in
@@ -106,11 +120,14 @@ def strike(proc: subprocess.Popen, project: Path, rng: random.Random, kind: str,
                 continue
             pid, argv = victim
             out = argv[argv.index("--out") + 1] if "--out" in argv else argv[3]
-            ckpt = checkpointed_trainer([victim], project) is not None  # a resume is owed for this one
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:  # finished meanwhile: pick again
                 continue
+            wait_dead(pid)
+            # a resume is owed when the resume file is still there once the job is dead (looked at before the
+            # kill, a job finishing in between would be owed one it had no file for)
+            ckpt = checkpointed_trainer([victim], project) is not None
             hit = {"kind": kind, "command": argv[3], "job": out, "ckpt": out if ckpt else None}
             if kind == "in_write":
                 hit["writing"] = (ctl / f"writing.{pid}").read_text()

@@ -109,6 +109,41 @@ def test_sigkill_then_resume_matches_uninterrupted(workspace, phase1):
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
 
 
+# The training CLI with its tracking run held up where it logs the finished checkpoint: a job killed there
+# has written its final output, which Snakemake deletes as the output of a failed job.
+STALL_AT_LOG = """
+import sys, time, pathlib
+from daebench.tracking import journal, runs
+marker = pathlib.Path(sys.argv.pop(1))
+def stall(self, path, model_name, *a, **k):
+    marker.touch()
+    time.sleep(600)
+runs.Run.log_checkpoint = journal.JournalRun.log_checkpoint = stall
+from daebench.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_while_the_run_is_still_logging_resumes_rather_than_restarts(workspace, tmp_path):
+    tmp, env = workspace
+    out, ck, marker = tmp_path / "late.pt", tmp_path / "ck", tmp_path / "logging"
+    args = train_args(tmp, out, ck, index=0)
+    p = subprocess.Popen([sys.executable, "-c", STALL_AT_LOG, str(marker), *args], env=env, cwd=tmp,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not marker.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), p.communicate()[0][-3000:]
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    out.unlink()  # as Snakemake does with the output of a job that failed
+    resume_file = ck / "late.resume.pt"
+    assert resume_file.exists(), "the resume file went before the job's closing work was done"
+    log = run_ok(args, env, tmp)
+    assert f"resumed from {resume_file} at step" in log, log[-3000:]
+    assert out.exists() and not resume_file.exists()
+
+
 def test_checkpoint_with_other_config_is_not_resumed(workspace, tmp_path):
     from daebench.checkpoint import atomic_save
     from daebench.methods import dae

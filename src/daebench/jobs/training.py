@@ -76,9 +76,14 @@ def run_training(job: TrainingJob, progress: bool = True) -> dict:
         final = train_phase(job.model, job.loss, job.data, steps=job.steps, phase_index=job.phase_index,
                             train_cfg=job.train_cfg, ckpt_path=job.ckpt_path, out_path=job.out, config=job.config,
                             init=job.init, logger=run.log_metrics, step_offset=job.step_offset, progress=progress,
-                            extra={"mlflow_run_id": run.run_id}, compute=comp["settings"], name=job.name)
+                            extra={"mlflow_run_id": run.run_id}, compute=comp["settings"], name=job.name,
+                            remove_resume=False)
         run.log_metrics({"train/seconds": time.time() - t0, "train/final_step": final["step"]})
         run.log_checkpoint(job.out, job.registered_name)
+    # Only now: a kill while the run above was still logging (Snakemake then deletes the output) resumes
+    # from this file instead of starting over.
+    if compute.dist_info().is_main:
+        job.ckpt_path.unlink(missing_ok=True)
     log.info("trained %s for %d steps -> %s (MLflow run %s)", job.name, job.steps, job.out, run.run_id)
     return final
 

@@ -325,20 +325,22 @@ def _after_step(meter: _Meter, loop: _Loop, ph: _Phase, ex: _Exec, lr: float, do
         loop.last_saved = done
 
 
-def _finish(loop: _Loop, ph: _Phase, ex: _Exec) -> dict:
-    """The final checkpoint, written by rank 0, which then removes the resumable one."""
+def _finish(loop: _Loop, ph: _Phase, ex: _Exec, remove_resume: bool) -> dict:
+    """The final checkpoint, written by rank 0, which then removes the resumable one unless the caller will
+    (after its own closing work, so a kill during that work still finds something to resume from)."""
     final = _snapshot(loop, ph, ph.steps)
     if ex.dist.is_main:
         atomic_save(final, ph.out_path)
-        if ph.ckpt_path.exists():
-            ph.ckpt_path.unlink()
+        if remove_resume:
+            ph.ckpt_path.unlink(missing_ok=True)
     return final
 
 
 def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Tensor | UInt8Images | tuple, *,
                 steps: int, phase_index: int, train_cfg: dict, ckpt_path: Path, out_path: Path, config: dict,
                 init: dict | None = None, logger: Logger | None = None, step_offset: int = 0, progress: bool = True,
-                extra: dict | None = None, compute: dict | None = None, name: str | None = None) -> dict:
+                extra: dict | None = None, compute: dict | None = None, name: str | None = None,
+                remove_resume: bool = True) -> dict:
     """Train ``model`` for ``steps`` steps of this phase and write the final checkpoint to ``out_path``.
 
     ``loss_fn``: a callable of unreduced terms or an ``Objective`` (package header). ``images``: a tensor, a
@@ -351,7 +353,8 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
     ``extra``: small JSON-able values stored in every checkpoint (e.g. the MLflow run id to resume).
     ``compute``: execution settings (compute.DEFAULTS; GPU fast paths apply on CUDA only). Under torchrun the
     processes train one model with DDP. ``name``: what the progress lines call the run (the job's
-    ``<method>/<phase>``, as params.yaml names the phase), else "phase <index>".
+    ``<method>/<phase>``, as params.yaml names the phase), else "phase <index>". ``remove_resume``: delete the
+    resumable checkpoint once the final one is written (False: the caller does, when its job is done).
     Returns the final checkpoint dict.
     """
     ex = _execution(train_cfg, compute)
@@ -370,7 +373,7 @@ def train_phase(model: nn.Module, loss_fn: LossFn | Objective, images: torch.Ten
     for step in meter.bar:
         lr = _train_step(loop, step_module, batches, meter, ph, ex, step)
         _after_step(meter, loop, ph, ex, lr, step + 1)
-    return _finish(loop, ph, ex)
+    return _finish(loop, ph, ex, remove_resume)
 
 
 def num_params(model: nn.Module) -> int:
