@@ -3,6 +3,7 @@ Gaussian model whose conditional is known, the DSM weighting, and the phase mech
 frozen encoder, corrector starting from ScoreVAE)."""
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from daebench.diffusion.schedules import beta_of, log_snr, sigma_from_alpha, t_o
 from daebench.evaluate import metrics
 from daebench.methods import diffdec, get_family, scorevae, vae, vpvae
 from daebench.train import train_phase
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -440,6 +443,88 @@ def test_encoder_heads_mean_pools_flatten_keeps_where():
     assert flat(torch.randn(2, 1, 16, 16), torch.full((2,), 0.3)).shape == (2, 8)
     with pytest.raises(ValueError, match="unknown encoder head 'max'"):
         Encoder(**kw, head="max")
+
+
+@pytest.mark.float32
+def test_the_study_encoders_flatten_by_default_and_mean_pooling_is_an_option():
+    """From params.yaml as a job receives it: ScoreVAE's, the beta-VAE's and DiffDecoder's encoders end in
+    flatten-linear (the paper's App. B, the releases' enc_pool); encoder_head: mean shrinks the Linear by
+    (area - 1) x channels x outputs and nothing else."""
+    from daebench.config import load
+    from daebench.jobs.training import train_slice
+
+    config = load(ROOT / "params.yaml", ROOT / "workflow/schemas/params.schema.yaml")
+    for method in ("scorevae", "vae", "diffdec", "diffdec_b0"):
+        cfg = train_slice(config, "digits", method)
+        assert cfg["method"]["encoder_head"] == "flatten", method  # filled at validation, so in the job's slice
+        fam = get_family(cfg["method"]["family"])
+        enc = cfg["nets"]["encoder"]
+        cur, area = enc["model_channels"] * enc["channel_mult"][-1], (16 // 2 ** (len(enc["channel_mult"]) - 1)) ** 2
+        if method == "scorevae":
+            cfg["prior"]["nets"]["decoder"] = {**cfg["prior"]["nets"]["decoder"], "model_channels": 8}
+        flat = fam.build(cfg, 1, 16)
+        pooled = fam.build({**cfg, "method": {**cfg["method"], "encoder_head": "mean"}}, 1, 16)
+        outs = flat.encoder.head.out_features
+        assert flat.encoder.head.in_features == cur * area and pooled.encoder.head.in_features == cur, method
+        n = [sum(p.numel() for p in m.parameters()) for m in (flat, pooled)]
+        assert n[0] - n[1] == (area - 1) * cur * outs, method
+    assert "encoder_head" not in train_slice(config, "digits", "dae_2phase_sc4")["method"]  # DiffAE's pooling stays
+
+
+class ImageMixturePrior(nn.Module):
+    """The closed-form eps of two images' mixture, +-pattern plus N(0, s^2) per pixel, under the VP SDE."""
+
+    def __init__(self, pattern):
+        super().__init__()
+        self.pattern = pattern
+
+    def forward(self, x, t, z=None):
+        alpha = vp_linear(t.double()).to(x.dtype).view(-1, 1, 1, 1)
+        sigma = sigma_from_alpha(alpha)
+        var = alpha**2 * TOY_S**2 + sigma**2
+        means = torch.stack([alpha * self.pattern, -alpha * self.pattern])  # [2, B, C, H, W]
+        resp = (-0.5 * (x - means).square().flatten(2).sum(-1) / var.view(1, -1)).softmax(0)[..., None, None, None]
+        return -sigma * (resp * -(x - means) / var).sum(0)
+
+
+@pytest.mark.float32
+def test_scorevae_with_its_flatten_head_encoder_learns_an_image_mixture():
+    """The toy above with the study's own time-dependent U-Net encoder and its default flatten-linear head: on
+    8 x 8 images +-pattern (a left/right split, zero mean over the image, so pooled features see no sign) plus
+    noise, the DSM term alone makes z keep the cluster."""
+    from daebench.nets.unet import Encoder
+
+    pattern = torch.zeros(1, 8, 8)
+    pattern[..., :4], pattern[..., 4:] = 0.5, -0.5
+
+    def clusters(n, g):
+        label = torch.randint(0, 2, (n,), generator=g)
+        return (2 * label - 1).float().view(-1, 1, 1, 1) * pattern + TOY_S * torch.randn(n, 1, 8, 8, generator=g), label
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.prior, model.corrector, model.schedule = ImageMixturePrior(pattern), None, vp_linear
+    model.encoder = Encoder(1, 8, 4, model_channels=8, channel_mult=(1, 2), time_conditioned=True,
+                            **{"head": vpvae.ENCODER_HEAD})
+    loss, g = scorevae.ScoreVAELoss("encoder", 0.01, "simple", "release"), torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(400):
+            terms = loss(model, clusters(64, g)[0], g)
+            opt.zero_grad()
+            sum(v.mean() for v in terms.values()).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    x, label = clusters(500, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        mu, logvar = scorevae._posterior0(model, x)
+        z = vpvae.sample_z(mu, logvar, torch.Generator().manual_seed(1))
+    # a collapsed encoder keeps ~0 nats; naming the cluster takes log 2 = 0.69
+    assert vpvae.kl_standard_normal(mu, logvar).mean() > 0.5
+    assert probe_accuracy(z, label) > 0.95
 
 
 @pytest.mark.float32

@@ -46,7 +46,8 @@ class DiffDecoder(nn.Module):
 def build(cfg: dict, in_channels: int, image_size: int) -> DiffDecoder:
     nets = cfg["nets"]
     stochastic = encoder_kind(cfg.get("method", {})) == "stochastic"
-    return DiffDecoder(in_channels, image_size, nets["z_dim"], nets["decoder"], nets["encoder"], stochastic)
+    return DiffDecoder(in_channels, image_size, nets["z_dim"], nets["decoder"],
+                       vpvae.encoder_net(nets, cfg.get("method", {})), stochastic)
 
 
 def posterior(model: DiffDecoder, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -108,5 +109,5 @@ def code(model: DiffDecoder, x0: torch.Tensor, sampler: dict, generator: torch.G
 FAMILY = ImageFamily(
     name="diffdec", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
-    keys=frozenset({"beta", "weighting", "encoder", "loss_levels"}), required=("beta",),
-    defaults={"weighting": "likelihood"})
+    keys=frozenset({"beta", "weighting", "encoder", "loss_levels", "encoder_head"}), required=("beta",),
+    defaults={"weighting": "likelihood", **vpvae.DEFAULTS})

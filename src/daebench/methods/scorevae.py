@@ -54,7 +54,8 @@ def has_corrector(method: dict) -> bool:
 def build(cfg: dict, in_channels: int, image_size: int) -> ScoreVAE:
     nets, prior = cfg["nets"], cfg["prior"]
     corrector = nets["corrector"] if has_corrector(cfg["method"]) else None
-    return ScoreVAE(in_channels, image_size, nets["z_dim"], prior["nets"]["decoder"], nets["encoder"], corrector,
+    return ScoreVAE(in_channels, image_size, nets["z_dim"], prior["nets"]["decoder"], vpvae.encoder_net(nets, cfg["method"]),
+                    corrector,
                     vpvae.schedule_of(prior["method"]))
 
 
@@ -175,5 +176,5 @@ FAMILY = ImageFamily(
     name="scorevae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
     nets=("z_dim", "encoder"),  # + corrector when a phase trains it (config.nets_keys); the prior has its own
-    keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels"}), required=("prior", "beta"),
-    defaults={"weighting": "likelihood", "log_q": "release"})
+    keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels", "encoder_head"}), required=("prior", "beta"),
+    defaults={"weighting": "likelihood", "log_q": "release", **vpvae.DEFAULTS})

@@ -21,12 +21,14 @@ MODES = ("decoder",)
 class BetaVAE(nn.Module):
     def __init__(self, in_channels: int, image_size: int, z_dim: int, encoder: dict):
         super().__init__()
-        self.encoder = Encoder(in_channels, image_size, 2 * z_dim, **encoder)
+        encoder = dict(encoder)
+        head = encoder.pop("head", "mean")  # the mirror decoder has no head: its Linear fills the coarsest map
+        self.encoder = Encoder(in_channels, image_size, 2 * z_dim, head=head, **encoder)
         self.decoder = MirrorDecoder(z_dim, in_channels, image_size, **encoder)
 
 
 def build(cfg: dict, in_channels: int, image_size: int) -> BetaVAE:
-    return BetaVAE(in_channels, image_size, cfg["nets"]["z_dim"], cfg["nets"]["encoder"])
+    return BetaVAE(in_channels, image_size, cfg["nets"]["z_dim"], vpvae.encoder_net(cfg["nets"], cfg.get("method", {})))
 
 
 @dataclass
@@ -74,4 +76,4 @@ def code(model: BetaVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gener
 FAMILY = ImageFamily(
     name="vae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
     code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
-    keys=frozenset({"beta"}), required=("beta",))
+    keys=frozenset({"beta", "encoder_head"}), required=("beta",), defaults=vpvae.DEFAULTS)

@@ -41,6 +41,17 @@ T_MIN_TRAIN = 1e-5  # the release's prior (get_general_sde_loss_fn's default eps
 # ScoreVAE's encoder and DiffDecoder: the release passes its VP sampling_eps, 1e-3, as the loss's eps
 # (lightning_modules/EncoderOnlyPretrainedScoreVAEmodel.py: t_dist = Uniform(sampling_eps, 1); ScoreVAEmodel.py).
 T_MIN_LATENT = 1e-3
+# The encoders of this study end by flattening their last feature map into a Linear: the paper (App. B, "The final
+# activation is flattened") and both releases (enc_pool = 'flatten-linear'; the baselines' simple_encoder ends in
+# nn.Flatten). The method key encoder_head: mean pools it over space instead, as DiffAE's encoder does. For ScoreVAE
+# it matters most: its decoder is the encoder's input Jacobian, and pooling discards where a feature was.
+ENCODER_HEAD = "flatten"
+DEFAULTS = {"encoder_head": ENCODER_HEAD}
+
+
+def encoder_net(nets: dict, method: dict) -> dict:
+    """The nets.encoder block with the method's encoder_head (this study's default: flatten)."""
+    return {**nets["encoder"], "head": method.get("encoder_head", ENCODER_HEAD)}
 
 
 def schedule_of(method: dict) -> Schedule:
