@@ -553,3 +553,38 @@ def test_encoder_score_and_its_gradient_run_in_float32_under_bf16_autocast():
         mu, logvar = vpvae.posterior(enc(xb, t))
         (sb,) = torch.autograd.grad((-0.5 * (z - mu).square() / logvar.exp()).sum(), xb)
     assert (sb.float() - s32).abs().max() > 1e-4 * s32.abs().max()
+
+
+# --- the prior row of Table 1 ---------------------------------------------------------------------------
+
+class GaussianDataEps(nn.Module):
+    """The exact eps of data N(0, s^2 I) under the VP SDE: E[eps | x_t] = sigma_t x_t / (alpha_t^2 s^2 + sigma_t^2)."""
+
+    def __init__(self, s):
+        super().__init__()
+        self.s = s
+
+    def forward(self, x, t, z=None):
+        alpha = vp_linear(t.double()).to(x.dtype).view(-1, 1, 1, 1)
+        sigma = sigma_from_alpha(alpha)
+        return sigma * x / (alpha**2 * self.s**2 + sigma**2)
+
+
+def test_prior_samples_and_heldout_eps_mse_of_an_exact_prior_match_the_closed_form():
+    """uncond.sample draws from the model's distribution (here N(0, s^2)); uncond.heldout_eps_mse is the
+    training loss on given images, whose expectation for the exact eps is the posterior variance of eps,
+    E_t[alpha_t^2 s^2 / (alpha_t^2 s^2 + sigma_t^2)], t ~ U(t_min, 1) (integrated here by quadrature)."""
+    from daebench.methods import uncond
+
+    s, method = 0.5, {"phases": [{"name": "main", "schedule": {"name": "vp_linear"}}]}
+    model, g = GaussianDataEps(s), torch.Generator().manual_seed(0)
+    x = uncond.sample(model, method, 4000, (1, 2, 2), 200, g, {"t_min": 1e-3, "denoise": True}, "sde")
+    assert x.shape == (4000, 1, 2, 2)
+    assert abs(float(x.std()) - s) < 0.02 and abs(float(x.mean())) < 0.02
+    x0 = s * torch.randn(20000, 1, 2, 2, generator=g)
+    mse = uncond.heldout_eps_mse(model, method, x0, g)
+    assert mse.shape == (20000,)
+    t = torch.linspace(vpvae.T_MIN_TRAIN, 1.0, 20001, dtype=torch.float64)
+    a2 = vp_linear(t) ** 2
+    expected = float(torch.trapezoid(a2 * s**2 / (a2 * s**2 + 1 - a2), t) / (1 - vpvae.T_MIN_TRAIN))
+    assert abs(float(mse.mean()) - expected) < 4 * float(mse.std()) / len(mse) ** 0.5, (float(mse.mean()), expected)

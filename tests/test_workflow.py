@@ -75,9 +75,10 @@ def test_dry_run_shows_the_scorevae_study(project):
     proc = run(["-n", "results/scorevae/table1.csv"], project, timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    # prior, ScoreVAE encoder + corrector, VAE, 2 DiffDecoders; 4 diffusion rows x (sde, ode) + the VAE
+    # prior, ScoreVAE encoder + corrector, VAE, 2 DiffDecoders; 4 diffusion rows x (sde, ode) + the VAE; the
+    # prior's own row (its samples)
     assert job_counts(out) == {"prepare_data": 1, "train_classifier": 1, "train_phase": 6, "scorevae_reconstruct": 9,
-                               "scorevae_metrics": 9, "scorevae_table": 1, "total": 27}
+                               "scorevae_metrics": 9, "scorevae_prior": 1, "scorevae_table": 1, "total": 28}
     # the encoder's first phase starts from the prior job's model; ScoreVAE is read at the encoder phase
     block = out.split("output: resources/models/digits/scorevae/encoder.pt")[0].rsplit("rule ", 1)[1]
     assert "resources/models/digits/score_prior/main.pt" in block
@@ -92,6 +93,7 @@ def test_smoke_scorevae_study_end_to_end(smoke_run):
     project = smoke_run  # the shared undisturbed smoke run of every study (conftest.py)
     targets = ["results/scorevae/table1.csv", "results/scorevae/recon_grid.png"]
     t1 = pd.read_csv(project / "results/scorevae/table1.csv")
+    prior, t1 = t1.iloc[-1], t1.iloc[:-1]
     assert list(t1["label"]) == ["VAE"] + ["ScoreVAE"] * 2 + ["ScoreVAE+"] * 2 + ["DiffDecoder"] * 4
     assert list(t1["beta"]) == [0.01] * 7 + [0.0] * 2
     assert list(t1["mode"]) == ["decoder"] + ["sde", "ode"] * 4
@@ -99,8 +101,16 @@ def test_smoke_scorevae_study_end_to_end(smoke_run):
     assert list(t1["nfe"]) == [0] + [7] * 8  # 6 solver steps + the final denoising evaluation
     for col in ("l2", "featdist_domain", "fd_domain", "psnr", "ssim", "n_params", "mlflow_run_id"):
         assert t1[col].notna().all(), col
+    # KL(q(z|x_0) || N(0, I)) where there is a q: every row but the deterministic DiffDecoder (beta 0)
+    assert t1["kl"].notna().tolist() == [True] * 7 + [False] * 2 and (t1["kl"].dropna() >= 0).all()
     assert "lpips" not in t1.columns  # no AlexNet weights here: absent, not faked
     assert_recomputed(t1, lambda r: project / f"results/scorevae/recon/digits/{r['method']}/{r['phase']}_{r['mode']}.npz")
+    # the prior's own row: its samples' FD against the same test images, its held-out eps MSE, nothing else
+    assert (prior["label"], prior["method"], prior["family"], prior["mode"], prior["nfe"]) == \
+        ("VP diffusion prior (samples)", "score_prior", "uncond", "sde", 7)
+    assert prior["fd_domain"] > 0 and 0 < prior["eps_mse"] < 1 and pd.isna(prior["l2"]) and pd.isna(prior["ssim"])
+    assert t1["eps_mse"].isna().all()
+    assert (project / "results/scorevae/prior/digits/score_prior.png").stat().st_size > 500
     # ScoreVAE+ carries the corrector's parameters on top of ScoreVAE's
     assert t1["n_params"][3] > t1["n_params"][1]
     assert (project / "results/scorevae/recon_grid.png").stat().st_size > 1000

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         (["--params"], {"default": "params.yaml"}), (["--schema"], {"default": "workflow/schemas/params.schema.yaml"}),
         (["--out"], {"default": "dvc.yaml"}), (["--check"], {"action": "store_true", "help": "fail if it is stale"}))
     add("scorevae-table", _job("scorevae", "scorevae_table", torch=False), "assemble ScoreVAE's Table 1", cfg, out, (["--inputs"], {"nargs": "+"}))
+    add("scorevae-prior", _job("scorevae", "scorevae_prior"), "ScoreVAE Table 1's prior row: samples, their FD, held-out eps MSE",
+        cfg, data, out, (["--model"], {"required": True}), (["--classifier"], {"required": True}))
     add("scorevae-grid", _job("scorevae", "scorevae_grid"), "one labelled figure: originals, then one row per reconstruction", out,
         (["--inputs"], {"nargs": "+", "required": True}), (["--labels"], {"nargs": "+", "required": True}),
         (["--n"], {"type": int, "default": 12, "help": "images per row"}))

@@ -253,15 +253,26 @@ def write_dbae_table(name: str, cfg: dict, inputs: list[Path], out: Path) -> pd.
 
 # --- ScoreVAE's Table 1 (scorevae_variational_diffusion_autoencoder, Tables 1-2) --------------------------
 
-SCOREVAE_COLUMNS = ["l2", "lpips", "featdist_domain", "fd_domain", "psnr", "ssim", "mse"]
+SCOREVAE_COLUMNS = ["kl", "l2", "lpips", "featdist_domain", "fd_domain", "psnr", "ssim", "mse", "eps_mse"]
 
 
 def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFrame:
-    """One row per (method x beta, decoding mode); ``inputs`` are the metrics files in ``cfg['rows']`` order."""
-    if len(inputs) != len(cfg["rows"]):
-        raise ValueError(f"ScoreVAE table: {len(inputs)} metrics files for {len(cfg['rows'])} rows")
+    """One row per (method x beta, decoding mode), then one per prior (``cfg['priors']``): its samples' fd_domain
+    against the same test images and its held-out eps_mse. ``inputs``: the metrics files in ``cfg['rows']``
+    order, then the priors' files."""
+    priors = cfg.get("priors", [])
+    if len(inputs) != len(cfg["rows"]) + len(priors):
+        raise ValueError(f"ScoreVAE table: {len(inputs)} metrics files for {len(cfg['rows'])} rows and "
+                         f"{len(priors)} priors")
     rows = []
-    for spec, r in zip(cfg["rows"], _read(inputs)):
+    for spec, r in zip(priors, _read(inputs[len(cfg["rows"]):])):
+        if r["method"] != spec["method"]:
+            raise ValueError(f"ScoreVAE table: samples of prior {r['method']} where {spec['method']} was expected")
+        rows.append({"dataset": cfg["dataset"], "label": f"{spec['label']} (samples)", "beta": None,
+                     "method": spec["method"], "phase": None, "family": "uncond", "mode": r["mode"],
+                     **r["metrics"], "nfe": r["nfe"], "n_params": r.get("n_params"), "n_images": r["n_images"],
+                     "mlflow_run_id": r["mlflow_run_id"]})
+    for spec, r in zip(cfg["rows"], _read(inputs[:len(cfg["rows"])])):
         if (r["method"], r["mode"]) != (spec["method"], spec["mode"]):
             raise ValueError(f"ScoreVAE table: metrics of {r['method']}/{r['mode']} where "
                              f"{spec['method']}/{spec['mode']} was expected")
@@ -270,6 +281,7 @@ def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFr
         row.update({k: r["metrics"][k] for k in SCOREVAE_COLUMNS if k in r["metrics"]})
         row.update(nfe=r["nfe"], n_params=r.get("n_params"), n_images=r["n_images"], mlflow_run_id=r["mlflow_run_id"])
         rows.append(row)
+    rows = rows[len(priors):] + rows[:len(priors)]  # the prior after the autoencoders
     df = pd.DataFrame(rows)
     lead = ["dataset", "label", "beta", "method", "phase", "family", "mode"]
     df = df[lead + _present(df, SCOREVAE_COLUMNS) + ["nfe", "n_params", "n_images", "mlflow_run_id"]]

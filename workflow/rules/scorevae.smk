@@ -30,6 +30,29 @@ use rule metrics as scorevae_metrics with:
         "logs/scorevae/metrics/{dataset}/{method}/{phase}_{mode}.log",
 
 
+rule scorevae_prior:
+    # Table 1's prior row: the frozen prior on its own (samples with the table's sampler, their FD, held-out eps MSE)
+    input:
+        model=J.scorevae.scorevae_prior_model,
+        data=P.MANIFEST,
+        classifier=P.CLASSIFIER,
+    output:
+        "results/scorevae/prior/{dataset}/{method}.json",
+        "results/scorevae/prior/{dataset}/{method}.png",
+    params:
+        cfg=J.scorevae.scorevae_prior_cfg,
+        upstream=J.scorevae.scorevae_prior_upstream,
+        data=lambda w: J.data.data_dir(w.dataset),
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+    log:
+        "logs/scorevae/prior/{dataset}/{method}.log",
+    shell:
+        "python -m daebench scorevae-prior --cfg {params.cfg:q} --model {input.model} --data {params.data}"
+        " --classifier {input.classifier} --out {output[0]} --threads {threads} > {log} 2>&1"
+
+
 rule scorevae_table:
     input:
         J.scorevae.scorevae_table_inputs,

@@ -39,13 +39,17 @@ def reconstruct_split(ckpt: dict, data_dir: Path, method: dict, mode: str, *, nf
         images, labels = images[:n_images], labels[:n_images]
     x = to_tensor(images)
     gen = torch.Generator().manual_seed(seed)  # one stream over batches: image i's x_T depends on (seed, i)
-    out, t0 = [], time.time()
+    out, kls, t0 = [], [], time.time()
     for i in tqdm(range(0, len(x), batch_size), desc=f"reconstruct ({mode}, NFE {nfe})", disable=not progress):
         xb = x[i:i + batch_size].to(device)
         out.append(reconstruct(fam, model, method, xb, mode, nfe, gen, sampler, cost=cost).clamp(-1, 1).cpu())
+        if fam.kl is not None:
+            with torch.no_grad():
+                kls.append(fam.kl(model, xb))
     seconds = time.time() - t0
     recon = torch.cat(out).numpy().astype(np.float32)
-    return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels,
+    kl = None if not kls or kls[0] is None else float(torch.cat(kls).double().mean())
+    return {"original": x.numpy().astype(np.float32), "recon": recon, "labels": labels, "kl_nats": kl,
             "seconds": seconds, "nfe": fam.diffusion_nfe(cost), "cost": cost,
             "n_params": sum(p.numel() for p in model.parameters())}
 

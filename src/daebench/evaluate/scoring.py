@@ -46,6 +46,8 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     per_image = {k: fn(x, y) for k, fn in PER_IMAGE.items()}
     chance = {k: fn(x, other) for k, fn in PER_IMAGE.items()}
     out = {k: float(v.mean()) for k, v in per_image.items()}
+    if meta.get("kl_nats") is not None:  # what q(z|x_0) keeps of these images (the reconstruction job measured it)
+        out["kl"] = float(meta["kl_nats"])
     have = weights.available(weights_dir)
     notes = {}
     if have.get("alexnet"):

@@ -34,7 +34,8 @@ def reconstruct(cfg: dict, data: Path, out: Path, method: str, mode: str, model:
         save_npz(out, original=res["original"], recon=res["recon"], labels=res["labels"],
                  meta=json.dumps({"seconds": res["seconds"], "nfe": res["nfe"], "mode": mode, **res["cost"],
                                   "sampler": sampler, "ddim_steps": nfe, "n_params": res["n_params"],
-                                  "mlflow_run_id": run.run_id, "training_run_id": trained_by}))
+                                  "mlflow_run_id": run.run_id, "training_run_id": trained_by,
+                                  **({"kl_nats": res["kl_nats"]} if res["kl_nats"] is not None else {})}))
         grid = out.with_suffix(".png")
         save_grid(grid, [res["original"], res["recon"]])
         run.log_metrics({"seconds": res["seconds"], "nfe": res["nfe"],

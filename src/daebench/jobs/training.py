@@ -118,7 +118,8 @@ def train(cfg: dict, data: Path, out: Path, method: str, phase_index: int, init:
                       [p["fraction"] for p in m["phases"]], i)
     run_training(TrainingJob(
         name=f"{method}/{phase['name']}", rule="train", dataset=cfg["dataset"], params=cfg, model=model,
-        loss=fam.phase_loss(m, phase), data=UInt8Images(images), train_cfg=cfg["train"], config=cfg, steps=n,
+        loss=fam.phase_loss(m, phase), data=UInt8Images(images), train_cfg={**cfg["train"], **m.get("optim", {})},
+        config=cfg, steps=n,
         out=out, ckpt_path=Path(checkpoint_dir) / f"{out.stem}.resume.pt",
         registered_name=f"{cfg['dataset']}-{method}-{phase['name']}", phase_index=i, step_offset=offset,
         init=load_checkpoint(Path(init)) if init else None), progress)

@@ -56,6 +56,11 @@ def posterior(model: DiffDecoder, x0: torch.Tensor) -> tuple[torch.Tensor, torch
     return vpvae.posterior(h) if model.stochastic else (h, None)
 
 
+def kl(model: DiffDecoder, x0: torch.Tensor) -> torch.Tensor | None:
+    mu, logvar = posterior(model, x0)
+    return None if logvar is None else vpvae.kl_standard_normal(mu, logvar)  # z = E(x_0): no q(z|x) to measure
+
+
 @dataclass
 class DiffDecoderLoss:
     beta: float
@@ -108,6 +113,6 @@ def code(model: DiffDecoder, x0: torch.Tensor, sampler: dict, generator: torch.G
 
 FAMILY = ImageFamily(
     name="diffdec", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"),
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "decoder", "encoder"), kl=kl,
     keys=frozenset({"beta", "weighting", "encoder", "loss_levels", "encoder_head"}), required=("beta",),
     defaults={"weighting": "likelihood", **vpvae.DEFAULTS})

@@ -55,6 +55,8 @@ class ImageFamily(BaseFamily):
     endpoint_mode: str | None = None
     endpoint_by: str | None = None
     load_prior: Callable | None = None          # a frozen pretrained network the family builds on (ScoreVAE)
+    # kl(model, x0): per image KL(q(z|x_0) || N(0, I)) in nats, what the code keeps of x (None: no Gaussian q(z|x))
+    kl: Callable | None = None
 
     def __post_init__(self):
         super().__post_init__()

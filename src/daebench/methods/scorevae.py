@@ -145,6 +145,10 @@ def phase_loss(method: dict, phase: dict) -> ScoreVAELoss:
                         method.get("loss_levels"))
 
 
+def kl(model: ScoreVAE, x0: torch.Tensor) -> torch.Tensor:
+    return vpvae.kl_standard_normal(*_posterior0(model, x0))
+
+
 def encode(model: ScoreVAE, x0: torch.Tensor) -> torch.Tensor:
     return _posterior0(model, x0)[0]
 
@@ -174,7 +178,7 @@ def code(model: ScoreVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gene
 
 FAMILY = ImageFamily(
     name="scorevae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES,
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, load_prior=load_prior, modes=MODES, kl=kl,
     nets=("z_dim", "encoder"),  # + corrector when a phase trains it (config.nets_keys); the prior has its own
     keys=frozenset({"prior", "beta", "weighting", "log_q", "loss_levels", "encoder_head"}), required=("prior", "beta"),
     defaults={"weighting": "likelihood", "log_q": "release", **vpvae.DEFAULTS})

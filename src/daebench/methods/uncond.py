@@ -36,6 +36,25 @@ def phase_loss(method: dict, phase: dict) -> EpsLoss:
     return EpsLoss(vpvae.schedule_of(method))
 
 
+@torch.no_grad()
+def sample(model: UNet, method: dict, n: int, shape: tuple, nfe: int, generator: torch.Generator, sampler: dict,
+           mode: str = "sde", device: torch.device | str = "cpu") -> torch.Tensor:
+    """n unconditional samples x ~ p_theta by the reverse VP SDE (or PF ODE) from x_1 ~ N(0, I): the prior
+    every ScoreVAE decoding starts from, drawn with the same sampler and NFE (z is empty: nothing conditions)."""
+    def eps_fn(x_t, t, z):
+        return model(x_t, t)
+
+    return vpvae.decode(eps_fn, vpvae.schedule_of(method), torch.zeros(n, 0, device=device), (n, *shape), mode, nfe,
+                        generator, sampler)
+
+
+@torch.no_grad()
+def heldout_eps_mse(model: UNet, method: dict, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The training loss on images it never saw: per image, the mean over pixels of ||eps_theta(x_t, t) - eps||^2
+    at t ~ U(t_min, 1) (App. B.1's simple weighting)."""
+    return EpsLoss(vpvae.schedule_of(method))(model, x0, generator)["mse"]
+
+
 def cost(method: dict, mode: str, nfe: int, sampler: dict) -> dict[str, int]:
     raise ValueError("an unconditional diffusion model (family uncond) has no encoder and cannot reconstruct; "
                      "use it as the prior of a scorevae method")

@@ -48,6 +48,10 @@ def phase_loss(method: dict, phase: dict) -> BetaVAELoss:
     return BetaVAELoss(float(method["beta"]))
 
 
+def kl(model: BetaVAE, x0: torch.Tensor) -> torch.Tensor:
+    return vpvae.kl_standard_normal(*vpvae.posterior(model.encoder(x0)))
+
+
 def encode(model: BetaVAE, x0: torch.Tensor) -> torch.Tensor:
     return vpvae.posterior(model.encoder(x0))[0]
 
@@ -75,5 +79,5 @@ def code(model: BetaVAE, x0: torch.Tensor, sampler: dict, generator: torch.Gener
 
 FAMILY = ImageFamily(
     name="vae", build=build, phase_loss=phase_loss, encode=encode, decode=decode,
-    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"),
+    code=code, cost=cost, diffusion_nfe=diffusion_nfe, modes=MODES, nets=("z_dim", "encoder"), kl=kl,
     keys=frozenset({"beta", "encoder_head"}), required=("beta",), defaults=vpvae.DEFAULTS)

@@ -251,6 +251,8 @@ def _train_step(loop: _Loop, step_module: nn.Module, batches: Batches, meter: _M
         loss = sum(_f32(v).mean() for v in terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip := ph.train_cfg.get("grad_clip"):  # the global norm over this stage's parameters (ScoreVAE's release: 1)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
         opt.step()
         meter.add(terms, step)
     if ex.dist.is_main:
