@@ -37,8 +37,8 @@ rule scorevae_prior:
         data=P.MANIFEST,
         classifier=P.CLASSIFIER,
     output:
-        "results/scorevae/prior/{dataset}/{method}.json",
-        "results/scorevae/prior/{dataset}/{method}.png",
+        scores="results/scorevae/prior/{dataset}/{method}.json",
+        grid="results/scorevae/prior/{dataset}/{method}.png",
     params:
         cfg=J.scorevae.scorevae_prior_cfg,
         upstream=J.scorevae.scorevae_prior_upstream,
@@ -50,7 +50,7 @@ rule scorevae_prior:
         "logs/scorevae/prior/{dataset}/{method}.log",
     shell:
         "python -m daebench scorevae-prior --cfg {params.cfg:q} --model {input.model} --data {params.data}"
-        " --classifier {input.classifier} --out {output[0]} --threads {threads} > {log} 2>&1"
+        " --classifier {input.classifier} --out {output.scores} --threads {threads} > {log} 2>&1"
 
 
 rule scorevae_table:

@@ -56,7 +56,9 @@ def row_name(label: str, beta: float) -> str:
 
 def ours(tables: dict[str, pd.DataFrame], cfg: dict, samples: dict[str, dict] | None = None) -> pd.DataFrame:
     t = tables["table1"]
-    t = t[t["mode"].isin([MODE, "decoder"]) & (t["family"] != "uncond")]  # the prior's samples reconstruct nothing
+    t = t[t["mode"].isin([MODE, "decoder"])]
+    if "family" in t.columns:  # the prior's own row (its samples) reconstructs nothing
+        t = t[t["family"] != "uncond"]
     rows = pd.Series([row_name(lab, b) for lab, b in zip(t["label"], t["beta"])], index=t.index)
     # each row's scoring job: results/scorevae/metrics/<dataset>/<method>/<phase>_<mode>.json
     scores = [samples.get(f"{d}/{m}/{ph}_{mo}") for d, m, ph, mo in
