@@ -265,13 +265,6 @@ def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFr
         raise ValueError(f"ScoreVAE table: {len(inputs)} metrics files for {len(cfg['rows'])} rows and "
                          f"{len(priors)} priors")
     rows = []
-    for spec, r in zip(priors, _read(inputs[len(cfg["rows"]):])):
-        if r["method"] != spec["method"]:
-            raise ValueError(f"ScoreVAE table: samples of prior {r['method']} where {spec['method']} was expected")
-        rows.append({"dataset": cfg["dataset"], "label": f"{spec['label']} (samples)", "beta": None,
-                     "method": spec["method"], "phase": None, "family": "uncond", "mode": r["mode"],
-                     **r["metrics"], "nfe": r["nfe"], "n_params": r.get("n_params"), "n_images": r["n_images"],
-                     "mlflow_run_id": r["mlflow_run_id"]})
     for spec, r in zip(cfg["rows"], _read(inputs[:len(cfg["rows"])])):
         if (r["method"], r["mode"]) != (spec["method"], spec["mode"]):
             raise ValueError(f"ScoreVAE table: metrics of {r['method']}/{r['mode']} where "
@@ -281,7 +274,13 @@ def write_scorevae_table1(cfg: dict, inputs: list[Path], out: Path) -> pd.DataFr
         row.update({k: r["metrics"][k] for k in SCOREVAE_COLUMNS if k in r["metrics"]})
         row.update(nfe=r["nfe"], n_params=r.get("n_params"), n_images=r["n_images"], mlflow_run_id=r["mlflow_run_id"])
         rows.append(row)
-    rows = rows[len(priors):] + rows[:len(priors)]  # the prior after the autoencoders
+    for spec, r in zip(priors, _read(inputs[len(cfg["rows"]):])):
+        if r["method"] != spec["method"]:
+            raise ValueError(f"ScoreVAE table: samples of prior {r['method']} where {spec['method']} was expected")
+        rows.append({"dataset": cfg["dataset"], "label": f"{spec['label']} (samples)", "beta": None,
+                     "method": spec["method"], "phase": None, "family": "uncond", "mode": r["mode"],
+                     **r["metrics"], "nfe": r["nfe"], "n_params": r.get("n_params"), "n_images": r["n_images"],
+                     "mlflow_run_id": r["mlflow_run_id"]})
     df = pd.DataFrame(rows)
     lead = ["dataset", "label", "beta", "method", "phase", "family", "mode"]
     df = df[lead + _present(df, SCOREVAE_COLUMNS) + ["nfe", "n_params", "n_images", "mlflow_run_id"]]

@@ -68,7 +68,7 @@ def scorevae_prior(cfg: dict, data: Path, out: Path, model: Path, classifier: Pa
             run.log_metrics({f"eval/prior-samples-{ev['mode']}-{ev['nfe']}steps-n{len(x)}/{k}": v
                              for k, v in res.items()}, run_id=trained_by)
         out = Path(out)
-        save_grid(out.with_suffix(".png"), [samples[i * 12:(i + 1) * 12] for i in range(min(4, len(samples) // 12))])
+        save_grid(out.with_suffix(".png"), [samples[i:i + 12] for i in range(0, min(48, len(samples)), 12)])
         run.log_artifact(out.with_suffix(".png"))
         nfe = ev["nfe"] + int(ev["sampler"].get("denoise", True))  # as the rows count it (vpvae.cost)
         write_json(out, {"metrics": res, "method": name, "mode": ev["mode"], "nfe": nfe, "n_images": len(x),
