@@ -505,7 +505,7 @@ def test_scorevae_with_its_flatten_head_encoder_learns_an_image_mixture():
     model = nn.Module()
     model.prior, model.corrector, model.schedule = ImageMixturePrior(pattern), None, vp_linear
     model.encoder = Encoder(1, 8, 4, model_channels=8, channel_mult=(1, 2), time_conditioned=True,
-                            **{"head": vpvae.ENCODER_HEAD})
+                            head=vpvae.ENCODER_HEAD)
     loss, g = scorevae.ScoreVAELoss("encoder", 0.01, "simple", "release"), torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.encoder.parameters(), lr=2e-3)
     threads = torch.get_num_threads()
