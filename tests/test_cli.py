@@ -68,5 +68,5 @@ def test_commands_that_skip_torch_build_no_network():
     assert set(LIGHT) <= light
     heavy = {"train", "reconstruct", "metrics", "train-classifier", "ppl", "train-prior", "generate", "gen-metrics",
              "probe", "disentangle", "inference-cost", "ddvi-train", "ddvi-evaluate", "prepare-data",
-             "prepare-genotypes", "scorevae-grid", "fetch-weights"}
+             "prepare-genotypes", "scorevae-grid", "scorevae-prior", "fetch-weights"}
     assert not light & heavy and light | heavy == set(sub), sorted(set(sub) - light - heavy)
