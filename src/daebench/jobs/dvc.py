@@ -249,8 +249,8 @@ def order_pulled_artefacts(config: dict) -> None:
     """A fresh clone whose artefacts came from `dvc pull` has no .snakemake/ metadata, and DVC writes files
     in whatever order it checks them out, so a result can look older than its inputs. There, and only
     there, give the pulled files modification times in DAG order: data < models by phase < priors and
-    DDVI models < reconstructions and samples < their scores < tables and figures < summaries and claims
-    < all claims < report."""
+    DDVI models < reconstructions and samples (the ScoreVAE prior's own included) < their scores < tables
+    and figures < summaries and claims < all claims < report."""
     import glob
     import os
     import sys
@@ -266,7 +266,8 @@ def order_pulled_artefacts(config: dict) -> None:
               [paths.CLASSIFIER.format(dataset=ds)], *phases,
               [paths.PRIORS.format(dataset=ds) + "/*", "resources/ddvi/**/*.pt"],
               [f"results/{d}/{ds}/*/*" for d in ("recon", "dbae/recon", "scorevae/recon", "dbae/gen")]
-              + ["results/ddvi/runs/**/*", "results/ddvi/budget/**/*", f"results/two_phase/ppl/{ds}/*"],
+              + [f"results/scorevae/prior/{ds}/*", "results/ddvi/runs/**/*", "results/ddvi/budget/**/*",
+                 f"results/two_phase/ppl/{ds}/*"],
               [f"results/{d}/{ds}/*/*" for d in ("metrics", "dbae/metrics", "scorevae/metrics", "dbae/gen_metrics")]
               + [f"results/dbae/{d}/{ds}/*" for d in ("probe", "disentangle", "cost")],
               ["results/table4.csv", "results/two_phase/table*.csv", "results/dbae/table*.csv", "results/scorevae/*.csv", "results/scorevae/*.png",
