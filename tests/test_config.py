@@ -156,7 +156,8 @@ def schema_numbers(node, parts=(), depth=0):
 
 NUMBERS = schema_numbers(SCHEMA_DOC)
 # Containers an optional key needs around it to sit at a valid place (their required keys).
-SEEDS = {"loss_levels": {"name": "shifted_cosine"}}
+SEEDS = {"loss_levels": {"name": "shifted_cosine"}, "context_net": {"size": 2, "dropout": 0.4},
+         "stage1": {"steps": 20, "beta": [1.0e-4, 0.02], "kl_weight": 0.01}}  # a block's required keys
 
 
 def key_name(parts):

@@ -59,7 +59,8 @@ def _compute_facts() -> dict:
                            "studies": list(REGISTRY)},
             "study_tables": {n: list(s.claims.TABLES) for n, s in REGISTRY.items()},
             "families": {n: {"kind": f.kind, "nets": list(f.nets), "keys": sorted(f.keys), "required": list(f.required),
-                             "defaults": dict(f.defaults), "modes": list(f.modes), "module": module[n]}
+                             "defaults": dict(f.defaults), "modes": list(f.modes), "module": module[n],
+                             "recipes": dict(getattr(f, "recipes", {}))}
                          for n, f in FAMILIES.items()}}
 
 
@@ -205,6 +206,7 @@ def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) 
                     m.setdefault(key, copy.deepcopy(value))
         for _ in cls(schema).iter_errors(config):
             pass
+    _apply_recipes(config)
     # A NaN / inf is reported once, by the walk, whatever bounds or type its key has.
     found = [(tuple(e.absolute_path), _describe(e))
              for e in jsonschema.Draft7Validator(schema).iter_errors(config) if not _non_finite(e.instance)]
@@ -216,6 +218,24 @@ def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) 
     if problems:
         raise ConfigError("invalid parameters:\n  - " + "\n  - ".join(problems))
     return config
+
+
+def _apply_recipes(config: dict) -> None:
+    """``ddvi.recipe`` other than "paper": each DDVI-study family's recipe of that name (methods/<family>.py
+    RECIPES) set on its methods and on ddvi.priors, over what params.yaml and overlays say (to vary one of its
+    choices, set the keys without the recipe). Unknown names are the schema's to report."""
+    study = config.get("ddvi")
+    if not isinstance(study, dict) or study.get("recipe", "paper") == "paper":
+        return
+    for family, facts in family_facts("ddvi").items():
+        recipe = facts.get("recipes", {}).get(study["recipe"])
+        if recipe is None:
+            continue
+        for m in (study.get("methods") or {}).values():
+            if isinstance(m, dict) and m.get("family") == family:
+                m.update({k: copy.deepcopy(v) for k, v in recipe["method"].items() if k not in recipe.get("keep", ())})
+        if isinstance(study.get("priors"), dict):
+            deep_update(study["priors"], recipe.get("priors", {}))
 
 
 def _semantic_problems(config: dict) -> list[str]:

@@ -78,9 +78,15 @@ def make_prior(cfg: dict):
 class DDVILoss(Objective):
     """The family's stages plus a progress hook for in-loss schedules (KL annealing, AAEB's noise)."""
 
-    def __init__(self, family: DDVIFamily, method: dict, ctx: Ctx):
+    def __init__(self, family: DDVIFamily, method: dict, ctx: Ctx, stage: str = "main"):
+        """``stage``: "main", or "stage1", the release's first model (methods/ddvi.py, ``stage1``)."""
         self.ctx = ctx
-        self.stages = family.stages(method, ctx)
+        if stage == "stage1":
+            from .methods.ddvi import stage1_stages
+
+            self.stages = stage1_stages(method, ctx)
+        else:
+            self.stages = family.stages(method, ctx)
 
     def set_progress(self, fraction: float) -> None:
         self.ctx.progress = fraction
@@ -157,18 +163,19 @@ def cluster_codes(family: DDVIFamily, model: nn.Module, x: torch.Tensor, g: torc
     return _batched(lambda xb: torch.stack([family.encode(model, xb, g) for _ in range(draws)]).mean(0), x)
 
 
-def pretrain(cfg: dict, model: nn.Module, ctx: Ctx) -> list[float]:
-    """DDVI's optional warm-up of the denoiser on prior samples (method key ``pretrain_examples``, the
-    release's unconditional diffusion pretraining); nothing for other families or 0 examples."""
+def pretrain(cfg: dict, model: nn.Module, ctx: Ctx, stage1: bool = False) -> list[float]:
+    """DDVI's optional warm-up of a denoiser on prior samples, the release's unconditional diffusion
+    pretraining: the main denoiser (method key ``pretrain_examples``) or, with ``stage1``, the first model's
+    context-free one (``stage1.pretrain_examples``); nothing for other families or 0 examples."""
     m = cfg["method"]
-    n = int(m.get("pretrain_examples", 0) or 0)
+    n = int(((m.get("stage1") or {}) if stage1 else m).get("pretrain_examples", 0) or 0)
     if m["family"] != "ddvi" or n <= 0:
         return []
     from .methods.ddvi import pretrain_denoiser
 
     prior = model.prior if hasattr(model, "prior") else ctx.prior
     tr = cfg["train"]
-    return pretrain_denoiser(model, prior, n, int(tr["batch_size"]), float(tr["lr"]), int(tr["seed"]))
+    return pretrain_denoiser(model, prior, n, int(tr["batch_size"]), float(tr["lr"]), int(tr["seed"]), stage1)
 
 
 def _batched_elbo(family, model, ctx, x, part, g, bs: int = 512) -> dict[str, torch.Tensor]:

@@ -29,22 +29,56 @@ def ddvi_train(cfg: dict, data: Path, out: Path, name: str, checkpoint_dir: str 
     train = cfg["train"]
     out = Path(out)
 
-    def pretrain(run) -> None:  # a resumed run restores its pretrained denoiser from the checkpoint
-        import time
+    data_ = (ds.x_train, ddvi_study.partition_labels(cfg, ds.y_train))
+    stage1_out = Path(checkpoint_dir) / f"{out.stem}.stage1.pt"
 
-        t0 = time.time()
-        pre = ddvi_study.pretrain(cfg, model, ctx)
-        if pre:
-            run.log_metrics({"pretrain/loss": sum(pre[-20:]) / len(pre[-20:]), "pretrain/steps": len(pre),
-                             "pretrain/seconds": time.time() - t0})
+    def before(run) -> None:  # a fresh start; a resumed run restores all of this from its checkpoint
+        if cfg["method"].get("stage1"):
+            if not (stage1_out.exists() or _resume_path(stage1_out).exists()):
+                _pretrain(run, "stage1/pretrain", lambda: ddvi_study.pretrain(cfg, model, ctx, stage1=True))
+            _train_stage1(cfg, family, model, ctx, data_, run, name, stage1_out, progress)
+        _pretrain(run, "pretrain", lambda: ddvi_study.pretrain(cfg, model, ctx))
 
     run_training(TrainingJob(
         name=name, rule="ddvi_train", dataset=cfg["dataset"], params=cfg, model=model,
-        loss=ddvi_study.DDVILoss(family, cfg["method"], ctx),
-        data=(ds.x_train, ddvi_study.partition_labels(cfg, ds.y_train)), train_cfg=train, config=cfg,
+        loss=ddvi_study.DDVILoss(family, cfg["method"], ctx), data=data_, train_cfg=train, config=cfg,
         steps=steps(train["examples"], train["batch_size"])[0], out=out,
         ckpt_path=Path(checkpoint_dir) / f"{out.stem}.resume.pt", registered_name="ddvi-" + name.replace("/", "-"),
-        before=pretrain), progress)
+        before=before), progress)
+    stage1_out.unlink(missing_ok=True)  # the first model lives on in the final one
+
+
+def _pretrain(run, prefix: str, fit) -> None:
+    import time
+
+    t0 = time.time()
+    losses = fit()
+    if losses:
+        run.log_metrics({f"{prefix}/loss": sum(losses[-20:]) / len(losses[-20:]), f"{prefix}/steps": len(losses),
+                         f"{prefix}/seconds": time.time() - t0})
+
+
+def _resume_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.resume.pt")
+
+
+def _train_stage1(cfg: dict, family, model, ctx, data, run, name: str, out: Path, progress: bool) -> None:
+    """The release's first model (methods/ddvi.py, ``stage1``), trained into ``model`` before the main training,
+    resumable on its own; a finished one (``out``, kept until the job ends) is loaded instead of retrained. The
+    main training starts from its raw weights (the release keeps no average)."""
+    from .. import ddvi_study
+    from ..checkpoint import load_checkpoint
+    from ..train import train_phase
+
+    if not out.exists():
+        s1, train = cfg["method"]["stage1"], cfg["train"]
+        train_phase(model, ddvi_study.DDVILoss(family, cfg["method"], ctx, stage="stage1"), data,
+                    steps=steps(int(s1.get("examples") or train["examples"]), train["batch_size"])[0], phase_index=1,
+                    train_cfg=train,
+                    ckpt_path=_resume_path(out), out_path=out,
+                    config={**cfg, "stage": "stage1"}, progress=progress, name=f"{name}/stage1",
+                    logger=lambda means, step: run.log_metrics({f"stage1/{k}": v for k, v in means.items()}, step))
+    model.load_state_dict(load_checkpoint(out)["model"])
 
 
 def _data_shape(cfg: dict, data: Path, dim: int) -> int | tuple[int, int, int]:
@@ -132,6 +166,10 @@ def ddvi_train_slice(config: dict, setting: str, prior: str, method: str, seed) 
         out["kde"] = study["kde"]
     if setting == "semi":
         out["semi"] = {k: v for k, v in study["settings"]["semi"].items() if k != "priors"}
+    # Its values are already in the method and prior above (config resolution applied them); its name is read
+    # here so that DVC's stage tracks the switch in params.yaml (jobs/dvc.py), and kept where it is not the default.
+    if (recipe := study.get("recipe", "paper")) != "paper":
+        out["recipe"] = recipe
     return out
 
 

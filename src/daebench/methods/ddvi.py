@@ -35,6 +35,24 @@ before the first step (0: no pretraining).
   log q(z | x) = log N(y_T; mu(x), sigma^2(x)) - log |det dz / dy_T|
 (the 2 x 2 Jacobian by autograd through the chain), and the regulariser is the exact log q(z | x) - log p(z).
 
+The release's recipe (topwasu/DDVI, DiffVAEWarmup in algorithms/vaes/diff_vae.py; config ``ddvi.recipe:
+release`` sets all of it, each piece its own key):
+- ``wake_loss: release``: reconstruction + kl_weight (KL(q(y_T | x) || N(0, I)) - log p(z)) + chain_weight x
+  Huber(y_{t-1} - mu~_t(y_t, z)) at one uniform t per example (its ``weird_loss_at_step_t``: the chain's step
+  against the noising posterior's mean, both through the same draw, no 1 / sigma_t^2); ``elbo`` (default) is the
+  paper's eq. 4-5 above.
+- ``sleep_loss: release``: Huber(eps_phi(y_t, c(x~), t) - eps) per update, no KL at y_T, ``sleep_updates`` of them
+  per batch (release: 3, each on fresh prior samples); ``elbo`` (default) is eq. 11 above, one update.
+- ``context_net: {size, dropout}``: c(x) from a network of its own (LeakyReLU layers of nets.hidden x nets.layers,
+  dropout on in training and evaluation, as the release's) instead of extra encoder outputs.
+- ``stage1: {examples, steps, beta, kl_weight, pretrain_examples}``: the release's first model (``diff_vae``),
+  trained before this one: q(y | x) and the decoder through a context-free DDIM (``prior_denoiser``, its own T and
+  schedule) that is fitted to prior samples first (``pretrain_examples``, Huber) and then trained on them
+  alongside: reconstruction + kl_weight KL(q(y | x) || N(0, I)) + Huber noise loss; no log p(z). Its encoder and
+  decoder start the main training; its denoiser is not used after it (the release's ``g2_weight`` 1).
+- ``decoder_frozen: f``: the decoder gets no gradient for the first fraction f of the main training (release:
+  30 of 100 epochs).
+
 Evaluation reports two estimators: ``elbo`` (the exact bound above, averaged over draws) and
 ``elbo_release``, the release's ``DiffVAEWarmup.get_elbo`` (algorithms/vaes/diff_vae.py) applied to this
 model: one y_T ~ q(y_T | x), then a deterministic DDIM chain (the release's p_sample, eta = 0)
@@ -49,11 +67,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..compute import eager_optimizer
 from ..diffusion.schedules import linear_beta_alpha_bar
-from ..nets.mlp import TimeMLP
+from ..nets.mlp import ContextMLP, TimeMLP
 from . import ddvi_common
 from .ddvi_common import LOG2PI, Z_DIM, Ctx
 from .family import DDVIFamily
@@ -61,40 +80,61 @@ from .objective import Stage
 
 SLEEP = ("wake_sleep", "latent", "none")
 CHAINS = ("ddpm", "ddim")
+LOSSES = ("elbo", "release")  # wake_loss and sleep_loss: the paper's, or the release's (module doc)
 
 
 class DDVI(nn.Module):
     def __init__(self, nets: dict, dim: ddvi_common.Shape, steps: int, beta: tuple[float, float],
-                 chain: str = "ddpm"):
+                 chain: str = "ddpm", context_net: dict | None = None, stage1: dict | None = None):
         super().__init__()
         if chain not in CHAINS:
             raise ValueError(f"unknown DDVI chain {chain!r}; known: {', '.join(CHAINS)}")
         self.chain = chain  # how q(z | x) runs its steps (module doc); not state: rebuilt from the config
-        self.ctx_dim = nets["context"]
-        self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
+        if context_net:  # the release's: c(x) from its own network, the encoder gives (mu, log sigma^2) only
+            self.ctx_dim = int(context_net["size"])
+            self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM)
+            self.context_net = ContextMLP(ddvi_common.flat_dim(dim), nets["hidden"], nets["layers"], self.ctx_dim,
+                                          float(context_net["dropout"]))
+        else:
+            self.ctx_dim = nets["context"]
+            self.encoder, self.decoder = ddvi_common.encoder_decoder(nets, dim, 2 * Z_DIM + self.ctx_dim)
         den = nets["denoiser"]
         self.denoiser = TimeMLP(Z_DIM + self.ctx_dim, Z_DIM, steps, den["hidden"], den["layers"])
         ab = linear_beta_alpha_bar(steps, beta[0], beta[1]).float()
         self.register_buffer("alpha_bar", ab, persistent=False)          # alpha_bar_0..T
         self.register_buffer("betas", 1 - ab[1:] / ab[:-1], persistent=False)  # beta_1..T at index t-1
         self.T = steps
+        if stage1:  # the release's first model's context-free denoiser (module doc, ``stage1``)
+            self.T1 = int(stage1["steps"])
+            self.prior_denoiser = TimeMLP(Z_DIM, Z_DIM, self.T1, den["hidden"], den["layers"])
+            ab1 = linear_beta_alpha_bar(self.T1, stage1["beta"][0], stage1["beta"][1]).float()
+            self.register_buffer("alpha_bar1", ab1, persistent=False)
 
     def q_T(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        return h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8), h[:, 2 * Z_DIM:]
+        c = self.context_net(x) if hasattr(self, "context_net") else h[:, 2 * Z_DIM:]
+        return h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8), c
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """c(x) alone (the sleep step's, where q(y_T | x) is not needed)."""
+        return self.context_net(x) if hasattr(self, "context_net") else self.encoder(x)[:, 2 * Z_DIM:]
 
     def eps(self, y: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.denoiser(torch.cat([y, c], 1), t)
 
-    def r_posterior(self, y_t: torch.Tensor, y0: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of the noising process's posterior r(y_{t-1} | y_t, y_0), t >= 2 (Ho et al. eq. 7)."""
+    def r_posterior(self, y_t: torch.Tensor, y0: torch.Tensor, t: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the noising process's posterior r(y_{t-1} | y_t, y_0) (Ho et al. eq. 7); ``t`` one
+        step for all rows or one per row. At t = 1 the variance is 0 and the mean y_0."""
         b, ab, ab_prev = self.betas[t - 1], self.alpha_bar[t], self.alpha_bar[t - 1]
+        if isinstance(t, torch.Tensor) and t.dim() == 1:
+            b, ab, ab_prev = b.unsqueeze(1), ab.unsqueeze(1), ab_prev.unsqueeze(1)
         mean = (ab_prev.sqrt() * b / (1 - ab)) * y0 + ((1 - b).sqrt() * (1 - ab_prev) / (1 - ab)) * y_t
         return mean, b * (1 - ab_prev) / (1 - ab)
 
 
 def build(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> DDVI:
-    return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]), method.get("chain", "ddpm"))
+    return DDVI(nets, dim, int(method["steps"]), tuple(method["beta"]), method.get("chain", "ddpm"),
+                method.get("context_net"), method.get("stage1"))
 
 
 def _normal_log_prob(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -175,26 +215,79 @@ def _wake(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> tuple[torch.Tenso
     return model.decoder(p["z"]), p | {"log_p": ddvi_common.log_prior(model, ctx, p["z"], part)}
 
 
+def noise_loss(eps_fn, alpha_bar: torch.Tensor, T: int, z: torch.Tensor, g: torch.Generator,
+               kind: str = "squared") -> torch.Tensor:
+    """Per example, the denoising loss of ``eps_fn(y_t, t)`` at one uniform t in 1..T, y_t = sqrt(alpha_bar_t) z +
+    sqrt(1 - alpha_bar_t) eps: ||eps_fn - eps||^2 (eq. 11), or "huber", the release's smooth L1 averaged over the
+    latent dimensions (its ``loss_at_step_t(..., loss_type="huber")``)."""
+    t = torch.randint(1, T + 1, (z.shape[0],), generator=g).to(z.device)
+    ab = alpha_bar[t].unsqueeze(1)
+    eps = torch.randn(z.shape, generator=g).to(z)
+    pred = eps_fn(ab.sqrt() * z + (1 - ab).sqrt() * eps, t)
+    if kind == "huber":
+        return F.smooth_l1_loss(pred, eps, reduction="none").mean(1)
+    return (pred - eps).square().sum(1)
+
+
 def sleep_terms(model: DDVI, x_tilde: torch.Tensor, z: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
     """L_diff (eq. 11) for latents z and the data x~ they explain: denoising loss + KL at y_T."""
-    n = z.shape[0]
     mu, logvar, c = model.q_T(x_tilde)
-    t = torch.randint(1, model.T + 1, (n,), generator=g).to(z.device)
-    ab = model.alpha_bar[t].unsqueeze(1)
-    eps = torch.randn(z.shape, generator=g).to(z)
-    pred = model.eps(ab.sqrt() * z + (1 - ab).sqrt() * eps, c, t)
+    diff = noise_loss(lambda y, t: model.eps(y, c, t), model.alpha_bar, model.T, z, g)
     ab_T = model.alpha_bar[model.T]
     var_T = 1 - ab_T
     kl_T = 0.5 * (logvar - var_T.log() + (var_T + (ab_T.sqrt() * z - mu).square()) / logvar.exp() - 1).sum(1)
-    return {"sleep_diff": (pred - eps).square().sum(1), "sleep_kl_T": kl_T}
+    return {"sleep_diff": diff, "sleep_kl_T": kl_T}
+
+
+def release_sleep_terms(model: DDVI, x_tilde: torch.Tensor, z: torch.Tensor, g: torch.Generator) -> dict:
+    """The release's sleep update (module doc, ``sleep_loss: release``): Huber noise prediction, no KL at y_T."""
+    c = model.context(x_tilde)
+    return {"sleep_diff": noise_loss(lambda y, t: model.eps(y, c, t), model.alpha_bar, model.T, z, g, "huber")}
+
+
+def release_wake_terms(model: DDVI, batch, ctx: Ctx, g: torch.Generator, frozen_decoder: bool) -> dict:
+    """The release's wake loss (module doc, ``wake_loss: release``), per example: recon, kl (weighted
+    KL(q(y_T | x) || N(0, I)) - log p(z)) and chain (the unweighted Huber step-mean term)."""
+    x, part = batch
+    mu, logvar, c = model.q_T(x)
+    y_T, _ = ddvi_common.reparam(mu, logvar, g)
+    ys = ddim_chain(model, y_T, c)
+    z = ys[-1]
+    out = _frozen(model.decoder)(z) if frozen_decoder else model.decoder(z)
+    kl_yT = 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)
+    terms = ddvi_common.elbo_terms(out, x, kl_yT - ddvi_common.log_prior(model, ctx, z, part), ctx)
+    n = x.shape[0]
+    t = torch.randint(1, model.T + 1, (n,), generator=g).to(x.device)
+    chain = torch.stack(ys)                        # chain[i] = y_{T - i}
+    rows = torch.arange(n, device=x.device)
+    mean, _ = model.r_posterior(chain[model.T - t, rows], z, t)
+    return terms | {"chain": F.smooth_l1_loss(chain[model.T - t + 1, rows], mean, reduction="none").mean(1)}
+
+
+def _frozen(net: nn.Module):
+    """``net`` as a function of its input only: gradients reach the input but not the weights, so an Adam over
+    them (set_to_none gradients) leaves them as they are (the release's decoder, frozen early in training)."""
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    return lambda inp: torch.func.functional_call(net, params, (inp,))
 
 
 def stages(method: dict, ctx: Ctx) -> list[Stage]:
     sleep = method["sleep"]
     w_sleep = float(method.get("sleep_weight", 1.0))
     w_chain = method.get("chain_weight")
+    wake_loss, sleep_loss = method.get("wake_loss", "elbo"), method.get("sleep_loss", "elbo")
+    for key, value in (("wake_loss", wake_loss), ("sleep_loss", sleep_loss)):
+        if value not in LOSSES:
+            raise ValueError(f"unknown DDVI {key} {value!r}; known: {', '.join(LOSSES)}")
+    if wake_loss == "release" and method.get("chain", "ddpm") != "ddim":
+        raise ValueError("DDVI wake_loss: release trains the release's deterministic chain; set chain: ddim")
+    frozen_until = float(method.get("decoder_frozen", 0.0))
+    sleep_fn = release_sleep_terms if sleep_loss == "release" else sleep_terms
 
     def wake(model, batch, g):
+        if wake_loss == "release":
+            terms = release_wake_terms(model, batch, ctx, g, ctx.progress < frozen_until)
+            return terms | {"chain": float(1.0 if w_chain is None else w_chain) * terms["chain"]}
         out, p = _wake(model, batch, ctx, g)
         if w_chain is None:  # kl_weight on the whole regulariser
             return ddvi_common.elbo_terms(out, batch[0], p["log_qr"] - p["log_p"], ctx)
@@ -207,16 +300,18 @@ def stages(method: dict, ctx: Ctx) -> list[Stage]:
         with torch.no_grad():
             z = prior.sample(batch[0].shape[0], g).to(batch[0])
             x_t = ddvi_common.mean_x(model.decoder(z), ctx.likelihood)
-        return {k: w_sleep * v for k, v in sleep_terms(model, x_t, z, g).items()}
+        return {k: w_sleep * v for k, v in sleep_fn(model, x_t, z, g).items()}
 
     def wake_latent_sleep(model, batch, g):
         terms = wake(model, batch, g)
         with torch.no_grad():
             z = ddvi_common.prior_of(model, ctx).sample(batch[0].shape[0], g).to(batch[0])
-        return terms | {k: w_sleep * v for k, v in sleep_terms(model, batch[0], z, g).items()}
+        return terms | {k: w_sleep * v for k, v in sleep_fn(model, batch[0], z, g).items()}
 
-    if sleep == "wake_sleep":
-        return [Stage("wake", wake, ()), Stage("sleep", model_sleep, ("encoder", "denoiser"))]
+    if sleep == "wake_sleep":  # the sleep step trains what computes c(x) and the denoiser
+        learns_c = "context_net" if method.get("context_net") else "encoder"
+        return [Stage("wake", wake, ()), Stage("sleep", model_sleep, (learns_c, "denoiser"),
+                                               int(method.get("sleep_updates", 1)))]
     if sleep == "latent":
         return [Stage("wake", wake_latent_sleep, ())]
     if sleep == "none":
@@ -224,21 +319,25 @@ def stages(method: dict, ctx: Ctx) -> list[Stage]:
     raise ValueError(f"unknown DDVI sleep {sleep!r}; known: {', '.join(SLEEP)}")
 
 
-def pretrain_denoiser(model: DDVI, prior, examples: int, batch_size: int, lr: float, seed: int) -> list[float]:
-    """The release's warm-up: eps_phi fitted to prior samples alone (context 0, an unconditional diffusion
-    model of p(z)) with the sleep term's denoising loss, ``examples`` samples in batches. Returns the losses."""
+def pretrain_denoiser(model: DDVI, prior, examples: int, batch_size: int, lr: float, seed: int,
+                      stage1: bool = False) -> list[float]:
+    """The release's warm-up: a denoiser fitted to prior samples alone (an unconditional diffusion model of
+    p(z)), ``examples`` samples in batches: eps_phi with the context set to 0 and the sleep term's squared loss,
+    or with ``stage1`` the first model's context-free ``prior_denoiser`` with the release's Huber loss (its
+    StandardDiffusion). Returns the losses."""
     g = torch.Generator().manual_seed(seed)
-    opt = eager_optimizer(torch.optim.Adam, model.denoiser.parameters(), lr=lr)
+    net = model.prior_denoiser if stage1 else model.denoiser
+    opt = eager_optimizer(torch.optim.Adam, net.parameters(), lr=lr)
     dev = next(model.parameters()).device
     losses = []
     for _ in range(max(0, round(examples / batch_size))):
         with torch.no_grad():
             z = prior.sample(batch_size, g).to(dev)
-        t = torch.randint(1, model.T + 1, (batch_size,), generator=g).to(dev)
-        ab = model.alpha_bar[t].unsqueeze(1)
-        eps = torch.randn(z.shape, generator=g).to(z)
-        pred = model.eps(ab.sqrt() * z + (1 - ab).sqrt() * eps, torch.zeros(batch_size, model.ctx_dim).to(z), t)
-        loss = (pred - eps).square().sum(1).mean()
+        if stage1:
+            loss = noise_loss(net, model.alpha_bar1, model.T1, z, g, "huber").mean()
+        else:
+            c0 = torch.zeros(batch_size, model.ctx_dim).to(z)
+            loss = noise_loss(lambda y, t, c0=c0: model.eps(y, c0, t), model.alpha_bar, model.T, z, g).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -249,15 +348,39 @@ def pretrain_denoiser(model: DDVI, prior, examples: int, batch_size: int, lr: fl
 def ddim_chain(model: DDVI, y_T: torch.Tensor, c: torch.Tensor) -> list[torch.Tensor]:
     """The release's deterministic chain (GaussianDiffusionNoise.p_sample, DDIM with eta = 0):
     [y_T, y_{T-1}, ..., y_0]."""
+    return _ddim(lambda y, t: model.eps(y, c, t), model.alpha_bar, model.T, y_T)
+
+
+def _ddim(eps_fn, alpha_bar: torch.Tensor, T: int, y_T: torch.Tensor) -> list[torch.Tensor]:
     ys = [y_T]
     y = y_T
-    for t in range(model.T, 0, -1):
-        ab, ab_prev = model.alpha_bar[t], model.alpha_bar[t - 1]
+    for t in range(T, 0, -1):
+        ab, ab_prev = alpha_bar[t], alpha_bar[t - 1]
         tt = torch.full((y.shape[0],), t, dtype=torch.long, device=y.device)
-        e = model.eps(y, c, tt)
+        e = eps_fn(y, tt)
         y = (ab_prev / ab).sqrt() * (y - (1 - ab).sqrt() * e) + (1 - ab_prev).sqrt() * e
         ys.append(y)
     return ys
+
+
+def stage1_stages(method: dict, ctx: Ctx) -> list[Stage]:
+    """The release's first model (``diff_vae``; module doc, ``stage1``) as one training stage over the encoder,
+    the decoder and the context-free denoiser."""
+    kl_weight = float(method["stage1"]["kl_weight"])
+
+    def step(model, batch, g):
+        x = batch[0]
+        h = model.encoder(x)
+        mu, logvar = h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8)
+        y, _ = ddvi_common.reparam(mu, logvar, g)
+        z = _ddim(model.prior_denoiser, model.alpha_bar1, model.T1, y)[-1]
+        with torch.no_grad():
+            z_prior = ddvi_common.prior_of(model, ctx).sample(x.shape[0], g).to(x)
+        return {"recon": ddvi_common.recon_loss(model.decoder(z), x, ctx.likelihood),
+                "kl": kl_weight * 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1),
+                "prior_diff": noise_loss(model.prior_denoiser, model.alpha_bar1, model.T1, z_prior, g, "huber")}
+
+    return [Stage("stage1", step, ("encoder", "decoder", "prior_denoiser"))]
 
 
 @torch.no_grad()
@@ -290,7 +413,23 @@ def encode(model: DDVI, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return posterior_chain(model, x, g)[0]
 
 
+# ``ddvi.recipe: release``: every choice of the release's unsupervised MNIST runs (conf/model/diff_vae.yaml and
+# diff_vae_warmup.yaml, DiffVAEWarmup, conf/prior/*.yaml, priors.py) at once, each still its own key (module doc).
+# Not among them: its lr 1e-4 (ddvi.train is shared by every method of a table) and its 1000-unit networks (the
+# study's nets, scaled to 16x16 digits). stage1.pretrain_examples keeps the release's proportion: its
+# StandardDiffusion fits 100 x 1000 batches where each stage has 100 x 469; stage1.examples is left to
+# ddvi.train.examples, as long as the main training, as the release's two stages are.
+RECIPES = {"release": {
+    "method": {"chain": "ddim", "steps": 40, "beta": [1.0e-4, 0.02], "kl_weight": 0.003, "chain_weight": 1.0,
+               "wake_loss": "release", "sleep_loss": "release", "sleep_updates": 3,
+               "context_net": {"size": 2, "dropout": 0.4}, "decoder_frozen": 0.3, "pretrain_examples": 0,
+               "stage1": {"steps": 20, "beta": [1.0e-4, 0.02], "kl_weight": 0.01, "pretrain_examples": 163840}},
+    "keep": ["sleep"],  # DDVI without the sleep term (Table 8) stays without it
+    "priors": {"pinwheel": {"radial_std": 0.15, "tangential_std": 0.005}, "swiss_roll": {"form": "release", "noise": 0.0},
+               "square": {"noise": 0.06, "noise_dir": "normal"}}}}
+
 FAMILY = DDVIFamily(
-    name="ddvi", build=build, stages=stages, elbo=elbo, encode=encode,
+    name="ddvi", build=build, stages=stages, elbo=elbo, encode=encode, recipes=RECIPES,
     keys=frozenset({"sleep", "steps", "beta", "sleep_weight", "chain_weight", "pretrain_examples", "anneal",
-                    "kl_weight", "chain"}), required=("sleep", "steps", "beta"))
+                    "kl_weight", "chain", "wake_loss", "sleep_loss", "sleep_updates", "context_net", "stage1",
+                    "decoder_frozen"}), required=("sleep", "steps", "beta"))

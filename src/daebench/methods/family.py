@@ -74,6 +74,9 @@ class DDVIFamily(BaseFamily):
     stages: Callable                            # stages(method, ctx): the training step's Stages
     elbo: Callable | None                       # elbo(model, batch, ctx, g): per-example estimates; None: no density
     encode: Callable                            # encode(model, x, g): one draw of the code z
+    # Named sets of values config resolution applies at once (``ddvi.recipe``): {"method": keys set on each
+    # method of the family, except those in ``keep``; "priors": ddvi.priors values; "keep": method keys left as set}
+    recipes: Mapping = field(default_factory=dict)
     # What config's code facts read of every family: a DDVI-study family builds from the whole ddvi.nets block,
     # gets no defaults filled and decodes nothing.
     nets: ClassVar[tuple[str, ...]] = ()

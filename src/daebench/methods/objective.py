@@ -24,10 +24,13 @@ LossFn = Callable[[nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
 
 @dataclass
 class Stage:
-    """One Adam update per batch: ``fn``'s terms, summed, update the child modules ``modules`` (empty: all)."""
+    """``repeat`` Adam updates per batch (default one): ``fn``'s terms, summed, update the child modules
+    ``modules`` (empty: all). Each repeat calls ``fn`` again, so a stage that draws its own inputs (DDVI's sleep
+    on prior samples) sees fresh ones; the batch is the same."""
     name: str
     fn: LossFn
     modules: tuple[str, ...]
+    repeat: int = 1
 
 
 class Objective:

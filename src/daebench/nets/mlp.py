@@ -99,3 +99,21 @@ class MADE(nn.Module):
             h = torch.nn.functional.elu(h)
         out = torch.nn.functional.linear(h, self.head.weight * self.mask_head, self.head.bias) + self.ctx_out(ctx)
         return out[:, :self.d], out[:, self.d:]
+
+
+class ContextMLP(nn.Module):
+    """The DDVI release's context network of x (topwasu/DDVI models/simple.py MultiWayLinear, as
+    DiffVAEWarmup builds it): ``layers`` hidden layers of width ``hidden``, each a LeakyReLU(0.2) followed by
+    dropout of rate ``dropout`` that stays on in evaluation too (the release calls ``F.dropout`` without
+    ``training=``, whose default is on), then a linear map to ``d_out`` features."""
+
+    def __init__(self, d_in: int, hidden: int, layers: int, d_out: int, dropout: float):
+        super().__init__()
+        self.lins = nn.ModuleList(nn.Linear(d_in if i == 0 else hidden, hidden) for i in range(layers))
+        self.out = nn.Linear(hidden if layers else d_in, d_out)
+        self.dropout = float(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for lin in self.lins:
+            x = torch.nn.functional.dropout(torch.nn.functional.leaky_relu(lin(x), 0.2), self.dropout, training=True)
+        return self.out(x)

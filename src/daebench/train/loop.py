@@ -117,10 +117,11 @@ class _Meter:
     t0: float = field(default_factory=time.time)       # start of the current log interval
     started: float = field(default_factory=time.time)  # for the ETA: a resumed job restarts the clock
 
-    def add(self, terms: dict[str, torch.Tensor], step: int) -> None:
+    def add(self, terms: dict[str, torch.Tensor], step: int, weight: float = 1.0) -> None:
+        """``weight``: 1 / repeats of a repeated stage, so its terms log as their mean over the repeats."""
         for k, v in terms.items():
             v = _f32(v.detach())
-            self.sums[k] = self.sums.get(k, 0.0) + v.mean()
+            self.sums[k] = self.sums.get(k, 0.0) + weight * v.mean()
             bad = self.first_bad.get(k, torch.full((), -1, dtype=torch.long, device=v.device))
             self.first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v).all(), step, bad)
 
@@ -246,15 +247,16 @@ def _train_step(loop: _Loop, step_module: nn.Module, batches: Batches, meter: _M
     x0 = step_batch(batches, step)
     amp_dtype = compute_mod.AMP_DTYPES[ex.eff["amp"]]
     for i, opt in enumerate(loop.opts):
-        with torch.autocast(ex.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            terms = step_module(i, x0, gen)
-        loss = sum(_f32(v).mean() for v in terms.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip := ph.train_cfg.get("grad_clip"):  # the global norm over this stage's parameters (ScoreVAE's release: 1)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-        opt.step()
-        meter.add(terms, step)
+        for _ in range(loop.stages[i].repeat):
+            with torch.autocast(ex.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                terms = step_module(i, x0, gen)
+            loss = sum(_f32(v).mean() for v in terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip := ph.train_cfg.get("grad_clip"):  # the global norm over this stage's parameters (ScoreVAE's release: 1)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+            opt.step()
+            meter.add(terms, step, 1.0 / loop.stages[i].repeat)
     if ex.dist.is_main:
         ema_update(loop.ema, loop.model, ph.train_cfg["ema_decay"], gstep)
     meter.count += 1
