@@ -1,6 +1,5 @@
 """DDVI's release recipe (`ddvi.recipe: release`, methods/ddvi.py RECIPES): each of its pieces against a hand
 computation on a tiny model, and the switch against the jobs' parameters in a dry run."""
-import math
 
 import pytest
 import torch
@@ -13,19 +12,12 @@ from daebench.methods.ddvi import RECIPES
 from daebench.methods.ddvi_common import Ctx
 from daebench.methods.objective import Objective, Stage
 from daebench.train.stages import stage_optimizers
+from test_ddvi import StdNormal
 from test_presets import job_cfgs
 
 NETS = {"hidden": 8, "layers": 1, "context": 3, "denoiser": {"hidden": 16, "layers": 2}}
 RELEASE = {"sleep": "wake_sleep", **RECIPES["release"]["method"], "steps": 6}
 SQUARE = {"noise": 0.06, "noise_dir": "isotropic"}
-
-
-class StdNormal:
-    def log_prob(self, z, part=None):
-        return -0.5 * (z.square() + math.log(2 * math.pi)).sum(1)
-
-    def sample(self, n, g, part=None):
-        return torch.randn(n, 2, generator=g)
 
 
 def _huber(d):

@@ -113,7 +113,7 @@ class DDVI(nn.Module):
     def q_T(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
         c = self.context_net(x) if hasattr(self, "context_net") else h[:, 2 * Z_DIM:]
-        return h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8), c
+        return *_mean_logvar(h), c
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """c(x) alone (the sleep step's, where q(y_T | x) is not needed)."""
@@ -130,6 +130,16 @@ class DDVI(nn.Module):
             b, ab, ab_prev = b.unsqueeze(1), ab.unsqueeze(1), ab_prev.unsqueeze(1)
         mean = (ab_prev.sqrt() * b / (1 - ab)) * y0 + ((1 - b).sqrt() * (1 - ab_prev) / (1 - ab)) * y_t
         return mean, b * (1 - ab_prev) / (1 - ab)
+
+
+def _mean_logvar(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, log sigma^2) of q(y_T | x) from the encoder's output (its first 2 Z_DIM features)."""
+    return h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8)
+
+
+def _kl_std_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per example: the release's charge on y_T."""
+    return 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)
 
 
 def build(nets: dict, dim: ddvi_common.Shape, method: dict, labelled: bool) -> DDVI:
@@ -254,8 +264,8 @@ def release_wake_terms(model: DDVI, batch, ctx: Ctx, g: torch.Generator, frozen_
     ys = ddim_chain(model, y_T, c)
     z = ys[-1]
     out = _frozen(model.decoder)(z) if frozen_decoder else model.decoder(z)
-    kl_yT = 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)
-    terms = ddvi_common.elbo_terms(out, x, kl_yT - ddvi_common.log_prior(model, ctx, z, part), ctx)
+    terms = ddvi_common.elbo_terms(out, x, _kl_std_normal(mu, logvar) - ddvi_common.log_prior(model, ctx, z, part),
+                                   ctx)
     n = x.shape[0]
     t = torch.randint(1, model.T + 1, (n,), generator=g).to(x.device)
     chain = torch.stack(ys)                        # chain[i] = y_{T - i}
@@ -370,14 +380,13 @@ def stage1_stages(method: dict, ctx: Ctx) -> list[Stage]:
 
     def step(model, batch, g):
         x = batch[0]
-        h = model.encoder(x)
-        mu, logvar = h[:, :Z_DIM], h[:, Z_DIM:2 * Z_DIM].clamp(-12, 8)
+        mu, logvar = _mean_logvar(model.encoder(x))  # the context is not used in this stage
         y, _ = ddvi_common.reparam(mu, logvar, g)
         z = _ddim(model.prior_denoiser, model.alpha_bar1, model.T1, y)[-1]
         with torch.no_grad():
             z_prior = ddvi_common.prior_of(model, ctx).sample(x.shape[0], g).to(x)
         return {"recon": ddvi_common.recon_loss(model.decoder(z), x, ctx.likelihood),
-                "kl": kl_weight * 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1),
+                "kl": kl_weight * _kl_std_normal(mu, logvar),
                 "prior_diff": noise_loss(model.prior_denoiser, model.alpha_bar1, model.T1, z_prior, g, "huber")}
 
     return [Stage("stage1", step, ("encoder", "decoder", "prior_denoiser"))]
@@ -392,7 +401,7 @@ def release_elbo(model: DDVI, batch, ctx: Ctx, g: torch.Generator) -> torch.Tens
     ys = ddim_chain(model, y_T, c)
     z = ys[-1]
     rec = ddvi_common.log_px(model.decoder(z), x, ctx.likelihood) / x.shape[1]
-    kl_yT = 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(1)     # KL(q(y_T | x) || N(0, I))
+    kl_yT = _kl_std_normal(mu, logvar)
     sm_kl = torch.zeros_like(rec)
     for i, t in enumerate(range(model.T, 1, -1)):                       # t = T .. 2; the step to y_0 is dropped
         mean, var = model.r_posterior(ys[i], z, t)
