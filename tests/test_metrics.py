@@ -153,8 +153,13 @@ def test_image_format_round_trip(digits):
     f = image_format.to_float_nchw(u8)
     assert f.shape == (10, 1, 16, 16) and f.min() >= -1 and f.max() <= 1
     assert np.array_equal(image_format.to_uint8_nhwc(f), u8)
-    with pytest.raises(TypeError):
+    # numpy floats are NCHW in [-1, 1] too (a reconstruction file's arrays): the same uint8 images
+    assert np.array_equal(image_format.to_uint8_nhwc(f.numpy()), u8)
+    assert np.array_equal(image_format.float_nchw_array(u8), f.numpy())
+    with pytest.raises(ValueError, match="NCHW with 1 or 3 channels"):  # float NHWC is not guessed
         image_format.to_uint8_nhwc(u8.astype(np.float32))
+    with pytest.raises(TypeError, match="dtype"):
+        image_format.to_uint8_nhwc(u8.astype(np.int16))
 
 
 # --------------------------------------------------------------------------- domain features
@@ -303,17 +308,107 @@ def _spy_extractor(monkeypatch) -> list:
     return seen
 
 
-def test_frechet_distance_domain_equals_cleanfid_folder_path(digits, classifier, monkeypatch, tmp_path):
-    """Computed in memory (without importing cleanfid.fid), the value equals clean-fid's compute_fid
-    on folders of the same images (one .npy each) with the same extractor and identity resize."""
+def test_frechet_distance_domain_equals_cleanfid_on_the_torch_network(digits, classifier, tmp_path):
+    """The numpy path (domain_numpy: the checkpoint read without torch, the forward pass in numpy) gives
+    clean-fid's compute_fid on folders of the same images (one .npy each), run with the torch classifier as
+    custom_feat_extractor and an identity resize: the reference library on the reference network."""
+    from daebench.evaluate import domain_numpy
+
     model, _ = classifier
     real, fake = image_format.to_uint8_nhwc(digits[0][:300]), image_format.to_uint8_nhwc(digits[2][:300])
-    seen = _spy_extractor(monkeypatch)
-    value = domain_classifier.frechet_distance_domain(real, fake, model, batch_size=128)
-    assert len(seen) == 6 and all(m is seen[0] for m in seen)  # 3 batches per set, one extractor
-    ref = _cleanfid_folder_fd(tmp_path, real, fake, seen[0], mode="clean", custom_fn_resize=lambda img: img,
+    domain_classifier.save_classifier(tmp_path / "c.pt", model, {})
+    value = domain_numpy.frechet_distance_domain(real, fake, domain_numpy.load_features(tmp_path / "c.pt"))
+
+    @torch.no_grad()
+    def extractor(batch):  # clean-fid hands over float [0, 255] NCHW
+        return model.features(torch.round(batch.float()) / 127.5 - 1.0)
+
+    ref = _cleanfid_folder_fd(tmp_path, real, fake, extractor, mode="clean", custom_fn_resize=lambda img: img,
                               batch_size=128, device=torch.device("cpu"))
-    assert value > 0 and value == pytest.approx(ref, rel=1e-9, abs=1e-12), (value, ref)
+    # float32 convolutions summed in another order: features agree to ~1e-6, the distance to ~1e-5
+    assert value > 0 and value == pytest.approx(ref, rel=2e-5), (value, ref)
+
+
+@pytest.mark.parametrize("channels,size", [(1, 16), (3, 32), (1, 36), (3, 64)])
+def test_numpy_features_equal_the_torch_forward(channels, size):
+    """domain_numpy's forward pass is DomainClassifier.features (random weights, every resolution the
+    classifier config supports: 2-4 poolings, a 9-px map pooled at 36 px, 1 and 3 channels), and 1-channel images
+    fed to a 3-channel network are repeated, as the torch path does."""
+    from daebench.evaluate import domain_numpy
+    from daebench.nets.classifier import DomainClassifier, classifier_config
+
+    torch.manual_seed(size)
+    model = DomainClassifier(classifier_config(channels, size, 10)).eval()
+    with torch.no_grad():  # non-trivial GroupNorm affine parameters, not the init's 1 and 0
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(5, channels, size, size) * 2.4 - 1.2  # beyond [-1, 1]: both clamp
+    ref = model.features(x.clamp(-1, 1)).detach().numpy()
+    got = domain_numpy.ClassifierFeatures.from_model(model)(x.numpy(), batch_size=2)
+    assert got.shape == ref.shape == (5, 128) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5)
+    if channels == 3:
+        grey = domain_numpy.ClassifierFeatures.from_model(model)(x[:, :1].numpy())
+        np.testing.assert_allclose(grey, model.features(x[:, :1].clamp(-1, 1).repeat(1, 3, 1, 1)).detach().numpy(),
+                                   rtol=1e-4, atol=2e-5)
+
+
+def test_tensorfile_reads_what_torch_saves_and_refuses_code(tmp_path):
+    """tensorfile.read_tensors (no torch) returns what torch.load does, as numpy: every dtype the format
+    names, views with an offset and strides into a shared storage, 0-d tensors, nested containers; a file
+    that pickles anything else is refused rather than run."""
+    import pickle
+
+    from daebench.evaluate.tensorfile import read_tensors
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {"f32": base, "view": base[1:, ::2], "t": base.t(), "f64": torch.randn(3, dtype=torch.float64),
+           "f16": torch.randn(2, 2).half(), "bf16": torch.randn(5).bfloat16(), "i64": torch.arange(5),
+           "i8": torch.tensor([-3, 4], dtype=torch.int8), "u8": torch.tensor([250], dtype=torch.uint8),
+           "bool": torch.tensor([True, False]), "scalar": torch.tensor(2.5),
+           "nested": {"list": [torch.ones(2), 3, "x"], "cfg": {"widths": [16, 32]}}}
+    torch.save(obj, tmp_path / "a.pt")
+    got = read_tensors(tmp_path / "a.pt")
+    ref = torch.load(tmp_path / "a.pt", weights_only=True)
+    for k in ("f32", "view", "t", "f64", "f16", "i64", "i8", "u8", "bool", "scalar"):
+        assert got[k].dtype == ref[k].numpy().dtype and np.array_equal(got[k], ref[k].numpy()), k
+    assert np.array_equal(got["bf16"], ref["bf16"].float().numpy()) and got["bf16"].dtype == np.float32
+    assert np.array_equal(got["nested"]["list"][0], np.ones(2)) and got["nested"]["list"][1:] == [3, "x"]
+    assert got["nested"]["cfg"] == {"widths": [16, 32]}
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"evil": Payload()}, tmp_path / "b.pt", pickle_protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        read_tensors(tmp_path / "b.pt")
+    (tmp_path / "c.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a torch zip"):
+        read_tensors(tmp_path / "c.pt")
+
+
+def test_scoring_a_reconstruction_imports_no_torch(digits, classifier, tmp_path):
+    """The metrics job without the ImageNet weights (the default here) runs without torch: its start-up is
+    its imports (issue 29), and torch alone is over a second of them."""
+    import json
+    import subprocess
+    import sys
+
+    model, _ = classifier
+    x = image_format.to_float_nchw(digits[0][:24])
+    np.savez(tmp_path / "r.npz", original=x.numpy(), recon=_noisy(x, 0.2).numpy(),
+             meta=json.dumps({"ddim_steps": 5, "nfe": 5, "seconds": 1.0, "mlflow_run_id": None}))
+    domain_classifier.save_classifier(tmp_path / "c.pt", model, {})
+    code = ("import json, sys; from daebench.evaluate.scoring import score_reconstructions; "
+            f"r = score_reconstructions({str(tmp_path / 'r.npz')!r}, {str(tmp_path / 'c.pt')!r}, "
+            f"{str(tmp_path / 'none')!r}, {{'resamples': 20, 'seed': 0}}); "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'fd': r['metrics']['fd_domain']}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    timeout=120).stdout.strip().splitlines()[-1])
+    assert out["torch"] is False
+    assert out["fd"] == pytest.approx(domain_classifier.frechet_distance_domain(x, _noisy(x, 0.2), model), rel=1e-12)
 
 
 def test_feature_distance_domain(digits, classifier):

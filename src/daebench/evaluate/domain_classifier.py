@@ -4,8 +4,9 @@ need no pretrained weights (``fd_domain``, ``featdist_domain``).
 The classifier (nets/classifier.py) is trained here on the dataset's own train split
 (``train_classifier``), saved and loaded as a state_dict plus JSON-safe config (``save_classifier``,
 ``load_classifier``); its penultimate features (``domain_features``) give a Frechet distance between image
-sets through clean-fid's pipeline (``frechet_distance_domain``) and a per-pair distance
-(``feature_distance_domain``). Neither is an FID or LPIPS, and neither is comparable to published values
+sets, clean-fid's value (``frechet_distance_domain``), and a per-pair distance (``feature_distance_domain``),
+all computed by domain_numpy.py (the scoring jobs load the checkpoint there without torch); the functions
+here take the torch model. Neither is an FID or LPIPS, and neither is comparable to published values
 (features.COLUMN_DESCRIPTIONS). Image formats: image_format.py.
 """
 
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 from daebench.compute import eager_optimizer
 from daebench.data.store import atomic_path
 from daebench.data.transforms import UInt8Images
-from daebench.evaluate import fid
-from daebench.evaluate.image_format import to_float_nchw, to_uint8_nhwc, torch_device
+from daebench.evaluate import domain_numpy, image_format
+from daebench.evaluate.image_format import to_uint8_nhwc, torch_device
 from daebench.nets.classifier import DomainClassifier, classifier_config
 
 __all__ = [
@@ -258,87 +259,32 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 # --------------------------------------------------------------------------
-# features and the distances measured in them
+# features and the distances measured in them: one forward pass, domain_numpy's (the torch model only
+# trains); these wrappers take the torch model and return tensors for the callers that hold torch
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _extractor(model: DomainClassifier | domain_numpy.ClassifierFeatures) -> domain_numpy.ClassifierFeatures:
+    if isinstance(model, domain_numpy.ClassifierFeatures):
+        return model
+    return domain_numpy.ClassifierFeatures.from_model(model)
 
 
-def _match_channels(x: torch.Tensor, c: int) -> torch.Tensor:
-    if x.shape[1] == c:
-        return x
-    if x.shape[1] == 1:
-        return x.expand(-1, c, -1, -1)
-    if c == 1:
-        return x.mean(dim=1, keepdim=True)
-    raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {c}-channel classifier")
-
-
-@torch.no_grad()
-def domain_features(model: DomainClassifier, x: Any, *, batch_size: int = 1024) -> torch.Tensor:
+def domain_features(model: DomainClassifier, x: Any, *, batch_size: int = 256) -> torch.Tensor:
     """Penultimate features [B, F] of the domain classifier.
 
     x: float NCHW in [-1, 1] (returned on x's device) or uint8 NHWC (returned on CPU).
     """
     out_device = x.device if torch.is_tensor(x) else torch.device("cpu")
-    xf = to_float_nchw(x)
-    model.eval()
-    dev = _model_device(model)
-    feats = []
-    for i in range(0, len(xf), batch_size):
-        xb = _match_channels(xf[i : i + batch_size].to(dev, torch.float32).clamp(-1, 1), model.in_channels)
-        feats.append(model.features(xb).float())
-    if not feats:
-        return torch.empty(0, model.config["feature_dim"], device=out_device)
-    return torch.cat(feats).to(out_device)
+    return torch.from_numpy(_extractor(model)(image_format.float_nchw_array(x), batch_size)).to(out_device)
 
 
-def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier, *, batch_size: int = 256,
+def frechet_distance_domain(real: Any, fake: Any, model: DomainClassifier,
                             resamples: np.ndarray | None = None) -> float | tuple[float, np.ndarray]:
-    """Frechet distance between two image sets in the domain classifier's features.
-
-    Goes through clean-fid's feature pipeline in memory with the classifier
-    as the extractor (fid.cleanfid_features and fid.frechet_distance: the
-    statistics and the matrix square root are clean-fid's, the value that of
-    compute_fid with custom_feat_extractor on folders of the images), with
-    custom_fn_resize = identity: the 299x299 resize exists for Inception and
-    would only blur a classifier trained at native resolution.  Images are
-    quantised to uint8 first, as for FID.  Tiny negative values from
-    round-off are clamped to 0. With ``resamples`` ([B, n] indices into the
-    paired sets, stats.bootstrap_indices) also the B distances of the resampled
-    pairs: (value, replicates).
-    """
-    dev = _model_device(model)
-
-    def extractor(batch: torch.Tensor) -> torch.Tensor:
-        # clean-fid hands over float [0, 255] NCHW; rounding undoes ToTensor's /255*255 drift
-        # so the features equal domain_features() on the same uint8 images.
-        xb = torch.round(batch.float()) / 127.5 - 1.0
-        return domain_features(model, xb.to(dev), batch_size=batch_size)
-
-    kw = {"mode": "clean", "custom_fn_resize": lambda img: img, "batch_size": batch_size, "device": dev}
-    f1 = fid.cleanfid_features(to_uint8_nhwc(real), extractor, **kw)
-    f2 = fid.cleanfid_features(to_uint8_nhwc(fake), extractor, **kw)
-    value = max(fid.frechet_distance(f1, f2), 0.0)
-    if resamples is None:
-        return value
-    # One distance per resample of the (real, fake) pairs: the same indices in every row's job, so a claim
-    # compares two rows resample by resample (stats.paired_replicates).
-    reps = np.array([max(fid.frechet_distance_eig(f1[i], f2[i]), 0.0) for i in resamples])
-    return value, reps
+    """domain_numpy.frechet_distance_domain with a torch model (or its numpy extractor)."""
+    return domain_numpy.frechet_distance_domain(real, fake, _extractor(model), resamples=resamples)
 
 
-@torch.no_grad()
 def feature_distance_domain(x: Any, y: Any, model: DomainClassifier) -> torch.Tensor:
-    """Per-pair ||f(x)/|f(x)| - f(y)/|f(y)| ||_2 in domain-classifier features, shape [B].
-
-    Unit-normalising before the distance follows LPIPS (which normalises each
-    layer's activations across channels), so the scale of the features does
-    not matter and the value lies in [0, 2].
-    """
-    fx = F.normalize(domain_features(model, x), dim=1)
-    fy = F.normalize(domain_features(model, y), dim=1)
-    if fx.shape != fy.shape:
-        raise ValueError(f"x and y must be paired batches, got {tuple(fx.shape)} vs {tuple(fy.shape)}")
-    return (fx - fy).norm(dim=1)
+    """domain_numpy.feature_distance_domain as a tensor on x's device (or the CPU), shape [B]."""
+    d = torch.from_numpy(domain_numpy.feature_distance_domain(x, y, _extractor(model)))
+    return d.to(x.device) if torch.is_tensor(x) else d

@@ -1,11 +1,13 @@
 """Per-image reconstruction metrics: MSE, PSNR and SSIM.
 
 Every function takes two batches of images in [-1, 1], NCHW (any channel
-count, normally 1 or 3), and returns a 1-D float64 tensor of length B on the
-inputs' device; the caller averages.  Images are mapped to [0, 1] and clamped
-there (the protocol scores the image as it would be displayed/saved, so a
-sampler overshooting [-1, 1] is not rewarded or punished for invisible
-values); data_range is therefore 1.
+count, normally 1 or 3), as numpy arrays or torch tensors, and returns a 1-D
+float64 array of length B of the same kind (a tensor on the inputs' device);
+the caller averages. The computation is numpy's, so a scoring job that needs
+no network never imports torch (issue 29: that import is most of its cost).
+Images are mapped to [0, 1] and clamped there (the protocol scores the image
+as it would be displayed/saved, so a sampler overshooting [-1, 1] is not
+rewarded or punished for invisible values); data_range is therefore 1.
 
 SSIM follows Wang et al., "Image quality assessment: from error visibility to
 structural similarity", IEEE TIP 2004, with the settings scikit-image uses
@@ -26,8 +28,9 @@ the image sizes of these papers.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "PSNR_MAX_DB",
@@ -59,86 +62,94 @@ PSNR_MAX_DB = 100.0
 _MSE_FLOOR = 10.0 ** (-PSNR_MAX_DB / 10.0)
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
-    if not (torch.is_tensor(x) and torch.is_tensor(y)):
-        raise TypeError("metrics expect torch tensors")
-    if x.shape != y.shape:
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")  # without importing torch
+
+
+def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not all(_is_tensor(a) or isinstance(a, np.ndarray) for a in (x, y)):
+        raise TypeError("metrics expect numpy arrays or torch tensors")
+    if tuple(x.shape) != tuple(y.shape):
         raise ValueError(f"image batches differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
-    if x.dim() != 4:
+    if len(x.shape) != 4:
         raise ValueError(
             f"expected NCHW images, got shape {tuple(x.shape)}; "
             "channels-last arrays must be permuted to NCHW before scoring"
         )
+    return to_unit_range(x), to_unit_range(y)
 
 
-def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+def _like(value: np.ndarray, x: Any) -> Any:
+    """``value`` as the caller's kind: a float64 tensor on x's device for a tensor x."""
+    if not _is_tensor(x):
+        return value
+    import torch
+
+    return torch.from_numpy(value).to(x.device)
+
+
+def to_unit_range(x: Any) -> np.ndarray:
     """[-1, 1] -> [0, 1] in float64, clamped."""
-    return ((x.detach().to(torch.float64) + 1.0) * 0.5).clamp_(0.0, 1.0)
+    a = x.detach().cpu().double().numpy() if _is_tensor(x) else np.asarray(x, dtype=np.float64)
+    return np.clip((a + 1.0) * 0.5, 0.0, 1.0)
 
 
-def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
+
+
+def mse(x: Any, y: Any) -> Any:
     """Mean squared error per image on [0, 1] images. Returns shape [B]."""
-    _check_pair(x, y)
-    d = to_unit_range(x) - to_unit_range(y)
-    return d.pow(2).flatten(1).mean(dim=1)
+    return _like(_mse(*_pair(x, y)), x)
 
 
-def l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def l2(x: Any, y: Any) -> Any:
     """Euclidean distance ||x - y||_2 per image on [0, 1] images (ScoreVAE Tables 1-2's "L_2", our
     reading: the per-image norm, not its square, averaged by the caller). Returns shape [B]."""
-    _check_pair(x, y)
-    d = to_unit_range(x) - to_unit_range(y)
-    return d.pow(2).flatten(1).sum(dim=1).sqrt()
+    a, b = _pair(x, y)
+    return _like(np.sqrt(((a - b) ** 2).reshape(len(a), -1).sum(axis=1)), x)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def psnr(x: Any, y: Any) -> Any:
     """Peak signal-to-noise ratio per image in dB, data_range 1.
 
     10 * log10(1 / MSE) with MSE on [0, 1]; identical images give
     PSNR_MAX_DB (100 dB) instead of inf (see the note on _MSE_FLOOR).
     """
-    m = mse(x, y).clamp(min=_MSE_FLOOR)
-    return -10.0 * torch.log10(m)
+    return _like(-10.0 * np.log10(np.maximum(_mse(*_pair(x, y)), _MSE_FLOOR)), x)
 
 
-_KERNEL_CACHE: dict[tuple[torch.device], torch.Tensor] = {}
-
-
-def _gaussian_1d(device: torch.device) -> torch.Tensor:
+def _gaussian_1d() -> np.ndarray:
     # Same taps as scipy.ndimage.gaussian_filter1d(sigma=1.5, truncate=3.5).
-    k = _KERNEL_CACHE.get((device,))
-    if k is None:
-        r = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64)
-        k = torch.exp(-0.5 * (r / SSIM_SIGMA) ** 2)
-        k = (k / k.sum()).to(device)
-        _KERNEL_CACHE[(device,)] = k
-    return k
+    r = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (r / SSIM_SIGMA) ** 2)
+    return k / k.sum()
 
 
-def _blur_valid(img: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter, valid region only. img: [N, 1, H, W] float64."""
-    k = _gaussian_1d(img.device)
-    out = F.conv2d(img, k.view(1, 1, -1, 1))  # along H
-    return F.conv2d(out, k.view(1, 1, 1, -1))  # along W
+_KERNEL = _gaussian_1d()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _blur_valid(img: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter, valid region only, over the last two axes (float64)."""
+    n = len(_KERNEL)
+    h, w = img.shape[-2] - n + 1, img.shape[-1] - n + 1
+    out = sum(k * img[..., i:i + h, :] for i, k in enumerate(_KERNEL))  # along H
+    return sum(k * out[..., :, i:i + w] for i, k in enumerate(_KERNEL))  # along W
+
+
+def ssim(x: Any, y: Any) -> Any:
     """Structural similarity per image (mean over channels). Returns shape [B].
 
     Matches skimage.metrics.structural_similarity(..., gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)
     applied to the HWC [0, 1] version of each image.
     """
-    _check_pair(x, y)
-    b, c, h, w = x.shape
+    a, bb = _pair(x, y)
+    b, c, h, w = a.shape
     if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
         raise ValueError(f"SSIM needs images of at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE}, got {h}x{w}")
-    # Channels are scored independently, so fold them into the batch.
-    a = to_unit_range(x).reshape(b * c, 1, h, w)
-    bb = to_unit_range(y).reshape(b * c, 1, h, w)
-    # One conv over the five stacked moments keeps it a single kernel launch.
-    stack = torch.cat([a, bb, a * a, bb * bb, a * bb], dim=0)
-    mu_a, mu_b, e_aa, e_bb, e_ab = _blur_valid(stack).chunk(5, dim=0)
+    # Channels are scored independently (the blur acts on H, W only); the five moments blurred at once.
+    mu_a, mu_b, e_aa, e_bb, e_ab = _blur_valid(np.stack([a, bb, a * a, bb * bb, a * bb]))
     var_a = e_aa - mu_a * mu_a
     var_b = e_bb - mu_b * mu_b
     cov_ab = e_ab - mu_a * mu_b
@@ -146,6 +157,5 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     c2 = (SSIM_K2 * 1.0) ** 2
     num = (2.0 * mu_a * mu_b + c1) * (2.0 * cov_ab + c2)
     den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
-    smap = num / den
-    per_channel = smap.flatten(1).mean(dim=1).view(b, c)
-    return per_channel.mean(dim=1)
+    per_channel = (num / den).reshape(b, c, -1).mean(axis=2)
+    return _like(per_channel.mean(axis=1), x)

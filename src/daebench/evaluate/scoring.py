@@ -1,7 +1,8 @@
 """Score a reconstruction file with the fixed metric protocol (docs/architecture.md, "Metric protocol"):
 PSNR/SSIM/MSE/L2 always; LPIPS and FID (tf, cf) when the pretrained weights are in weights_dir;
 the domain-feature metrics (own column names, never labelled FID/LPIPS) always, so runs with
-and without the weights stay comparable with each other."""
+and without the weights stay comparable with each other. Without the weights nothing here imports torch
+(metrics.py and domain_numpy.py are numpy): the scoring job's start-up is its imports (issue 29)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import features, metrics, stats, weights
+from . import domain_numpy, metrics, stats, weights
+from .protocol import protocol_info
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,12 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     metric on ``resamples`` bootstrap resamples of the image pairs (``bootstrap``)."""
     iv = {"resamples": stats.RESAMPLES, "seed": stats.SEED, **(intervals or {})}
     with np.load(recon_path) as f:
-        x = torch.from_numpy(f["original"])
-        y = torch.from_numpy(f["recon"])
+        x, y = f["original"], f["recon"]
         meta = json.loads(str(f["meta"]))
     # Chance: each test image against the reconstruction of *another* test image. A decoder that ignores z
     # scores the same on both pairings, however blurry or sharp its output (against another real image
     # instead, a blurry mean image already "beats chance" in PSNR), so beating this is using z.
-    other = y[torch.from_numpy(derangement(len(x), iv["seed"]))]
+    other = y[derangement(len(x), iv["seed"])]
     per_image = {k: fn(x, y) for k, fn in PER_IMAGE.items()}
     chance = {k: fn(x, other) for k, fn in PER_IMAGE.items()}
     out = {k: float(v.mean()) for k, v in per_image.items()}
@@ -50,26 +50,32 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
         out["kl"] = float(meta["kl_nats"])
     have = weights.available(weights_dir)
     notes = {}
+    if any(have.get(k) for k in ("alexnet", "inception_tf", "inception_cf")):  # the ImageNet networks: torch
+        import torch
+
+        from . import features
+
+        xt, yt, ot = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(other)
     if have.get("alexnet"):
-        per_image["lpips"] = features.lpips_distance(x, y, weights_dir)
-        chance["lpips"] = features.lpips_distance(x, other, weights_dir)
+        per_image["lpips"] = features.lpips_distance(xt, yt, weights_dir).cpu().numpy()
+        chance["lpips"] = features.lpips_distance(xt, ot, weights_dir).cpu().numpy()
         out["lpips"] = float(per_image["lpips"].mean())
     else:
         notes["lpips"] = weights.missing_message(weights_dir, ["alexnet"])
     # Distribution metrics compare the reconstructions with the originals they came from.
     if have.get("inception_tf"):
-        out["fid_tf"], _ = features.fid_tf(x, y, weights_dir)
+        out["fid_tf"], _ = features.fid_tf(xt, yt, weights_dir)
     else:
         notes["fid_tf"] = weights.missing_message(weights_dir, ["inception_tf"])
     if have.get("inception_cf"):
-        out["fid_cf"], notes["fid_cf_mode"] = features.fid_cf(x, y, weights_dir)
+        out["fid_cf"], notes["fid_cf_mode"] = features.fid_cf(xt, yt, weights_dir)
     else:
         notes["fid_cf"] = weights.missing_message(weights_dir, ["inception_cf"])
-    clf = features.load_classifier(classifier_path)
+    clf = domain_numpy.load_features(classifier_path)
     idx = stats.bootstrap_indices(len(x), iv["resamples"], iv["seed"])
-    out["fd_domain"], fd_reps = features.frechet_distance_domain(x, y, clf, resamples=idx)
-    per_image["featdist_domain"] = features.feature_distance_domain(x, y, clf)
-    chance["featdist_domain"] = features.feature_distance_domain(x, other, clf)
+    out["fd_domain"], fd_reps = domain_numpy.frechet_distance_domain(x, y, clf, resamples=idx)
+    per_image["featdist_domain"] = domain_numpy.feature_distance_domain(x, y, clf)
+    chance["featdist_domain"] = domain_numpy.feature_distance_domain(x, other, clf)
     out["featdist_domain"] = float(per_image["featdist_domain"].mean())
     missing = [name for name in notes if name in ("lpips", "fid_tf", "fid_cf")]
     if missing:  # one line: which metrics, where the weights should be, and the command that fetches them
@@ -81,8 +87,8 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
             "cost": {k: meta[k] for k in ("nfe_encoder", "nfe_endpoint", "nfe_decode") if k in meta},
             "reconstruct_seconds": meta["seconds"], "reconstruct_run_id": meta["mlflow_run_id"],
             "n_params": meta.get("n_params"),
-            "not_computed": notes, "protocol": features.protocol_info(weights_dir),
-            "per_image": {k: [float(a) for a in v.cpu()] for k, v in per_image.items()},
-            "chance": {k: [float(a) for a in v.cpu()] for k, v in chance.items()},
+            "not_computed": notes, "protocol": protocol_info(weights_dir),
+            "per_image": {k: [float(a) for a in v] for k, v in per_image.items()},
+            "chance": {k: [float(a) for a in v] for k, v in chance.items()},
             "bootstrap": {"resamples": iv["resamples"], "seed": iv["seed"], "n": int(x.shape[0]),
                           "fd_domain": [float(a) for a in fd_reps]}}
