@@ -239,19 +239,18 @@ def test_frechet_bootstrap_replicates_are_the_distance_of_each_resample(digits, 
     real = image_format.to_float_nchw(digits[0][:120])
     fake = _blur(real, 1.0)
     f1 = domain_classifier.domain_features(model, real).double().numpy()
-    f2 = domain_classifier.domain_features(model, fake).double().numpy()
     # with full-rank covariances (300 images, 128 features) tr sqrtm(S1 S2) from symmetric eigenvalues equals
     # scipy's sqrtm (clean-fid's) to round-off
     r300 = image_format.to_float_nchw(digits[0][:300])
     g1 = domain_classifier.domain_features(model, r300).double().numpy()
     g2 = domain_classifier.domain_features(model, _blur(r300, 1.0)).double().numpy()
     assert fid.frechet_distance_eig(g1, g2) == pytest.approx(fid.frechet_distance(g1, g2), rel=1e-6)
-    # fewer images than features (a smoke run's 32): singular covariances; against the closed form for
-    # f2 = c f1 + m, where sqrtm(S1 S2) = c S1: ||mean(f1) (1 - c) - m||^2 + (1 - c)^2 tr S1
-    for n in (30, 120):
-        g, c, m = f1[:n], 0.7, np.linspace(-0.2, 0.3, f1.shape[1])
+    # against the closed form for f2 = c f1 + m, where sqrtm(S1 S2) = c S1: ||mean(f1) (1 - c) - m||^2 +
+    # (1 - c)^2 tr S1; with fewer images than features (a smoke run's 32: singular covariances) and more
+    for g in (f1[:30], f1, g1):
+        c, m = 0.7, np.linspace(-0.2, 0.3, g.shape[1])
         exact = np.sum((g.mean(0) * (1 - c) - m) ** 2) + (1 - c) ** 2 * np.trace(np.cov(g, rowvar=False))
-        assert fid.frechet_distance_eig(g, c * g + m) == pytest.approx(exact, rel=1e-9), n
+        assert fid.frechet_distance_eig(g, c * g + m) == pytest.approx(exact, rel=1e-9), len(g)
     idx = stats.bootstrap_indices(120, 50, 3)
     value, reps = domain_classifier.frechet_distance_domain(real, fake, model, resamples=idx)
     assert value == pytest.approx(domain_classifier.frechet_distance_domain(real, fake, model))
