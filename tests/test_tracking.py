@@ -489,6 +489,43 @@ def test_journal_shipping_resumes_without_duplicates(default_store, tmp_path, mo
     assert jr.live_journal(default_store) is None
 
 
+def test_metrics_for_a_run_missing_from_the_store_never_block_the_job_or_its_journal(default_store, tmp_path,
+                                                                                     monkeypatch, caplog):
+    """An evaluation logs its numbers onto the training run too; that run may not be in this store (a model
+    trained under another tracking URI, or pulled with `dvc pull`). Through the journal the line is dropped
+    with one warning and the rest ships (the evaluation's own run finishes, its metrics there, the journal
+    file done); outside a workflow the job does not fail."""
+    from mlflow.tracking import MlflowClient
+
+    from daebench.tracking import journal as jr
+
+    tracking.setup_experiment(default_store, tracking.experiment_name())
+    missing = "0123456789abcdef0123456789abcdef"
+    d = tmp_path / "j"
+    d.mkdir()
+    run = jr.JournalRun(d / "k.jsonl", "k")
+    run.write({"start": {"experiment": tracking.experiment_name(), "tags": {"mlflow.runName": "eval"}, "time": 1,
+                         "resume": None, "host": "elsewhere", "pid": 1}})
+    run.log_metrics({"psnr": 20.0})
+    run.log_metrics({"eval/psnr": 20.0}, run_id=missing)
+    run.log_metrics({"ssim": 0.9})
+    run.write({"end": "FINISHED", "ts": 9})
+    with caplog.at_level("WARNING", logger="daebench.tracking"):
+        assert jr.ship(d, default_store) == 5
+    c = MlflowClient(default_store)
+    (r,) = c.search_runs([c.get_experiment_by_name(tracking.experiment_name()).experiment_id],
+                         "tags.`mlflow.runName` = 'eval'")
+    assert r.info.status == "FINISHED" and r.data.metrics == {"psnr": 20.0, "ssim": 0.9}
+    assert not (d / "k.jsonl").exists() and jr.ship(d, default_store) == 0  # shipped once, not retried
+    assert sum(missing in rec.getMessage() for rec in caplog.records) == 1
+    # outside a workflow: the direct client, same outcome
+    monkeypatch.delenv(tracking.JOURNAL_ENV, raising=False)
+    with tracking.start_run(name="direct", rule="metrics", dataset="digits", params={}, system_metrics=False) as h:
+        h.log_metrics({"psnr": 21.0})
+        h.log_metrics({"eval/psnr": 21.0}, run_id=missing)  # warns, does not raise
+    assert MlflowClient(default_store).get_run(h.run_id).data.metrics == {"psnr": 21.0}
+
+
 def test_a_copied_project_is_told_where_its_artifacts_go(tmp_path, caplog):
     """MLflow stores an experiment's artifact location as an absolute path: a project copied with its
     mlflow.db would write run artifacts into the original's folder. The workflow says so, naming both."""

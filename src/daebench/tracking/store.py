@@ -63,6 +63,24 @@ def is_transient(exc: BaseException, markers: Sequence[str] = TRANSIENT_ERRORS) 
     return any(m in text for m in markers)
 
 
+def log_onto_other_run(fn: Callable[[], Any], run_id: str) -> bool:
+    """``fn()`` logs onto a run other than the caller's own (an evaluation's numbers onto the training run they
+    measure). Best effort: that run may be in another store (a model trained under another tracking URI, or
+    pulled with `dvc pull` from a colleague's run), and then the numbers stay on the caller's own run only;
+    one warning, no failed job, no journal retried forever. False when the run is not there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        retry(fn)
+        return True
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        log.warning("MLflow run %s is not in this store (%s): the evaluation's metrics stay on its own run only",
+                    run_id, str(exc).splitlines()[0][:120])
+        return False
+
+
 def retry(fn: Callable[[], T], attempts: int = 8, *, transient: Sequence[str] = TRANSIENT_ERRORS,
           max_sleep: float = 8.0) -> T:
     """Call ``fn``; on an error whose message matches ``transient`` retry with jittered exponential
