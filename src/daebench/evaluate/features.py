@@ -4,8 +4,9 @@ The metrics themselves live by job: LPIPS in perceptual.py, the two FID protocol
 clean-fid) in fid.py, the domain classifier in domain_classifier.py and the substitutes measured in its
 features (``fd_domain``, ``featdist_domain``, used when the pretrained weights are absent) in
 domain_numpy.py, the accepted image formats in image_format.py, what each column means
-(``COLUMN_DESCRIPTIONS``) and the protocol recorded next to every table (``protocol_info``) in protocol.py. Their public functions are re-exported here, where the scoring code and
-the jobs call them (``features.lpips_distance``, ``features.train_classifier``, ...).
+(``COLUMN_DESCRIPTIONS``) and the protocol recorded next to every table (``protocol_info``) in protocol.py.
+Their public functions are re-exported here, where the jobs call them (``features.lpips_distance``,
+``features.train_classifier``, ...); the scoring job imports its numpy modules directly, without torch.
 
 No metric downloads anything: LPIPS/FID load their pretrained files from ``weights_dir`` (see
 weights.py) and raise WeightsMissing otherwise.
