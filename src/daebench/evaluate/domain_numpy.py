@@ -24,7 +24,7 @@ from .image_format import float_nchw_array, to_uint8_nhwc
 from .tensorfile import read_tensors
 
 __all__ = ["ClassifierFeatures", "domain_features", "feature_distance_domain", "frechet_distance_domain",
-           "load_features"]
+           "load_features", "unit_feature_distance"]
 
 GROUPNORM_EPS = 1e-5  # torch.nn.GroupNorm's default, which the classifier uses
 
@@ -153,7 +153,11 @@ def feature_distance_domain(x: Any, y: Any, clf: ClassifierFeatures) -> np.ndarr
 
     Unit-normalising before the distance follows LPIPS (which normalises each layer's activations across
     channels), so the scale of the features does not matter and the value lies in [0, 2]."""
-    fx, fy = domain_features(clf, x), domain_features(clf, y)
+    return unit_feature_distance(domain_features(clf, x), domain_features(clf, y))
+
+
+def unit_feature_distance(fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """feature_distance_domain on features already computed (paired rows)."""
     if fx.shape != fy.shape:
         raise ValueError(f"x and y must be paired batches, got {fx.shape} vs {fy.shape}")
 

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float_nchw_array", "to_float_nchw", "to_rgb", "to_rgb_uint8", "to_uint8_nhwc", "torch_device"]
+__all__ = ["float_nchw_array", "is_tensor", "to_float_nchw", "to_rgb", "to_rgb_uint8", "to_uint8_nhwc", "torch_device"]
 
 
-def _is_tensor(x: Any) -> bool:
+def is_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch")  # without importing torch
 
 
 def _as_numpy(images: Any) -> np.ndarray:
-    if _is_tensor(images):
+    if is_tensor(images):
         return images.detach().cpu().numpy()
     if isinstance(images, np.ndarray):
         return images

@@ -114,7 +114,9 @@ def model_ppl(ckpt: dict, data_dir, method: dict, *, pairs: int, n: int, seed: i
         def distance(a, b):
             return features.lpips_distance(a, b, weights_dir, net="vgg", device=device)
     else:
-        name, clf = "featdist_domain", features.load_classifier(classifier, device)
+        from .domain_numpy import load_features
+
+        name, clf = "featdist_domain", load_features(classifier)  # read once, not converted per decoded pair
 
         def distance(a, b):
             return features.feature_distance_domain(a, b, clf)

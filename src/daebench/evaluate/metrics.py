@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .image_format import is_tensor as _is_tensor
+
 __all__ = [
     "PSNR_MAX_DB",
     "SSIM_K1",
@@ -60,10 +62,6 @@ SSIM_K2 = 0.03
 # an imperfect reconstruction and an exact one reads as an obvious ceiling.
 PSNR_MAX_DB = 100.0
 _MSE_FLOOR = 10.0 ** (-PSNR_MAX_DB / 10.0)
-
-
-def _is_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")  # without importing torch
 
 
 def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

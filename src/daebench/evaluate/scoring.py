@@ -42,7 +42,8 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     # Chance: each test image against the reconstruction of *another* test image. A decoder that ignores z
     # scores the same on both pairings, however blurry or sharp its output (against another real image
     # instead, a blurry mean image already "beats chance" in PSNR), so beating this is using z.
-    other = y[derangement(len(x), iv["seed"])]
+    perm = derangement(len(x), iv["seed"])
+    other = y[perm]
     per_image = {k: fn(x, y) for k, fn in PER_IMAGE.items()}
     chance = {k: fn(x, other) for k, fn in PER_IMAGE.items()}
     out = {k: float(v.mean()) for k, v in per_image.items()}
@@ -74,8 +75,10 @@ def score_reconstructions(recon_path: Path, classifier_path: Path, weights_dir: 
     clf = domain_numpy.load_features(classifier_path)
     idx = stats.bootstrap_indices(len(x), iv["resamples"], iv["seed"])
     out["fd_domain"], fd_reps = domain_numpy.frechet_distance_domain(x, y, clf, resamples=idx)
-    per_image["featdist_domain"] = domain_numpy.feature_distance_domain(x, y, clf)
-    chance["featdist_domain"] = domain_numpy.feature_distance_domain(x, other, clf)
+    fx, fy = domain_numpy.domain_features(clf, x), domain_numpy.domain_features(clf, y)  # once each: the
+    # chance pairing is a permutation of the reconstructions, so of their features
+    per_image["featdist_domain"] = domain_numpy.unit_feature_distance(fx, fy)
+    chance["featdist_domain"] = domain_numpy.unit_feature_distance(fx, fy[perm])
     out["featdist_domain"] = float(per_image["featdist_domain"].mean())
     missing = [name for name in notes if name in ("lpips", "fid_tf", "fid_cf")]
     if missing:  # one line: which metrics, where the weights should be, and the command that fetches them
