@@ -159,7 +159,7 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
     from mlflow.entities import Metric, Param
 
     from .runs import Run
-    from .store import client, log_onto_other_run, retry, setup_experiment
+    from .store import client, log_batch, retry, setup_experiment
 
     with open(f.path, "rb") as fh:
         fh.seek(f.offset)
@@ -172,12 +172,8 @@ def _ship_file(f: _File, uri: str, final: bool) -> int:
     def flush_metrics():
         for run_id, batch in metrics.items():
             for i in range(0, len(batch), METRIC_BATCH):
-                chunk = batch[i:i + METRIC_BATCH]
-                if run_id and run_id != f.run_id:  # onto another run, which may not be in this store
-                    if not log_onto_other_run(partial(c.log_batch, run_id, metrics=chunk), run_id):
-                        break
-                else:
-                    retry(partial(c.log_batch, f.run_id, metrics=chunk))
+                if not log_batch(c, f.run_id, batch[i:i + METRIC_BATCH], onto=run_id):
+                    break  # that other run is not in this store: one warning, the rest of its lines dropped
         metrics.clear()
 
     ended = False

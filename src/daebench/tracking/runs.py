@@ -17,7 +17,7 @@ from typing import Any
 
 from . import system_metrics as sysmetrics  # start_run's argument system_metrics is a flag
 from .journal import live_journal, open_run
-from .store import client, experiment_name, log_onto_other_run, resolve_uri, retry, setup_experiment, tracking_uri
+from .store import client, experiment_name, log_batch, resolve_uri, retry, setup_experiment, tracking_uri
 from .system_metrics import SYSTEM_METRICS_INTERVAL, SYSTEM_METRICS_SAMPLES
 
 log = logging.getLogger("daebench.tracking")  # one logger for MLflow tracking, whichever module logs
@@ -52,10 +52,7 @@ class Run:
 
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
-        if run_id and run_id != self.run_id:
-            log_onto_other_run(lambda: self.client.log_batch(run_id, metrics=batch), run_id)
-        else:
-            retry(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        log_batch(self.client, self.run_id, batch, onto=run_id)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -63,21 +63,25 @@ def is_transient(exc: BaseException, markers: Sequence[str] = TRANSIENT_ERRORS) 
     return any(m in text for m in markers)
 
 
-def log_onto_other_run(fn: Callable[[], Any], run_id: str) -> bool:
-    """``fn()`` logs onto a run other than the caller's own (an evaluation's numbers onto the training run they
-    measure). Best effort: that run may be in another store (a model trained under another tracking URI, or
-    pulled with `dvc pull` from a colleague's run), and then the numbers stay on the caller's own run only;
-    one warning, no failed job, no journal retried forever. False when the run is not there."""
+def log_batch(c, own_run: str, metrics: list, onto: str | None = None) -> bool:
+    """Log ``metrics`` (mlflow Metric objects) onto ``own_run``, or onto ``onto`` where it names another run (an
+    evaluation's numbers onto the training run they measure). The other run is best effort: it may be in
+    another store (a model trained under another tracking URI, or pulled with `dvc pull` from a colleague's
+    run), and then the numbers stay on the caller's own run only; one warning, no failed job, no journal
+    retried forever. False when that run is not there."""
     from mlflow.exceptions import MlflowException
 
+    if not onto or onto == own_run:
+        retry(lambda: c.log_batch(own_run, metrics=metrics))
+        return True
     try:
-        retry(fn)
+        retry(lambda: c.log_batch(onto, metrics=metrics))
         return True
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         log.warning("MLflow run %s is not in this store (%s): the evaluation's metrics stay on its own run only",
-                    run_id, str(exc).splitlines()[0][:120])
+                    onto, str(exc).splitlines()[0][:120])
         return False
 
 
