@@ -3,6 +3,7 @@ computation on a tiny model, and the switch against the jobs' parameters in a dr
 
 import pytest
 import torch
+import yaml
 
 from conftest import snakemake
 from daebench.jobs.ddvi import IMPLIED_BY_V1
@@ -189,8 +190,9 @@ def test_stage1_trains_encoder_and_decoder_through_a_context_free_chain_and_is_l
 
 def test_recipe_release_sets_every_release_value_in_the_jobs_params(project):
     """`ddvi.recipe: release` in a dry run: each DDVI method's training slice carries every value of the recipe
-    (Table 8's DDVI without the sleep term keeps sleep: none), the priors take the release's shapes, the
-    baselines' own keys stay; without it no recipe key reaches a slice."""
+    (Table 8's DDVI without the sleep term keeps sleep: none), the priors take the release's shapes and every
+    method (baselines too) its networks' width, the baselines' own keys stay; without it no recipe key reaches a
+    slice and the width is the study's."""
     targets = [f"results/ddvi/runs/unsup/{p}/{m}/seed0.json" for p in ("pinwheel", "swiss_roll", "square")
                for m in ("ddvi", "ddvi_nosleep", "aevb")]
     plain = snakemake(["-n", "-p", "--forceall", *targets], project)
@@ -202,6 +204,7 @@ def test_recipe_release_sets_every_release_value_in_the_jobs_params(project):
     want = RECIPES["release"]
     for (prior, label), c in runs.items():
         assert c["prior"]["params"] == {**base[(prior, label)]["prior"]["params"], **want["priors"][prior]}
+        assert c["nets"] == {**base[(prior, label)]["nets"], **want["nets"]} != base[(prior, label)]["nets"]
         m = {**IMPLIED_BY_V1["method"], **c["method"]}  # a slice leaves out keys at their version-1 values
         if m["family"] == "ddvi":
             for key, value in want["method"].items():
@@ -211,5 +214,6 @@ def test_recipe_release_sets_every_release_value_in_the_jobs_params(project):
         else:
             assert c["method"] == base[(prior, label)]["method"]
     for c in base.values():
+        assert c["nets"]["hidden"] == yaml.safe_load((project / "params.yaml").read_text())["ddvi"]["nets"]["hidden"]
         assert not set(c["method"]) & {"wake_loss", "sleep_loss", "sleep_updates", "context_net", "stage1",
                                         "decoder_frozen"}

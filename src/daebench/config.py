@@ -222,8 +222,8 @@ def validate(config: dict, schema_path: str | Path, *, local_data: bool = True) 
 
 def _apply_recipes(config: dict) -> None:
     """``ddvi.recipe`` other than "paper": each DDVI-study family's recipe of that name (methods/<family>.py
-    RECIPES) set on its methods and on ddvi.priors, over what params.yaml and overlays say (to vary one of its
-    choices, set the keys without the recipe). Unknown names are the schema's to report."""
+    RECIPES) set on its methods, on ddvi.priors and on ddvi.nets, over what params.yaml and overlays say (to vary
+    one of its choices, set the keys without the recipe). Unknown names are the schema's to report."""
     study = config.get("ddvi")
     if not isinstance(study, dict) or study.get("recipe", "paper") == "paper":
         return
@@ -234,8 +234,9 @@ def _apply_recipes(config: dict) -> None:
         for m in (study.get("methods") or {}).values():
             if isinstance(m, dict) and m.get("family") == family:
                 m.update({k: copy.deepcopy(v) for k, v in recipe["method"].items() if k not in recipe.get("keep", ())})
-        if isinstance(study.get("priors"), dict):
-            deep_update(study["priors"], recipe.get("priors", {}))
+        for section in ("priors", "nets"):
+            if isinstance(study.get(section), dict):
+                deep_update(study[section], recipe.get(section, {}))
 
 
 def _semantic_problems(config: dict) -> list[str]:
