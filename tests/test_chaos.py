@@ -229,11 +229,15 @@ def assert_nothing_partial(project: Path) -> int:
 
 
 def test_descendants_are_the_process_tree_below_a_pid():
-    """The victim finder: a grandchild is found, a process outside the tree is not."""
-    outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "tree-outside"])
+    """The victim finder: a grandchild is found, a process outside the tree is not.
+
+    Each process prints its own pid once its Python runs: a pid taken from Popen can be read while its exec is
+    still filling in argv (empty /proc/PID/cmdline), which failed CI once under load."""
+    announce = "import os, time; print(os.getpid(), flush=True); time.sleep(30)"
+    outside = subprocess.Popen([sys.executable, "-c", announce, "tree-outside"], stdout=subprocess.PIPE, text=True)
+    assert int(outside.stdout.readline()) == outside.pid
     code = ("import subprocess, sys, time; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tree-grandchild']); "
-            "print(p.pid, flush=True); time.sleep(30)")
+            f"subprocess.Popen([sys.executable, '-c', {announce!r}, 'tree-grandchild']); time.sleep(30)")
     parent = subprocess.Popen([sys.executable, "-c", code, "tree-parent"], stdout=subprocess.PIPE, text=True)
     grandchild = int(parent.stdout.readline())
     try:
