@@ -73,6 +73,55 @@ def test_the_release_wake_loss_matches_a_hand_computation():
     assert torch.allclose(want[t == 1], torch.zeros(()).double(), atol=1e-12)  # at t = 1 the step is z itself
 
 
+class _ReleaseConditionalLinear(torch.nn.Module):  # topwasu/DDVI models/simple.py at 8295f2b, transcribed
+    def __init__(self, num_in, num_out, n_steps):
+        super().__init__()
+        self.lin, self.embed = torch.nn.Linear(num_in, num_out), torch.nn.Embedding(n_steps, num_out)
+
+    def forward(self, x, t):
+        return self.lin(x) + self.embed(t)
+
+
+class _ReleaseWAUX(torch.nn.Module):  # its ConditionalModelWAUX (with_skip) and ConditionalModel (without)
+    def __init__(self, d_in, n_steps, d_out, with_skip):
+        super().__init__()
+        self.lins = torch.nn.ModuleList(_ReleaseConditionalLinear(d_in if i == 0 else 128, 128, n_steps)
+                                        for i in range(4))
+        self.lin_mean, self.with_skip = torch.nn.Linear(128, d_out), with_skip
+
+    def forward(self, z, t):
+        za = torch.relu(self.lins[0](z, t))
+        za2 = torch.relu(self.lins[1](za, t))
+        za2 = torch.relu(self.lins[2](za2, t)) + (za if self.with_skip else 0)
+        return self.lin_mean(torch.relu(self.lins[3](za2, t)))
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_the_release_denoiser_style_computes_the_releases_network(skip):
+    """nets.denoiser.style: release is ConditionalModelWAUX (the main denoiser: ReLU, layer 1's output added to
+    layer 3's) and ConditionalModel (stage 1's: no residual) given the same weights; its step embeddings start in
+    U[0, 1) as the release's, where App. E's style starts them at 0."""
+    from daebench.nets.mlp import TimeMLP
+
+    torch.manual_seed(0)
+    ours = TimeMLP(5, 2, 7, 128, 4, "release", skip=skip).double()
+    theirs = _ReleaseWAUX(5, 8, 2, skip).double()
+    for i, layer in enumerate(theirs.lins):
+        layer.lin.load_state_dict(ours.lins[i].state_dict())
+        layer.embed.load_state_dict(ours.embs[i].state_dict())
+    theirs.lin_mean.load_state_dict(ours.out.state_dict())
+    x, t = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 3, 5, 7, 2])
+    assert torch.allclose(ours(x, t), theirs(x, t), atol=1e-12)
+    other = TimeMLP(5, 2, 7, 128, 4, "release", skip=not skip).double()
+    other.load_state_dict(ours.state_dict())
+    assert not torch.allclose(other(x, t), theirs(x, t), atol=1e-3)  # the residual is there exactly where it should be
+    w = torch.cat([e.weight.flatten() for e in ours.embs])
+    assert 0 <= float(w.min()) and float(w.max()) < 1 and float(w.std()) > 0.2
+    assert all(float(e.weight.abs().max()) == 0 for e in TimeMLP(5, 2, 7, 128, 4).embs)
+    with pytest.raises(ValueError, match="nets.denoiser.style"):
+        TimeMLP(5, 2, 7, style="relu")
+
+
 def test_the_release_wake_loss_needs_the_deterministic_chain():
     with pytest.raises(ValueError, match="chain: ddim"):
         get_ddvi_family("ddvi").stages({**RELEASE, "chain": "ddpm"}, Ctx(prior=StdNormal()))
@@ -204,7 +253,9 @@ def test_recipe_release_sets_every_release_value_in_the_jobs_params(project):
     want = RECIPES["release"]
     for (prior, label), c in runs.items():
         assert c["prior"]["params"] == {**base[(prior, label)]["prior"]["params"], **want["priors"][prior]}
-        assert c["nets"] == {**base[(prior, label)]["nets"], **want["nets"]} != base[(prior, label)]["nets"]
+        plain_nets = base[(prior, label)]["nets"]
+        assert c["nets"] == {**plain_nets, "hidden": 1000,
+                             "denoiser": {**plain_nets["denoiser"], "style": "release", "layers": 4}} != plain_nets
         m = {**IMPLIED_BY_V1["method"], **c["method"]}  # a slice leaves out keys at their version-1 values
         if m["family"] == "ddvi":
             for key, value in want["method"].items():
@@ -213,7 +264,8 @@ def test_recipe_release_sets_every_release_value_in_the_jobs_params(project):
             assert m["sleep"] == base[(prior, label)]["method"]["sleep"]
         else:
             assert c["method"] == base[(prior, label)]["method"]
+    study_nets = yaml.safe_load((project / "params.yaml").read_text())["ddvi"]["nets"]
     for c in base.values():
-        assert c["nets"]["hidden"] == yaml.safe_load((project / "params.yaml").read_text())["ddvi"]["nets"]["hidden"]
+        assert c["nets"]["hidden"] == study_nets["hidden"] and "style" not in c["nets"]["denoiser"]
         assert not set(c["method"]) & {"wake_loss", "sleep_loss", "sleep_updates", "context_net", "stage1",
                                         "decoder_frozen"}

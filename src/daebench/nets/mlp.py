@@ -47,20 +47,40 @@ def mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
 
 
 class TimeMLP(nn.Module):
-    """DDVI's reverse-diffusion network (App. E): ``layers`` time-conditioned linear layers; each adds a
-    learned embedding of the integer step t to its output (a per-step bias) before the SiLU."""
+    """DDVI's reverse-diffusion network (App. E: "a 5-layer time-conditioned multi-layer perceptron, each with 128
+    hidden units"): ``layers`` time-conditioned linear layers; each adds a learned embedding of the integer step t
+    to its output (a per-step bias) before the activation.
 
-    def __init__(self, d_in: int, d_out: int, steps: int, hidden: int = 128, layers: int = 5):
+    ``style``: "app_e" (SiLU, embeddings from zero: the paper names neither) or "release", the release's
+    ConditionalModelWAUX / ConditionalModel (topwasu/DDVI models/simple.py): ReLU, embeddings drawn from U[0, 1)
+    and, with ``skip``, the first layer's output added to the third's (the main denoiser's one residual; its
+    stage-1 prior denoiser has none)."""
+
+    STYLES = ("app_e", "release")
+
+    def __init__(self, d_in: int, d_out: int, steps: int, hidden: int = 128, layers: int = 5,
+                 style: str = "app_e", skip: bool = False):
         super().__init__()
+        if style not in self.STYLES:
+            raise ValueError(f"nets.denoiser.style: unknown {style!r}; known: {', '.join(self.STYLES)}")
+        if skip and layers < 3:
+            raise ValueError(f"nets.denoiser.layers: the release's residual joins layers 1 and 3, got {layers}")
         self.lins = nn.ModuleList(nn.Linear(d_in if i == 0 else hidden, hidden) for i in range(layers))
         self.embs = nn.ModuleList(nn.Embedding(steps + 1, hidden) for _ in range(layers))
         for e in self.embs:
-            nn.init.zeros_(e.weight)
+            nn.init.zeros_(e.weight) if style == "app_e" else nn.init.uniform_(e.weight)
+        self.act = torch.nn.functional.silu if style == "app_e" else torch.relu
+        self.skip = skip
         self.out = nn.Linear(hidden, d_out)
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        for lin, emb in zip(self.lins, self.embs):
-            h = torch.nn.functional.silu(lin(h) + emb(t))
+        first = None
+        for i, (lin, emb) in enumerate(zip(self.lins, self.embs)):
+            h = self.act(lin(h) + emb(t))
+            if self.skip and i == 0:
+                first = h
+            elif self.skip and i == 2:
+                h = h + first
         return self.out(h)
 
 
