@@ -139,7 +139,7 @@ def strike(proc: subprocess.Popen, project: Path, rng: random.Random, kind: str,
             f.unlink()
 
 
-JOB_BLOCK = re.compile(r"^\s+output: (.+)\n\s+log: (.+)$", re.M)
+JOB_BLOCK = re.compile(r"^\s+output: (.+)\n\s+log: (.+)$", re.MULTILINE)
 # An attempt that got past its start: it resumed, logged training progress, or finished (DDVI's smoke trainers
 # log no progress lines).
 BEGAN = re.compile(r"resumed from |\btrain \S+: \d+/\d+ |\btrained ")
